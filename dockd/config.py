@@ -1,0 +1,361 @@
+"""Configuration: one TOML file, validated completely at load.
+
+Lookup order: ``--config PATH``, else ``$DOCKD_CONFIG``, else
+``/etc/dockd/dockd.toml``. Any unknown key, wrong type or missing required
+value raises :class:`ConfigError` naming the file and the dotted key; the CLI
+turns that into one line on stderr and exit code 2.
+
+Storage credentials never come from this file: boto3's standard chain
+(environment, shared files, ``$CREDENTIALS_DIRECTORY``) provides them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .errors import ConfigError
+
+DEFAULT_PATH = "/etc/dockd/dockd.toml"
+
+# Allowed udev properties in a [[camera]] match; anything else is a typo we refuse.
+MATCH_KEYS = frozenset(
+    {
+        "ID_VENDOR_ID",
+        "ID_MODEL_ID",
+        "ID_SERIAL_SHORT",
+        "ID_SERIAL",
+        "ID_VENDOR",
+        "ID_MODEL",
+        "ID_FS_TYPE",
+        "ID_FS_LABEL",
+        "ID_FS_UUID",
+        "ID_BUS",
+        "ID_PATH",
+        "DEVTYPE",
+        "DOCKD_PROFILE",
+        "DOCKD_CAMERA",
+    }
+)
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    id: str
+    data_dir: Path
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    url: str
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    multipart_threshold_mb: int = 64
+    part_size_mb: int = 16
+    concurrency: int = 4
+    object_lock_days: int = 0
+    legal_hold: bool = False
+    verify_after_upload: str = "head"  # "head" (checksum) or "read" (download and hash)
+    timeout_s: float = 60.0
+
+    @property
+    def scheme(self) -> str:
+        return urlparse(self.url).scheme
+
+    @property
+    def bucket(self) -> str:
+        return urlparse(self.url).netloc
+
+    @property
+    def prefix(self) -> str:
+        """Key prefix inside the bucket (s3) ; empty for file:// whose path is the root."""
+        return urlparse(self.url).path.strip("/") if self.scheme == "s3" else ""
+
+    @property
+    def root(self) -> Path:
+        """Directory of a ``file://`` share."""
+        return Path(urlparse(self.url).path)
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    max_attempts: int = 8
+    backoff_initial_s: float = 2.0
+    backoff_max_s: float = 600.0
+    bandwidth_limit_mbps: float = 0.0
+    lease_s: float = 900.0
+
+
+@dataclass(frozen=True)
+class SourcesConfig:
+    udev: bool = False
+    watch_dirs: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class OffloadConfig:
+    clip_globs: tuple[str, ...] = ("DCIM/**/*.MP4", "DCIM/**/*.mp4", "DCIM/**/*.MOV", "DCIM/**/*.mov")
+    sidecar_globs: tuple[str, ...] = ()
+    wipe: str = "after-upload"
+    wipe_check: str = "hash"
+    verify: str = "reread"
+    max_file_size_gb: float = 64.0
+    max_depth: int = 16
+    max_entries: int = 100_000
+    reserve_free_mb: int = 1024
+    parallel_cameras: int = 4
+    keep_staged_hours: float = 0.0
+    buffer_kb: int = 4096
+
+
+@dataclass(frozen=True)
+class CameraProfile:
+    name: str
+    match: dict[str, tuple[str, ...]]
+    filesystems: tuple[str, ...] = ("exfat", "vfat")
+    clip_globs: tuple[str, ...] | None = None
+    sidecar_globs: tuple[str, ...] | None = None
+
+    def matches(self, props: dict[str, str]) -> bool:
+        return all(props.get(k) in allowed for k, allowed in self.match.items())
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    on_state: str = ""
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = "127.0.0.1:9464"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    station: StationConfig
+    storage: StorageConfig | None
+    upload: UploadConfig = field(default_factory=UploadConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
+    offload: OffloadConfig = field(default_factory=OffloadConfig)
+    cameras: tuple[CameraProfile, ...] = ()
+    hooks: HooksConfig = field(default_factory=HooksConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.station.data_dir
+
+    def profile_for(self, props: dict[str, str]) -> CameraProfile | None:
+        """First matching ``[[camera]]`` profile wins (udiskie-style rules)."""
+        for p in self.cameras:
+            if p.matches(props):
+                return p
+        return None
+
+
+# ---------------------------------------------------------------- validation
+
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number", list: "a list"}
+
+
+class _Section:
+    """Reads one table, remembering which keys were used so leftovers are errors."""
+
+    def __init__(self, path: Path, name: str, table: Any):
+        self.path, self.name = path, name
+        if not isinstance(table, dict):
+            self.fail(None, "must be a table")
+        self.table = dict(table)
+
+    def key(self, k: str | None) -> str:
+        return f"[{self.name}] {k}" if k else f"[{self.name}]"
+
+    def fail(self, k: str | None, why: str) -> None:
+        raise ConfigError(self.path, f"{self.key(k)}: {why}")
+
+    def get(self, k: str, typ: type, default: Any = ..., choices: tuple | None = None) -> Any:
+        if k not in self.table:
+            if default is ...:
+                self.fail(k, "is required")
+            return default
+        v = self.table.pop(k)
+        ok = isinstance(v, typ) and not (typ in (int, float) and isinstance(v, bool))
+        if typ is float and isinstance(v, int) and not isinstance(v, bool):
+            v, ok = float(v), True
+        if not ok:
+            self.fail(k, f"must be {_TYPE_NAMES[typ]}, got {type(v).__name__} {v!r}")
+        if typ in (int, float) and v < 0:
+            self.fail(k, f"must not be negative, got {v!r}")
+        if choices is not None and v not in choices:
+            self.fail(k, f"must be one of {', '.join(map(repr, choices))}, got {v!r}")
+        return v
+
+    def strings(self, k: str, default: Any = ...) -> tuple[str, ...] | None:
+        v = self.get(k, list, default)
+        if v is default and default is not ...:
+            return default
+        if not all(isinstance(x, str) and x for x in v):
+            self.fail(k, "must be a list of non-empty strings")
+        return tuple(v)
+
+    def done(self) -> None:
+        if self.table:
+            self.fail(sorted(self.table)[0], "unknown key")
+
+
+def _positive(sec: _Section, k: str, v: float) -> float:
+    if v <= 0:
+        sec.fail(k, f"must be greater than 0, got {v!r}")
+    return v
+
+
+def load(path: str | os.PathLike | None = None) -> Config:
+    """Load and validate the configuration; raise ConfigError on any problem."""
+    p = Path(path or os.environ.get("DOCKD_CONFIG") or DEFAULT_PATH)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(p, "file not found (use --config PATH or set DOCKD_CONFIG)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(p, f"cannot read: {getattr(e, 'strerror', None) or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(p, f"not valid TOML: {e}") from None
+    return parse(raw, p)
+
+
+def parse(raw: dict, p: Path) -> Config:
+    top = _Section(p, "top level", raw)
+    top.name = "top level"
+
+    if "station" not in raw:
+        raise ConfigError(p, "[station]: section is required")
+    st = _Section(p, "station", top.table.pop("station"))
+    sid = st.get("id", str)
+    if not sid or "/" in sid or sid.strip() != sid or sid in (".", ".."):
+        st.fail("id", f"must be a non-empty name without '/' or surrounding spaces, got {sid!r}")
+    station = StationConfig(id=sid, data_dir=Path(st.get("data_dir", str, "/var/lib/dockd")))
+    st.done()
+
+    storage = None
+    if "storage" in top.table:
+        s = _Section(p, "storage", top.table.pop("storage"))
+        url = s.get("url", str)
+        u = urlparse(url)
+        if u.scheme == "s3":
+            if not u.netloc:
+                s.fail("url", f"must name a bucket, like s3://bucket/prefix, got {url!r}")
+        elif u.scheme == "file":
+            if u.netloc or not u.path.startswith("/"):
+                s.fail("url", f"must be an absolute path, like file:///mnt/evidence, got {url!r}")
+        else:
+            s.fail("url", f"must start with s3:// or file://, got {url!r}")
+        storage = StorageConfig(
+            url=url,
+            endpoint_url=s.get("endpoint_url", str, None),
+            region=s.get("region", str, "us-east-1"),
+            multipart_threshold_mb=int(_positive(s, "multipart_threshold_mb", s.get("multipart_threshold_mb", int, 64))),
+            part_size_mb=int(_positive(s, "part_size_mb", s.get("part_size_mb", int, 16))),
+            concurrency=int(_positive(s, "concurrency", s.get("concurrency", int, 4))),
+            object_lock_days=s.get("object_lock_days", int, 0),
+            legal_hold=s.get("legal_hold", bool, False),
+            verify_after_upload=s.get("verify_after_upload", str, "head", ("head", "read")),
+            timeout_s=_positive(s, "timeout_s", s.get("timeout_s", float, 60.0)),
+        )
+        if storage.part_size_mb < 5 and u.scheme == "s3":
+            s.fail("part_size_mb", "must be at least 5 (the S3 minimum part size)")
+        s.done()
+
+    up = _Section(p, "upload", top.table.pop("upload", {}))
+    upload = UploadConfig(
+        max_attempts=int(_positive(up, "max_attempts", up.get("max_attempts", int, 8))),
+        backoff_initial_s=_positive(up, "backoff_initial_s", up.get("backoff_initial_s", float, 2.0)),
+        backoff_max_s=_positive(up, "backoff_max_s", up.get("backoff_max_s", float, 600.0)),
+        bandwidth_limit_mbps=up.get("bandwidth_limit_mbps", float, 0.0),
+        lease_s=_positive(up, "lease_s", up.get("lease_s", float, 900.0)),
+    )
+    up.done()
+
+    so = _Section(p, "sources", top.table.pop("sources", {}))
+    sources = SourcesConfig(
+        udev=so.get("udev", bool, False),
+        watch_dirs=tuple(Path(d) for d in so.strings("watch_dirs", ())),
+    )
+    so.done()
+
+    d = OffloadConfig()
+    of = _Section(p, "offload", top.table.pop("offload", {}))
+    offload = OffloadConfig(
+        clip_globs=of.strings("clip_globs", d.clip_globs),
+        sidecar_globs=of.strings("sidecar_globs", d.sidecar_globs),
+        wipe=of.get("wipe", str, d.wipe, ("after-upload", "never")),
+        wipe_check=of.get("wipe_check", str, d.wipe_check, ("hash", "stat")),
+        verify=of.get("verify", str, d.verify, ("reread", "none")),
+        max_file_size_gb=of.get("max_file_size_gb", float, d.max_file_size_gb),
+        max_depth=int(_positive(of, "max_depth", of.get("max_depth", int, d.max_depth))),
+        max_entries=int(_positive(of, "max_entries", of.get("max_entries", int, d.max_entries))),
+        reserve_free_mb=of.get("reserve_free_mb", int, d.reserve_free_mb),
+        parallel_cameras=int(_positive(of, "parallel_cameras", of.get("parallel_cameras", int, d.parallel_cameras))),
+        keep_staged_hours=of.get("keep_staged_hours", float, d.keep_staged_hours),
+        buffer_kb=int(_positive(of, "buffer_kb", of.get("buffer_kb", int, d.buffer_kb))),
+    )
+    of.done()
+
+    cams = top.table.pop("camera", [])
+    if not isinstance(cams, list):
+        raise ConfigError(p, "[[camera]]: must be an array of tables ([[camera]])")
+    profiles = []
+    for i, c in enumerate(cams):
+        cs = _Section(p, f"camera #{i + 1}", c)
+        name = cs.get("name", str)
+        cs.name = f"camera {name!r}"
+        m = cs.get("match", dict)
+        match: dict[str, tuple[str, ...]] = {}
+        for mk, mv in m.items():
+            if mk not in MATCH_KEYS:
+                cs.fail(f"match.{mk}", f"unknown udev property (allowed: {', '.join(sorted(MATCH_KEYS))})")
+            vals = mv if isinstance(mv, list) else [mv]
+            if not vals or not all(isinstance(x, str) for x in vals):
+                cs.fail(f"match.{mk}", "must be a string or a list of strings")
+            match[mk] = tuple(vals)
+        profiles.append(
+            CameraProfile(
+                name=name,
+                match=match,
+                filesystems=cs.strings("filesystems", ("exfat", "vfat")),
+                clip_globs=cs.strings("clip_globs", None),
+                sidecar_globs=cs.strings("sidecar_globs", None),
+            )
+        )
+        cs.done()
+
+    ho = _Section(p, "hooks", top.table.pop("hooks", {}))
+    hooks = HooksConfig(on_state=ho.get("on_state", str, ""), timeout_s=ho.get("timeout_s", float, 10.0))
+    ho.done()
+
+    me = _Section(p, "metrics", top.table.pop("metrics", {}))
+    metrics = MetricsConfig(listen=me.get("listen", str, "127.0.0.1:9464"))
+    if metrics.listen and (":" not in metrics.listen or not metrics.listen.rsplit(":", 1)[1].isdigit()):
+        me.fail("listen", f"must be HOST:PORT or empty, got {metrics.listen!r}")
+    me.done()
+
+    if top.table:
+        k = sorted(top.table)[0]
+        raise ConfigError(p, f"[{k}]: unknown section" if isinstance(top.table[k], dict) else f"{k}: unknown key")
+
+    return Config(
+        path=p,
+        station=station,
+        storage=storage,
+        upload=upload,
+        sources=sources,
+        offload=offload,
+        cameras=tuple(profiles),
+        hooks=hooks,
+        metrics=metrics,
+    )

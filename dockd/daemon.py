@@ -1,0 +1,416 @@
+"""The daemon: wires sources, offloader, uploader and wipe gate around the queue.
+
+Threads:
+
+* sources put domain events (:mod:`dockd.events`) on ``self.events``;
+* the main loop takes them, starts one camera worker per docked camera (at
+  most ``[offload] parallel_cameras`` at a time) and cancels it on undock;
+* ``[storage] concurrency`` upload workers claim staged clips from the
+  queue, so the first clip of a camera uploads while the rest are still
+  being offloaded, and a storage outage never blocks offloading;
+* a camera worker, once its clips are offloaded, waits for their uploads and
+  passes them through the wipe gate, then sets the camera ``ready``.
+
+Everything the daemon knows survives in the queue; on start it recovers
+interrupted copies, releases stale leases and aborts multipart uploads the
+queue does not know.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue as queue_mod
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from . import __version__, keys, mounts
+from .config import Config
+from .copier import Cancelled
+from .events import Docked, Rejected, Undocked, valid_serial
+from .lifecycle import CameraState, ClipState, camera_state
+from .offloader import Offloader
+from .queue import Queue
+from .runtime import DataDirLock, run_hook, sd_notify, watchdog_interval
+from .status import Meters, write_status
+from .storage import open_backend
+from .uploader import Uploader
+from .volume import Volume
+from .wipe import prune_staging, wipe_clips
+
+log = structlog.get_logger("dockd.daemon")
+
+WIPE_BATCH_S = 30.0  # wipe uploaded clips at least this often while others are still pending
+
+
+@dataclass
+class CameraWork:
+    docked: Docked
+    cancel: threading.Event = field(default_factory=threading.Event)
+    future: object = None
+    mount: mounts.Mount | None = None
+
+
+def queue_path(cfg: Config) -> Path:
+    return cfg.data_dir / "queue.db"
+
+
+class Daemon:
+    def __init__(self, cfg: Config, *, drain: bool = False, clock: Callable[[], float] = time.time,
+                 sources: list | None = None, mounter: mounts.Mounter | None = None):
+        self.cfg, self.drain, self.clock = cfg, drain, clock
+        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.lock = DataDirLock(cfg.data_dir)
+        self.events: queue_mod.Queue = queue_mod.Queue()
+        self.stop_evt = threading.Event()
+        self.changed = threading.Condition()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.work: dict[str, CameraWork] = {}
+        self.meters = Meters()
+        self.mounter = mounter or mounts.Mounter(cfg.data_dir / "mnt")
+        self._sources = sources
+        self.queue: Queue | None = None
+
+    # -- life
+
+    def run(self) -> int:
+        with self.lock:
+            self.queue = Queue(queue_path(self.cfg))
+            try:
+                return self._run()
+            finally:
+                self.queue.close()
+
+    def _run(self) -> int:
+        q = self.queue
+        key, created = keys.load_or_create(self.cfg.data_dir)
+        if created:
+            q.record("key.created", detail={"key_id": key.key_id}, now=self.clock())
+        self._record_start(key)
+        self.backend = open_backend(self.cfg.storage) if self.cfg.storage else None
+        self.offloader = Offloader(self.cfg, q, key, clock=self.clock, on_progress=self.meters.offloaded,
+                                   on_status=self._paused)
+        rec = self.offloader.recover()
+        released = q.release_leases(now=self.clock())  # we hold the data-dir lock: every lease is stale
+        self.mounter.cleanup_stale()
+        if rec["reset"] or released:
+            log.info("recovered", reset_copies=rec["reset"], released_leases=released)
+        self._abort_orphans()
+
+        pool = ThreadPoolExecutor(self.cfg.offload.parallel_cameras, thread_name_prefix="camera")
+        uploaders = self._start_uploaders()
+        sources = self._sources if self._sources is not None else self._make_sources()
+        for s in sources:
+            s.start()
+        sd_notify("READY=1", f"STATUS={self._status_line()}")
+        log.info("dockd running", station=self.cfg.station.id, drain=self.drain, version=__version__)
+        wd = watchdog_interval()
+        last_tick = 0.0
+        try:
+            while not self.stop_evt.is_set():
+                try:
+                    ev = self.events.get(timeout=0.5)
+                except queue_mod.Empty:
+                    ev = None
+                if ev is not None:
+                    self._dispatch(ev, pool)
+                now = time.monotonic()
+                if now - last_tick >= (min(wd, 1.0) if wd else 1.0):
+                    last_tick = now
+                    self._tick(pool)
+                    if self.drain and self._drained():
+                        break
+        finally:
+            log.info("dockd stopping")
+            for s in sources:
+                s.stop()
+            for w in list(self.work.values()):
+                w.cancel.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.stop_evt.set()
+            with self.changed:
+                self.changed.notify_all()
+            for t in uploaders:
+                t.join(timeout=self.cfg.storage.timeout_s if self.cfg.storage else 5)
+            for w in list(self.work.values()):
+                if w.mount:
+                    self.mounter.unmount(w.mount, lazy=True)
+            q.record("daemon.stopped", detail={"owner": self.owner}, now=self.clock())
+            self._write_status()
+        return self._exit_code()
+
+    def stop(self) -> None:
+        self.stop_evt.set()
+
+    def _record_start(self, key: keys.StationKey) -> None:
+        q = self.queue
+        cfg_hash = hashlib.sha256(self.cfg.path.read_bytes()).hexdigest() if self.cfg.path.exists() else None
+        prev = [r for r in q.audit_rows() if r["event"] == "daemon.started"][-1:]
+        if prev and prev[0]["detail"].get("config_sha256") != cfg_hash:
+            q.record("config.changed", detail={"from": prev[0]["detail"].get("config_sha256"), "to": cfg_hash},
+                     now=self.clock())
+        if prev and prev[0]["detail"].get("key_id") not in (None, key.key_id):
+            q.record("key.changed", detail={"from": prev[0]["detail"].get("key_id"), "to": key.key_id},
+                     now=self.clock())
+        q.record("daemon.started", detail={"owner": self.owner, "version": __version__, "config": str(self.cfg.path),
+                                           "config_sha256": cfg_hash, "key_id": key.key_id, "drain": self.drain},
+                 now=self.clock())
+
+    def _make_sources(self) -> list:
+        out = []
+        if self.cfg.sources.watch_dirs:
+            from .sources.watchdir import WatchDirSource
+
+            out.append(WatchDirSource(self.cfg.sources.watch_dirs, self.events))
+        if self.cfg.sources.udev:
+            from .sources.udev import UdevSource
+
+            out.append(UdevSource(self.cfg, self.events))
+        return out
+
+    def _abort_orphans(self) -> None:
+        if self.backend is None:
+            return
+        try:
+            aborted = self.backend.abort_unknown_uploads(self.queue.known_upload_ids())
+            if aborted:
+                self.queue.record("upload.orphans_aborted", detail={"upload_ids": aborted}, now=self.clock())
+        except Exception as e:  # noqa: BLE001 - storage may be down at start; uploads retry later
+            log.warning("could not list multipart uploads at start", error=str(e))
+
+    # -- events
+
+    def _dispatch(self, ev: object, pool: ThreadPoolExecutor) -> None:
+        if isinstance(ev, Rejected):
+            log.warning("device rejected", what=ev.what, reason=ev.reason)
+            self.queue.record("device.rejected", detail={"what": ev.what, "reason": ev.reason}, now=self.clock())
+        elif isinstance(ev, Docked):
+            serial = ev.camera.serial
+            w = self.work.get(serial)
+            if w and not (w.future and w.future.done()):
+                return  # already being handled (cold plug and event raced)
+            w = CameraWork(ev)
+            self.work[serial] = w
+            self.queue.dock_camera(serial, source=ev.camera.source, vendor=ev.camera.vendor, model=ev.camera.model,
+                                   profile=ev.camera.profile, bay=ev.camera.bay, now=self.clock())
+            self._hook(serial, CameraState.DOCKED)
+            w.future = pool.submit(self._camera_guarded, w)
+        elif isinstance(ev, Undocked):
+            w = self.work.pop(ev.serial, None)
+            if w is None and not (ev.serial and self.queue.camera(ev.serial)):
+                return
+            if w is not None:
+                w.cancel.set()
+                if w.mount:
+                    self.mounter.unmount(w.mount, lazy=True)
+            if ev.serial and self.queue.camera(ev.serial):
+                self.queue.set_camera_state(ev.serial, CameraState.UNDOCKED, docked=False, now=self.clock())
+                self._hook(ev.serial, CameraState.UNDOCKED)
+            log.info("camera undocked", camera=ev.serial)
+
+    def _tick(self, pool: ThreadPoolExecutor) -> None:
+        q = self.queue
+        expired = q.release_leases(expired_before=self.clock(), now=self.clock())
+        if expired:
+            self._notify()
+        prune_staging(self.cfg, q, now=self.clock())
+        # A docked camera whose worker finished gets a new one when there is
+        # work again (a replayed clip was uploaded and can now be wiped).
+        for serial, w in list(self.work.items()):
+            if w.future is not None and w.future.done() and not w.cancel.is_set():
+                counts = q.camera_counts(serial)
+                if counts.get(ClipState.UPLOADED) and self._wiping():
+                    w2 = CameraWork(w.docked)
+                    self.work[serial] = w2
+                    w2.future = pool.submit(self._camera_guarded, w2)
+        self._write_status()
+        sd_notify("WATCHDOG=1", f"STATUS={self._status_line()}")
+
+    def _drained(self) -> bool:
+        if not self.events.empty():
+            return False
+        if any(w.future is not None and not w.future.done() for w in self.work.values()):
+            return False
+        c = self.queue.counts()
+        return not (c[ClipState.STAGED] or c[ClipState.UPLOADING] or c[ClipState.COPYING])
+
+    def _exit_code(self) -> int:
+        c = self.queue.counts()
+        bad = c[ClipState.FAILED] or c[ClipState.QUARANTINED]
+        bad = bad or any(cam.state in (CameraState.ERROR, CameraState.ATTENTION) for cam in self.queue.cameras()
+                         if cam.docked)
+        return 1 if bad else 0
+
+    # -- cameras
+
+    def _wiping(self) -> bool:
+        return self.cfg.storage is not None and self.cfg.offload.wipe == "after-upload"
+
+    def _set_state(self, serial: str, state: CameraState, reason: str | None = None) -> None:
+        if self.queue.set_camera_state(serial, state, reason, now=self.clock()):
+            log.info("camera state", camera=serial, state=str(state), reason=reason)
+            self._hook(serial, state)
+
+    def _hook(self, serial: str, state: CameraState) -> None:
+        cam = self.queue.camera(serial)
+        run_hook(self.cfg.hooks.on_state, self.cfg.hooks.timeout_s, (cam.bay if cam else None) or "-", serial,
+                 str(state))
+
+    def _paused(self, serial: str, reason: str | None) -> None:
+        self._set_state(serial, CameraState.OFFLOADING, reason)
+
+    def _camera_guarded(self, w: CameraWork) -> None:
+        serial = w.docked.camera.serial
+        try:
+            self._camera(w)
+        except Cancelled:
+            log.info("camera work stopped", camera=serial)
+        except Exception as e:  # noqa: BLE001 - one camera's failure never stops the daemon
+            log.exception("camera work failed", camera=serial)
+            if not w.cancel.is_set():
+                self._set_state(serial, CameraState.ERROR, f"{type(e).__name__}: {e}")
+        finally:
+            if w.mount and (w.cancel.is_set() or self.stop_evt.is_set() or self.work.get(serial) is not w):
+                self.mounter.unmount(w.mount, lazy=True)
+                w.mount = None
+
+    def _camera(self, w: CameraWork) -> None:
+        ev, cam = w.docked, w.docked.camera
+        serial = cam.serial
+        if not valid_serial(serial):
+            raise ValueError(f"unsafe serial {serial!r}")
+        if ev.root is not None:
+            root = ev.root
+            if w.cancel.wait(0.5):  # let an automounter or copy finish settling the directory
+                raise Cancelled()
+        else:
+            try:
+                w.mount = self.mounter.mount(serial, ev.devnode, ev.fs_type, cam.filesystems)
+            except mounts.MountError as e:
+                self.queue.record("camera.mount_failed", camera=serial, detail={"reason": str(e)}, now=self.clock())
+                self._set_state(serial, CameraState.ERROR, f"mount failed: {e}")
+                return
+            root = w.mount.path
+        self._set_state(serial, CameraState.OFFLOADING)
+        summary = self.offloader.offload(cam, root, w.cancel)
+        log.info("offload done", camera=serial, staged=summary.staged, already=summary.already,
+                 skipped=len(summary.skipped), bytes=summary.bytes, seconds=round(summary.seconds, 2))
+        self._notify()
+        last_wipe = time.monotonic()
+        while not w.cancel.is_set() and not self.stop_evt.is_set():
+            counts = self.queue.camera_counts(serial)
+            pending = any(counts.get(s) for s in (ClipState.DISCOVERED, ClipState.COPYING, ClipState.STAGED,
+                                                  ClipState.UPLOADING))
+            if counts.get(ClipState.UPLOADED) and self._wiping() and (
+                    not pending or time.monotonic() - last_wipe > WIPE_BATCH_S):
+                self._wipe(w, root)
+                last_wipe = time.monotonic()
+                continue
+            state = camera_state(counts, offloading_done=True, storage_configured=self.cfg.storage is not None,
+                                 wipe_mode=self.cfg.offload.wipe)
+            reason = None
+            if state is CameraState.ATTENTION:
+                reason = (f"{counts.get(ClipState.FAILED, 0)} failed, {counts.get(ClipState.QUARANTINED, 0)} "
+                          f"quarantined clip(s) stay on the camera; see `dockd queue --camera {serial}`")
+            elif state is CameraState.HOLDING:
+                reason = "wiping is off (no [storage] or wipe = \"never\"); clips stay on the camera"
+            self._set_state(serial, state, reason)
+            if state in (CameraState.READY, CameraState.HOLDING, CameraState.ATTENTION) and not pending:
+                break
+            with self.changed:
+                self.changed.wait(timeout=1.0)
+        if w.mount:
+            self.mounter.unmount(w.mount)
+            w.mount = None
+
+    def _wipe(self, w: CameraWork, root: Path) -> None:
+        serial = w.docked.camera.serial
+        self._set_state(serial, CameraState.WIPING)
+        clips = self.queue.clips(camera=serial, state=ClipState.UPLOADED)
+        if w.mount is not None:
+            self.mounter.remount_rw(w.mount)
+            root = w.mount.path
+        try:
+            with Volume(root) as vol:
+                res = wipe_clips(self.cfg, self.queue, vol, clips, lock_ok=self._lock_ok, clock=self.clock)
+        finally:
+            if w.mount is not None:
+                self.mounter.remount_ro(w.mount)
+        self.meters.wiped(len(res.wiped))
+        if res.refused:
+            log.warning("some clips were not wiped", camera=serial, refused=len(res.refused))
+
+    _lock_cache: tuple[float, bool] = (0.0, False)
+
+    def _lock_ok(self) -> bool:
+        t, ok = self._lock_cache
+        if time.monotonic() - t > 60:
+            try:
+                ok = bool(self.backend and self.backend.lock_enforced())
+            except Exception:  # noqa: BLE001
+                ok = False
+            self._lock_cache = (time.monotonic(), ok)
+        return ok
+
+    # -- uploads
+
+    def _start_uploaders(self) -> list[threading.Thread]:
+        if self.backend is None:
+            return []
+        up = Uploader(self.cfg, self.queue, self.backend, owner=self.owner, clock=self.clock,
+                      on_progress=self.meters.uploaded, on_error=self.meters.upload_error)
+        self.uploader = up
+        threads = []
+        for i in range(self.cfg.storage.concurrency):
+            t = threading.Thread(target=self._upload_loop, args=(up,), name=f"upload-{i}", daemon=True)
+            t.start()
+            threads.append(t)
+        return threads
+
+    def _upload_loop(self, up: Uploader) -> None:
+        while not self.stop_evt.is_set():
+            try:
+                clip = up.run_once()
+            except Exception:  # noqa: BLE001 - keep the worker alive; the lease expires and it is retried
+                log.exception("upload worker error")
+                clip = None
+                self.stop_evt.wait(5)
+            if clip is not None:
+                self._notify()
+                continue
+            with self.changed:
+                self.changed.wait(timeout=1.0)
+
+    def _notify(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    # -- status
+
+    def _status_line(self) -> str:
+        c = self.queue.counts()
+        docked = sum(1 for cam in self.queue.cameras() if cam.docked)
+        return (f"{docked} docked; {c['staged'] + c['uploading']} to upload, {c['uploaded']} to wipe, "
+                f"{c['failed']} failed, {c['quarantined']} quarantined")
+
+    def _write_status(self) -> None:
+        try:
+            write_status(self.cfg.data_dir, {
+                "pid": os.getpid(), "owner": self.owner, "updated": self.clock(),
+                "meters": self.meters.snapshot(), "status": self._status_line(),
+            })
+        except OSError as e:
+            log.warning("cannot write status file", error=str(e))
+
+
+def json_dumps(o: object) -> str:
+    return json.dumps(o, sort_keys=True)

@@ -1,0 +1,33 @@
+"""structlog set-up: JSON lines when stdout is not a terminal, readable console output when it is.
+
+Every log line about a clip is bound with ``clip`` (its id) and ``camera``
+(its serial) by the module that logs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+
+def configure(level: str = "info", *, stream=None, force_json: bool | None = None) -> None:
+    stream = stream or sys.stderr
+    as_json = (not sys.stdout.isatty()) if force_json is None else force_json
+    renderer = (structlog.processors.JSONRenderer(sort_keys=False) if as_json
+                else structlog.dev.ConsoleRenderer(colors=stream.isatty(),
+                                                   exception_formatter=structlog.dev.plain_traceback))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info if as_json else (lambda _l, _m, ev: ev),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,296 @@
+"""The offloader: verified, single-pass, signed copies off an untrusted camera volume.
+
+For each clip the scan finds (see :mod:`dockd.volume`):
+
+1. ``discover`` it in the queue; a clip already past ``discovered`` (same
+   camera, path, size, mtime) is not copied again (resume, de-duplication).
+2. Commit ``copying``; then copy and hash in one pass into
+   ``staging/<id>.clip.tmp``; fsync; drop its cache; re-read and compare the
+   hash (``verify = "reread"``); rename to ``staging/<id>.clip``; fsync the dir.
+3. Copy sidecars the same way; sign the manifest; write it beside the clip.
+4. Commit ``staged`` with hash, staged path, object key and manifest.
+
+Any failure before step 4 deletes the temporary file and commits
+``copy_aborted`` (back to ``discovered``), so the clip is picked up again on
+the next dock; a hash mismatch on re-read is retried once from the source and
+then ``quarantined`` with both hashes. The staging directory never holds a
+file under a final name that the queue doesn't know or that wasn't verified.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from . import __version__, durable
+from . import manifest as mf
+from .config import Config
+from .copier import Cancelled, ShortRead, WriteError, copy_hash
+from .events import CameraInfo
+from .keys import StationKey
+from .lifecycle import ClipEvent, ClipState
+from .queue import Queue, rfc3339, rfc3339_ns
+from .storage.base import object_key
+from .volume import Entry, Limits, SourceChanged, Volume, escape
+
+log = structlog.get_logger("dockd.offload")
+
+
+class VerifyMismatch(Exception):
+    def __init__(self, copied: str, reread: str):
+        super().__init__(f"re-read hash {reread} differs from copy hash {copied}")
+        self.copied, self.reread = copied, reread
+
+
+class DiskFull(Exception):
+    """Not enough free space in the staging area for the next clip."""
+
+
+@dataclass
+class Summary:
+    camera: str
+    staged: int = 0
+    already: int = 0
+    quarantined: int = 0
+    aborted: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    skipped: list[dict] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"camera": self.camera, "staged": self.staged, "already_offloaded": self.already,
+                "quarantined": self.quarantined, "aborted": self.aborted, "bytes": self.bytes,
+                "seconds": round(self.seconds, 3), "skipped": self.skipped, "errors": self.errors}
+
+
+class Offloader:
+    def __init__(self, cfg: Config, queue: Queue, key: StationKey, *, clock: Callable[[], float] = time.time,
+                 on_progress: Callable[[str, int], None] | None = None,
+                 on_status: Callable[[str, str | None], None] | None = None):
+        self.cfg, self.queue, self.key, self.clock = cfg, queue, key, clock
+        self.staging = cfg.data_dir / "staging"
+        self.staging.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.on_progress = on_progress  # (camera serial, bytes) for throughput meters
+        self.on_status = on_status  # (camera serial, reason) while paused for disk space
+        o = cfg.offload
+        self.limits = Limits(int(o.max_file_size_gb * (1 << 30)), o.max_depth, o.max_entries)
+        self.bufsize = o.buffer_kb * 1024
+        self.reserve = o.reserve_free_mb << 20
+
+    # -- staging paths (named by clip id; never from camera names)
+
+    def staged_path(self, clip_id: int) -> Path:
+        return self.staging / f"{clip_id:010d}.clip"
+
+    def sidecar_path(self, clip_id: int, n: int) -> Path:
+        return self.staging / f"{clip_id:010d}.side{n}"
+
+    def manifest_path(self, clip_id: int) -> Path:
+        return self.staging / f"{clip_id:010d}.manifest.json"
+
+    # -- one camera
+
+    def offload(self, cam: CameraInfo, root: Path, cancel: threading.Event | None = None) -> Summary:
+        """Offload every clip on the volume at ``root``. Never raises for a single bad clip."""
+        cancel = cancel or threading.Event()
+        t0 = time.monotonic()
+        s = Summary(cam.serial)
+        clip_globs = cam.clip_globs or self.cfg.offload.clip_globs
+        side_globs = cam.sidecar_globs or self.cfg.offload.sidecar_globs
+        with Volume(root) as vol:
+            scan = vol.scan(tuple(clip_globs), tuple(side_globs), self.limits)
+            for sk in scan.skipped:
+                s.skipped.append({"path": sk.path, "reason": sk.reason})
+                if self.queue.add_skip(cam.serial, sk.path, sk.reason, now=self.clock()):
+                    log.warning("entry skipped", camera=cam.serial, path=sk.path, reason=sk.reason)
+            for entry in scan.clips:
+                if cancel.is_set():
+                    raise Cancelled()
+                self.offload_clip(cam, vol, entry, scan.sidecars.get(entry.path, []), cancel, s)
+        s.seconds = time.monotonic() - t0
+        return s
+
+    def offload_clip(self, cam: CameraInfo, vol: Volume, entry: Entry, sides: list[Entry],
+                     cancel: threading.Event, s: Summary) -> None:
+        clip, _new = self.queue.discover(cam.serial, entry.path, entry.size, entry.mtime_ns, now=self.clock())
+        if clip.state is not ClipState.DISCOVERED:
+            s.already += 1
+            return
+        self.wait_for_space(cam.serial, entry.size + sum(x.size for x in sides), cancel)
+        clip = self.queue.transition(clip.id, ClipEvent.COPY_STARTED, now=self.clock())
+        blog = log.bind(clip=clip.id, camera=cam.serial)
+        blog.info("copying", path=entry.path, size=entry.size)
+        try:
+            sha = self._stage_verified(vol, entry, self.staged_path(clip.id), cancel, cam.serial)
+            side_rows = []
+            for n, se in enumerate(sorted(sides, key=lambda e: e.path)):
+                sp = self.sidecar_path(clip.id, n)
+                ssha = self._stage_verified(vol, se, sp, cancel, cam.serial)
+                side_rows.append({"path": se.path, "size": se.size, "mtime_ns": se.mtime_ns, "sha256": ssha,
+                                  "staged_path": str(sp)})
+        except VerifyMismatch as e:
+            self._cleanup(clip.id, len(sides))
+            self.queue.transition(clip.id, ClipEvent.QUARANTINE, now=self.clock(),
+                                  last_error=f"staged copy failed verification twice: {e}",
+                                  detail={"reason": "verify mismatch", "copied_sha256": e.copied,
+                                          "reread_sha256": e.reread})
+            blog.error("quarantined: staged copy does not verify", copied=e.copied, reread=e.reread)
+            s.quarantined += 1
+            return
+        except Cancelled:
+            self._cleanup(clip.id, len(sides))
+            self.queue.transition(clip.id, ClipEvent.COPY_ABORTED, now=self.clock(),
+                                  last_error="copy cancelled (undocked or stopping)", detail={"reason": "cancelled"})
+            raise
+        except (SourceChanged, ShortRead, WriteError, OSError) as e:
+            self._cleanup(clip.id, len(sides))
+            msg = f"copy aborted: {e}" if not isinstance(e, OSError) else f"copy aborted: {e.strerror or e}"
+            self.queue.transition(clip.id, ClipEvent.COPY_ABORTED, now=self.clock(), last_error=msg,
+                                  detail={"reason": msg})
+            blog.warning("copy aborted; will copy again on next dock", error=msg)
+            s.aborted += 1
+            s.errors.append(f"{escape(entry.path)}: {msg}")
+            return
+
+        mtime = rfc3339_ns(entry.mtime_ns)
+        body = mf.build(sha256=sha, size=entry.size, path=entry.path, mtime=mtime, camera=cam.manifest_fields(),
+                        station_id=self.cfg.station.id, offloaded_at=rfc3339(self.clock()),
+                        verify=self.cfg.offload.verify,
+                        sidecars=[{"path": r["path"], "size": r["size"], "sha256": r["sha256"],
+                                   "mtime": rfc3339_ns(r["mtime_ns"])} for r in side_rows],
+                        dockd_version=__version__)
+        signed = mf.sign(body, self.key)
+        durable.write_atomic(self.manifest_path(clip.id), mf.dumps(signed), mode=0o600)
+        prefix = self.cfg.storage.prefix if self.cfg.storage else ""
+        key = object_key(prefix, self.cfg.station.id, cam.serial, entry.mtime_ns, sha, entry.ext)
+        self.queue.set_sidecars(clip.id, side_rows)
+        self.queue.transition(clip.id, ClipEvent.STAGED, now=self.clock(), sha256=sha,
+                              staged_path=str(self.staged_path(clip.id)), object_key=key,
+                              manifest=json.dumps(signed, sort_keys=True, ensure_ascii=False),
+                              verify_mode=self.cfg.offload.verify, last_error=None,
+                              detail={"sha256": sha, "size": entry.size, "verify": self.cfg.offload.verify,
+                                      "sidecars": len(side_rows)})
+        blog.info("staged", sha256=sha, size=entry.size)
+        s.staged += 1
+        s.bytes += entry.size
+
+    def _stage_verified(self, vol: Volume, entry: Entry, dest: Path, cancel: threading.Event, serial: str) -> str:
+        """Copy with hash, fsync, re-read; one retry from the source on mismatch or a write/fsync error."""
+        for attempt in (1, 2):
+            try:
+                return self._stage_once(vol, entry, dest, cancel, serial)
+            except VerifyMismatch:
+                if attempt == 2:
+                    raise
+                log.warning("re-read mismatch; copying again from the camera", camera=serial, path=entry.path)
+            except WriteError as e:
+                if attempt == 2:
+                    raise
+                log.warning("staging write failed; copying again from the camera", camera=serial,
+                            path=entry.path, error=str(e))
+        raise AssertionError("unreachable")
+
+    def _stage_once(self, vol: Volume, entry: Entry, dest: Path, cancel: threading.Event, serial: str) -> str:
+        tmp = dest.with_name(dest.name + durable.TMP_SUFFIX)
+        tmp.unlink(missing_ok=True)
+        src = vol.open(entry)
+        try:
+            dfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                progress = (lambda n: self.on_progress(serial, n)) if self.on_progress else None
+                sha = copy_hash(src, dfd, entry.size, bufsize=self.bufsize, cancel=cancel, progress=progress)
+                # A failed fsync is never retried: the pages may be gone. The
+                # exception propagates, the temporary file is deleted below
+                # and the clip is copied again from the camera.
+                try:
+                    os.fsync(dfd)
+                except OSError as e:
+                    raise WriteError(e) from e
+                durable.drop_cache(dfd)
+            finally:
+                os.close(dfd)
+            vol.check_same(entry, os.fstat(src))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(src)
+        if self.cfg.offload.verify == "reread":
+            got, n = durable.sha256_file(tmp, bufsize=self.bufsize, uncached=True)
+            if got != sha or n != entry.size:
+                tmp.unlink(missing_ok=True)
+                raise VerifyMismatch(sha, got)
+        durable.publish(tmp, dest)
+        return sha
+
+    def _cleanup(self, clip_id: int, n_sides: int) -> None:
+        paths = [self.staged_path(clip_id), self.manifest_path(clip_id)]
+        paths += [self.sidecar_path(clip_id, i) for i in range(n_sides)]
+        for p in paths:
+            for q in (p, p.with_name(p.name + durable.TMP_SUFFIX)):
+                q.unlink(missing_ok=True)
+
+    # -- disk-space guard
+
+    def wait_for_space(self, serial: str, need: int, cancel: threading.Event, poll_s: float = 5.0) -> None:
+        """Block (cancellably) until staging has ``need`` bytes plus the reserve free."""
+        paused = False
+        while True:
+            free = shutil.disk_usage(self.staging).free
+            if free - need >= self.reserve:
+                if paused and self.on_status:
+                    self.on_status(serial, None)
+                return
+            if not paused:
+                msg = (f"paused: staging disk full ({free >> 20} MiB free, clip needs {need >> 20} MiB "
+                       f"plus reserve {self.reserve >> 20} MiB)")
+                log.warning(msg, camera=serial)
+                self.queue.record("offload.paused", camera=serial, detail={"reason": msg}, now=self.clock())
+                if self.on_status:
+                    self.on_status(serial, msg)
+                paused = True
+            if cancel.wait(poll_s):
+                raise Cancelled()
+
+    # -- crash recovery
+
+    def recover(self) -> dict:
+        """At start-up: reset interrupted copies and remove staging files the queue does not vouch for."""
+        reset = []
+        for c in self.queue.clips(state=ClipState.COPYING):
+            self.queue.transition(c.id, ClipEvent.COPY_ABORTED, now=self.clock(),
+                                  last_error="copy interrupted by a crash or restart",
+                                  detail={"reason": "recovery"})
+            reset.append(c.id)
+        keep: set[str] = set()
+        for c in self.queue.clips(state=[ClipState.STAGED, ClipState.UPLOADING, ClipState.UPLOADED,
+                                         ClipState.FAILED, ClipState.WIPED]):
+            if c.staged_path:
+                keep.add(Path(c.staged_path).name)
+                keep.add(self.manifest_path(c.id).name)
+                keep.update(Path(r["staged_path"]).name for r in self.queue.sidecars(c.id) if r["staged_path"])
+        removed = []
+        for p in self.staging.iterdir():
+            if p.name not in keep:
+                p.unlink(missing_ok=True)
+                removed.append(p.name)
+        missing = [c.id for c in self.queue.clips(state=[ClipState.STAGED, ClipState.UPLOADING, ClipState.FAILED])
+                   if not c.staged_path or not Path(c.staged_path).exists()]
+        if reset or removed or missing:
+            self.queue.record("recovery.staging", detail={"reset_copies": reset, "removed_files": removed,
+                                                          "missing_staged": missing}, now=self.clock())
+        for cid in missing:
+            self.queue.raise_alarm(f"staged-missing-{cid}", f"clip {cid}: staged copy missing; it stays on camera",
+                                   now=self.clock())
+        return {"reset": reset, "removed": removed, "missing": missing}
+

@@ -1,0 +1,157 @@
+"""Human-readable output of the read commands (rich tables), and the shape of ``status --json``."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .config import Config
+from .queue import Clip, Queue, rfc3339
+from .runtime import DataDirLock
+from .status import read_status
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n}"
+
+
+def status_dict(cfg: Config, q: Queue) -> dict:
+    """The stable ``dockd status --json`` object."""
+    live = read_status(cfg.data_dir) or {}
+    pid = DataDirLock(cfg.data_dir).holder()
+    meters = live.get("meters", {}) if pid else {}
+    cams = []
+    for cam in q.cameras():
+        prog = q.camera_progress(cam.serial)
+        rate = meters.get("rate", {}).get(cam.serial, {})
+        cams.append({
+            "serial": cam.serial, "state": cam.state, "reason": cam.reason, "bay": cam.bay, "docked": bool(cam.docked),
+            "vendor": cam.vendor, "model": cam.model, "profile": cam.profile, "source": cam.source,
+            "docked_at": rfc3339(cam.docked_at), "updated_at": rfc3339(cam.updated_at), "progress": prog,
+            "skipped": len(q.skips(cam.serial)),
+            "rate_bytes_per_s": {"offload": rate.get("offload", 0.0), "upload": rate.get("upload", 0.0)},
+        })
+    try:
+        free = shutil.disk_usage(cfg.data_dir).free
+    except OSError:
+        free = None
+    oldest = q.oldest_pending()
+    return {
+        "station": cfg.station.id,
+        "daemon": {"running": bool(pid), "pid": pid if pid and pid > 0 else None},
+        "storage": {"url": cfg.storage.url if cfg.storage else None,
+                    "endpoint_url": cfg.storage.endpoint_url if cfg.storage else None},
+        "cameras": cams,
+        "queue": q.counts(),
+        "alarms": [{"kind": a["kind"], "message": a["message"], "at": rfc3339(a["at"])} for a in q.alarms()],
+        "free_bytes": free,
+        "oldest_pending_at": rfc3339(oldest),
+        "oldest_pending_age_s": round(time.time() - oldest, 1) if oldest else None,
+    }
+
+
+def _cameras_table(st: dict) -> Table:
+    t = Table(title=f"station {st['station']}", title_justify="left")
+    for col in ("bay", "camera", "state", "found", "staged", "uploaded", "wiped", "rate", "note"):
+        t.add_column(col, overflow="fold")
+    for c in st["cameras"]:
+        p = c["progress"]
+
+        def cell(k: str) -> str:
+            return f"{p[k]['clips']} / {human_bytes(p[k]['bytes'])}"
+
+        r = c["rate_bytes_per_s"]
+        rate = " ".join(f"{k[:3]} {human_bytes(v)}/s" for k, v in r.items() if v)
+        t.add_row(c["bay"] or "-", c["serial"], c["state"], cell("found"), cell("staged"), cell("uploaded"),
+                  cell("wiped"), rate, c["reason"] or "")
+    return t
+
+
+def _summary(st: dict) -> Text:
+    q = st["queue"]
+    d = st["daemon"]
+    line = "  ".join(f"{k} {v}" for k, v in q.items())
+    txt = Text(f"daemon: {'running, pid ' + str(d['pid']) if d['running'] else 'not running'}\n")
+    txt.append(f"storage: {st['storage']['url'] or 'not configured (nothing is wiped)'}\n")
+    txt.append(f"queue: {line}\n")
+    if st["free_bytes"] is not None:
+        txt.append(f"free space: {human_bytes(st['free_bytes'])}\n")
+    if st["oldest_pending_at"]:
+        txt.append(f"oldest clip not yet uploaded: {st['oldest_pending_at']}\n")
+    for a in st["alarms"]:
+        txt.append(f"ALARM {a['kind']}: {a['message']}\n", style="bold red")
+    return txt
+
+
+def _console() -> Console:
+    """Wide enough for the tables when output goes to a file or a pipe."""
+    import sys
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def print_status(st: dict) -> None:
+    con = _console()
+    con.print(_cameras_table(st) if st["cameras"] else Text("no cameras seen yet"))
+    con.print(_summary(st), end="")
+
+
+def watch(cfg: Config, q: Queue, interval: float = 1.0, *, once: bool = False) -> None:
+    with Live(refresh_per_second=4, screen=False) as live:
+        while True:
+            st = status_dict(cfg, q)
+            live.update(Group(_cameras_table(st), _summary(st)))
+            if once:
+                return
+            try:
+                time.sleep(interval)
+            except KeyboardInterrupt:
+                return
+
+
+def print_clips(clips: list[Clip]) -> None:
+    t = Table()
+    for col in ("id", "camera", "state", "size", "path", "sha256", "att", "last error"):
+        t.add_column(col, overflow="fold")
+    for c in clips:
+        t.add_row(str(c.id), c.camera, str(c.state), human_bytes(c.size), c.path, (c.sha256 or "")[:16],
+                  str(c.attempts), c.last_error or "")
+    _console().print(t if clips else Text("no clips"))
+
+
+def print_clip(d: dict) -> None:
+    con = _console()
+    t = Table(show_header=False)
+    t.add_column("field")
+    t.add_column("value", overflow="fold")
+    for k in ("id", "camera", "path", "state", "size", "mtime", "sha256", "object_key", "staged_path", "verify",
+              "attempts", "last_error", "next_attempt_at", "staged_at", "uploaded_at", "wiped_at"):
+        t.add_row(k, "" if d.get(k) is None else str(d[k]))
+    if d.get("manifest"):
+        t.add_row("signed by", d["manifest"]["signature"]["key_id"])
+    for sc in d.get("sidecars", []):
+        t.add_row("sidecar", f"{sc['path']} {sc['sha256']}")
+    con.print(t)
+    ev = Table(title="audit trail", title_justify="left")
+    for col in ("seq", "at", "event", "detail"):
+        ev.add_column(col, overflow="fold")
+    for e in d["events"]:
+        ev.add_row(str(e["seq"]), e["at"], e["event"],
+                   ", ".join(f"{k}={v}" for k, v in e["detail"].items() if k not in ("from",)))
+    con.print(ev)
+    if d.get("skipped_on_camera"):
+        sk = Table(title=f"skipped on camera {d['camera']}", title_justify="left")
+        sk.add_column("path", overflow="fold")
+        sk.add_column("reason")
+        for s in d["skipped_on_camera"]:
+            sk.add_row(s["path"], s["reason"])
+        con.print(sk)
