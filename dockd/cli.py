@@ -208,11 +208,20 @@ def audit(c: Ctx, camera: str | None, clip_id: int | None, since: str | None, as
     """The hash-chained audit log."""
     q = c.queue(must_exist=True)
     if verify_chain:
+        from . import keys as keys_mod
+        from .auditlog import check_heads
+
         n, bad = q.verify_audit()
         if bad:
             click.echo(f"audit chain BROKEN at seq {bad[0]}: {bad[1]} ({n} rows checked)")
             sys.exit(EXIT_FAILED)
-        click.echo(f"audit chain intact: {n} rows")
+        heads = q.audit_heads()
+        if heads:
+            badh = check_heads(q, keys_mod.load(c.cfg.data_dir).public)
+            if badh:
+                click.echo(f"audit chain BROKEN at seq {badh[0]}: {badh[1]}")
+                sys.exit(EXIT_FAILED)
+        click.echo(f"audit chain intact: {n} rows, {len(heads)} signed heads verified")
         return
     rows = q.audit_rows(camera=camera, clip=clip_id, since=since)
     for r in rows:

@@ -50,6 +50,8 @@ from .wipe import prune_staging, wipe_clips
 log = structlog.get_logger("dockd.daemon")
 
 WIPE_BATCH_S = 30.0  # wipe uploaded clips at least this often while others are still pending
+AUDIT_SIGN_S = 300.0  # sign the audit chain head this often (and at stop)
+AUDIT_EXPORT_S = 60.0  # look for finished days' audit segments to upload this often
 
 
 @dataclass
@@ -96,7 +98,9 @@ class Daemon:
         if created:
             q.record("key.created", detail={"key_id": key.key_id}, now=self.clock())
         self._record_start(key)
+        self.key = key
         self.backend = open_backend(self.cfg.storage) if self.cfg.storage else None
+        self.metrics = self._start_metrics()
         self.offloader = Offloader(self.cfg, q, key, clock=self.clock, on_progress=self.meters.offloaded,
                                    on_status=self._paused)
         rec = self.offloader.recover()
@@ -145,7 +149,10 @@ class Daemon:
                 if w.mount:
                     self.mounter.unmount(w.mount, lazy=True)
             q.record("daemon.stopped", detail={"owner": self.owner}, now=self.clock())
+            self._sign_audit_head()
             self._write_status()
+            if self.metrics:
+                self.metrics.stop()
         return self._exit_code()
 
     def stop(self) -> None:
@@ -164,6 +171,48 @@ class Daemon:
         q.record("daemon.started", detail={"owner": self.owner, "version": __version__, "config": str(self.cfg.path),
                                            "config_sha256": cfg_hash, "key_id": key.key_id, "drain": self.drain},
                  now=self.clock())
+
+    def _start_metrics(self):
+        if not self.cfg.metrics.listen:
+            return None
+        from .metrics import Metrics
+
+        m = Metrics(self.queue, self.cfg.data_dir)
+        try:
+            m.serve(self.cfg.metrics.listen)
+        except OSError as e:  # metrics must never stop evidence from moving
+            log.error("metrics endpoint unavailable", listen=self.cfg.metrics.listen, error=str(e))
+            return None
+        self.meters.sink = m
+        log.info("metrics served", url=f"http://{self.cfg.metrics.listen}/metrics")
+        return m
+
+    _last_head = 0.0
+    _last_export = 0.0
+
+    def _sign_audit_head(self) -> None:
+        from .auditlog import signed_head
+
+        try:
+            signed_head(self.queue, self.key, self.cfg.station.id, self.clock())
+        except Exception:  # noqa: BLE001
+            log.exception("could not sign the audit head")
+
+    def _audit_housekeeping(self) -> None:
+        """Sign the chain head every AUDIT_SIGN_S; export finished days' segments to storage."""
+        now = time.monotonic()
+        if now - self._last_head >= AUDIT_SIGN_S:
+            self._last_head = now
+            self._sign_audit_head()
+        if self.backend is not None and now - self._last_export >= AUDIT_EXPORT_S:
+            self._last_export = now
+            from .auditlog import export_days
+
+            try:
+                export_days(self.queue, self.backend, self.key, self.cfg.station.id, self.cfg.storage.prefix,
+                            now=self.clock())
+            except Exception as e:  # noqa: BLE001 - storage down: try again next time
+                log.warning("audit export deferred", error=str(e))
 
     def _make_sources(self) -> list:
         out = []
@@ -223,6 +272,7 @@ class Daemon:
         if expired:
             self._notify()
         prune_staging(self.cfg, q, now=self.clock())
+        self._audit_housekeeping()
         # A docked camera whose worker finished gets a new one when there is
         # work again (a replayed clip was uploaded and can now be wiped).
         for serial, w in list(self.work.items()):
@@ -385,6 +435,7 @@ class Daemon:
                 clip = None
                 self.stop_evt.wait(5)
             if clip is not None:
+                self.meters.attempt()
                 self._notify()
                 continue
             with self.changed:

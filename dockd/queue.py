@@ -158,6 +158,26 @@ audit_log = Table(
 )
 
 
+audit_heads = Table(
+    "audit_heads",
+    md,
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # last audit row covered
+    Column("hash", String, nullable=False),
+    Column("at", String, nullable=False),
+    Column("statement", Text, nullable=False),  # signed JSON statement
+)
+
+audit_exports = Table(
+    "audit_exports",
+    md,
+    Column("day", String, primary_key=True),  # YYYY-MM-DD (UTC)
+    Column("first_seq", Integer, nullable=False),
+    Column("last_seq", Integer, nullable=False),
+    Column("object_key", String, nullable=False),
+    Column("at", Float, nullable=False),
+)
+
+
 def rfc3339(ts: float | None) -> str | None:
     if ts is None:
         return None
@@ -350,6 +370,31 @@ class Queue:
         with self.engine.connect() as c:
             return [dict(r._mapping, detail=json.loads(r.detail)) for r in c.execute(q)]
 
+    def last_audit(self) -> tuple[int, str]:
+        with self.engine.connect() as c:
+            r = c.execute(select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)).first()
+        return (r.seq, r.hash) if r else (0, chain.GENESIS)
+
+    def add_audit_head(self, seq: int, h: str, at: str, statement: str) -> None:
+        with self.tx() as c:
+            if not c.execute(select(audit_heads.c.seq).where(audit_heads.c.seq == seq)).first():
+                c.execute(insert(audit_heads).values(seq=seq, hash=h, at=at, statement=statement))
+
+    def audit_heads(self) -> list[dict]:
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(select(audit_heads).order_by(audit_heads.c.seq))]
+
+    def audit_exported_days(self) -> set[str]:
+        with self.engine.connect() as c:
+            return {r.day for r in c.execute(select(audit_exports.c.day))}
+
+    def mark_audit_exported(self, day: str, first_seq: int, last_seq: int, key: str, *, now: float | None = None) -> None:
+        with self.tx() as c:
+            c.execute(insert(audit_exports).values(day=day, first_seq=first_seq, last_seq=last_seq, object_key=key,
+                                                   at=_now(now)))
+            self._audit(c, "audit.exported", detail={"day": day, "first_seq": first_seq, "last_seq": last_seq,
+                                                     "object_key": key}, now=now)
+
     def verify_audit(self) -> tuple[int, tuple[int, str] | None]:
         """Recompute the whole chain: ``(rows checked, first bad (seq, reason) or None)``."""
         rows = self.audit_rows()
@@ -464,6 +509,13 @@ class Queue:
         with self.engine.connect() as c:
             got = {s: n for s, n in c.execute(select(clips.c.state, func.count()).group_by(clips.c.state))}
         return {str(s): got.get(str(s), 0) for s in ClipState}
+
+    def counts_and_bytes(self) -> dict[str, tuple[int, int]]:
+        """Per state: (clips, bytes)."""
+        with self.engine.connect() as c:
+            got = {s: (n, b or 0) for s, n, b in c.execute(
+                select(clips.c.state, func.count(), func.sum(clips.c.size)).group_by(clips.c.state))}
+        return {str(s): got.get(str(s), (0, 0)) for s in ClipState}
 
     def oldest_pending(self) -> float | None:
         with self.engine.connect() as c:

@@ -27,6 +27,8 @@ class Meters:
         self.errors: dict[str, int] = defaultdict(int)
         self.wiped_total = 0
         self._samples: list[tuple[float, str, str, int]] = []
+        self.attempts = 0
+        self.sink = None  # optional dockd.metrics.Metrics mirrored by every call
 
     def _add(self, kind: str, serial: str, n: int) -> None:
         with self._lock:
@@ -38,17 +40,31 @@ class Meters:
 
     def offloaded(self, serial: str, n: int) -> None:
         self._add("offload", serial, n)
+        if self.sink:
+            self.sink.offload_bytes.inc(n)
 
     def uploaded(self, serial: str, n: int) -> None:
         self._add("upload", serial, n)
+        if self.sink:
+            self.sink.upload_bytes.inc(n)
 
     def upload_error(self, cls: str) -> None:
         with self._lock:
             self.errors[cls] += 1
+        if self.sink:
+            self.sink.upload_errors.labels(cls).inc()
+
+    def attempt(self) -> None:
+        with self._lock:
+            self.attempts += 1
+        if self.sink:
+            self.sink.upload_attempts.inc()
 
     def wiped(self, n: int) -> None:
         with self._lock:
             self.wiped_total += n
+        if self.sink and n:
+            self.sink.wiped.inc(n)
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -58,7 +74,8 @@ class Meters:
                 if now - t <= self.window:
                     rate[serial][kind] += n / self.window
             return {"offload_bytes": dict(self.off), "upload_bytes": dict(self.up), "rate": dict(rate),
-                    "upload_errors": dict(self.errors), "wiped": self.wiped_total}
+                    "upload_errors": dict(self.errors), "wiped": self.wiped_total,
+                    "upload_attempts": self.attempts}
 
 
 def write_status(data_dir: Path, obj: dict) -> None:

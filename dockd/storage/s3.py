@@ -214,7 +214,9 @@ class S3Backend:
         return h.hexdigest(), n
 
     def check(self) -> None:
-        self._call(self.client.head_bucket, Bucket=self.bucket)
+        # A listing (not HeadBucket) so that errors carry their S3 code:
+        # HEAD responses have no body to say NoSuchBucket or SignatureDoesNotMatch.
+        self._call(self.client.list_objects_v2, Bucket=self.bucket, MaxKeys=1, Prefix=self.cfg.prefix)
 
     def lock_enforced(self) -> bool:
         try:
