@@ -452,7 +452,13 @@ class Queue:
             return {s: n for s, n in c.execute(q)}
 
     def camera_progress(self, serial: str) -> dict[str, dict[str, int]]:
-        """Per camera: clips and bytes found / staged / uploaded / wiped (all docks)."""
+        """Clips and bytes found / staged / uploaded / wiped for the camera's current dock.
+
+        The current dock's work is every clip not yet wiped plus those wiped since it docked.
+        """
+        cam = self.camera(serial)
+        since = cam.docked_at if cam and cam.docked_at else 0.0
+        current = (clips.c.state != ClipState.WIPED) | (clips.c.wiped_at >= since)
         reached = {
             "found": list(ClipState),
             "staged": [ClipState.STAGED, ClipState.UPLOADING, ClipState.UPLOADED, ClipState.WIPED, ClipState.FAILED],
@@ -463,7 +469,7 @@ class Queue:
         with self.engine.connect() as c:
             for k, states in reached.items():
                 n, b = c.execute(select(func.count(), func.coalesce(func.sum(clips.c.size), 0))
-                                 .where(clips.c.camera == serial, clips.c.state.in_(states))).one()
+                                 .where(clips.c.camera == serial, clips.c.state.in_(states), current)).one()
                 out[k] = {"clips": n, "bytes": b}
         return out
 

@@ -59,20 +59,36 @@ def status_dict(cfg: Config, q: Queue) -> dict:
     }
 
 
+def _bar(done: int, total: int, rate: float, width: int = 20) -> Text:
+    """A progress bar with bytes, rate and ETA for one stage of one camera."""
+    if total <= 0:
+        return Text("-")
+    done = min(done, total)
+    filled = int(width * done / total)
+    eta = ""
+    if rate > 0 and done < total:
+        secs = int((total - done) / rate)
+        eta = f" ETA {secs // 60}m{secs % 60:02d}s"
+    t = Text("█" * filled, style="green")
+    t.append("░" * (width - filled), style="grey50")
+    t.append(f" {100 * done // total:3d}%\n{human_bytes(done)} / {human_bytes(total)}")
+    if rate:
+        t.append(f" {human_bytes(rate)}/s{eta}")
+    return t
+
+
 def _cameras_table(st: dict) -> Table:
     t = Table(title=f"station {st['station']}", title_justify="left")
-    for col in ("bay", "camera", "state", "found", "staged", "uploaded", "wiped", "rate", "note"):
+    for col in ("bay", "camera", "state", "clips found/staged/uploaded/wiped", "offload", "upload", "note"):
         t.add_column(col, overflow="fold")
     for c in st["cameras"]:
         p = c["progress"]
-
-        def cell(k: str) -> str:
-            return f"{p[k]['clips']} / {human_bytes(p[k]['bytes'])}"
-
         r = c["rate_bytes_per_s"]
-        rate = " ".join(f"{k[:3]} {human_bytes(v)}/s" for k, v in r.items() if v)
-        t.add_row(c["bay"] or "-", c["serial"], c["state"], cell("found"), cell("staged"), cell("uploaded"),
-                  cell("wiped"), rate, c["reason"] or "")
+        counts = " / ".join(str(p[k]["clips"]) for k in ("found", "staged", "uploaded", "wiped"))
+        t.add_row(c["bay"] or "-", c["serial"], c["state"], counts,
+                  _bar(p["staged"]["bytes"], p["found"]["bytes"], r.get("offload", 0.0)),
+                  _bar(p["uploaded"]["bytes"], p["found"]["bytes"], r.get("upload", 0.0)),
+                  c["reason"] or "")
     return t
 
 
