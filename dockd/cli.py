@@ -376,8 +376,13 @@ def entry() -> None:
     except click.Abort:
         click.echo("dockd: aborted", err=True)
         sys.exit(EXIT_FAILED)
+    except click.UsageError as e:
+        cmd = e.ctx.command_path if e.ctx else "dockd"
+        msg = " ".join(e.format_message().split())
+        click.echo(f"dockd: error: {msg} (see `{cmd} --help`)", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"dockd: error: {' '.join(e.format_message().split())}", err=True)
         sys.exit(e.exit_code)
     except DockdError as e:
         click.echo(f"dockd: error: {e.message()}", err=True)

@@ -11,6 +11,7 @@ Storage credentials never come from this file: boto3's standard chain
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -161,7 +162,8 @@ class Config:
 
 # ---------------------------------------------------------------- validation
 
-_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number", list: "a list"}
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number", list: "a list",
+               dict: "a table"}
 
 
 class _Section:
@@ -190,6 +192,8 @@ class _Section:
             v, ok = float(v), True
         if not ok:
             self.fail(k, f"must be {_TYPE_NAMES[typ]}, got {type(v).__name__} {v!r}")
+        if typ is float and not math.isfinite(v):
+            self.fail(k, f"must be a finite number, got {v!r}")
         if typ in (int, float) and v < 0:
             self.fail(k, f"must not be negative, got {v!r}")
         if choices is not None and v not in choices:
@@ -239,7 +243,10 @@ def parse(raw: dict, p: Path) -> Config:
     sid = st.get("id", str)
     if not sid or "/" in sid or sid.strip() != sid or sid in (".", ".."):
         st.fail("id", f"must be a non-empty name without '/' or surrounding spaces, got {sid!r}")
-    station = StationConfig(id=sid, data_dir=Path(st.get("data_dir", str, "/var/lib/dockd")))
+    data_dir = st.get("data_dir", str, "/var/lib/dockd")
+    if not data_dir.startswith("/"):
+        st.fail("data_dir", f"must be an absolute path, got {data_dir!r}")
+    station = StationConfig(id=sid, data_dir=Path(data_dir))
     st.done()
 
     storage = None
@@ -290,6 +297,8 @@ def parse(raw: dict, p: Path) -> Config:
 
     d = OffloadConfig()
     of = _Section(p, "offload", top.table.pop("offload", {}))
+    if of.table.get("clip_globs") == []:
+        of.fail("clip_globs", "must name at least one glob")
     offload = OffloadConfig(
         clip_globs=of.strings("clip_globs", d.clip_globs),
         sidecar_globs=of.strings("sidecar_globs", d.sidecar_globs),

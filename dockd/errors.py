@@ -25,9 +25,11 @@ class DockdError(Exception):
     def message(self) -> str:
         doc = (type(self).__doc__ or "{}").strip().splitlines()[0]
         try:
-            return doc.format(*self.args)
+            msg = doc.format(*self.args)
         except (IndexError, KeyError):
-            return " ".join(str(a) for a in self.args) or doc
+            msg = " ".join(str(a) for a in self.args) or doc
+        # Always one line: names from config files or cameras may hold line breaks.
+        return msg.replace("\r", "\\r").replace("\n", "\\n")
 
     def __str__(self) -> str:
         return self.message()

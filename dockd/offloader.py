@@ -113,12 +113,32 @@ class Offloader:
                 s.skipped.append({"path": sk.path, "reason": sk.reason})
                 if self.queue.add_skip(cam.serial, sk.path, sk.reason, now=self.clock()):
                     log.warning("entry skipped", camera=cam.serial, path=sk.path, reason=sk.reason)
+            self._settle_vanished(cam.serial, scan)
             for entry in scan.clips:
                 if cancel.is_set():
                     raise Cancelled()
                 self.offload_clip(cam, vol, entry, scan.sidecars.get(entry.path, []), cancel, s)
         s.seconds = time.monotonic() - t0
         return s
+
+    def _settle_vanished(self, serial: str, scan) -> None:
+        """A clip seen before but never copied, now changed or gone from the camera, needs a person.
+
+        Cameras do not alter finished recordings, so this is quarantined (with
+        the reason) rather than silently forgotten; the new version of the file,
+        if any, is a clip of its own.
+        """
+        seen = {(e.path, e.size, e.mtime_ns) for e in scan.clips}
+        unsure = {sk.path for sk in scan.skipped}
+        if any("too large" in sk.reason or "too wide" in sk.reason for sk in scan.skipped):
+            return  # the scan is incomplete: absence proves nothing
+        for c in self.queue.clips(camera=serial, state=ClipState.DISCOVERED):
+            if (c.path, c.size, c.mtime_ns) in seen or escape(c.path) in unsure:
+                continue
+            why = "changed or removed on the camera before it could be copied"
+            self.queue.transition(c.id, ClipEvent.QUARANTINE, now=self.clock(), last_error=why,
+                                  detail={"reason": why})
+            log.warning("clip quarantined: " + why, clip=c.id, camera=serial, path=c.path)
 
     def offload_clip(self, cam: CameraInfo, vol: Volume, entry: Entry, sides: list[Entry],
                      cancel: threading.Event, s: Summary) -> None:
@@ -170,7 +190,17 @@ class Offloader:
                                    "mtime": rfc3339_ns(r["mtime_ns"])} for r in side_rows],
                         dockd_version=__version__)
         signed = mf.sign(body, self.key)
-        durable.write_atomic(self.manifest_path(clip.id), mf.dumps(signed), mode=0o600)
+        try:
+            durable.write_atomic(self.manifest_path(clip.id), mf.dumps(signed), mode=0o600)
+        except OSError as e:
+            self._cleanup(clip.id, len(sides))
+            msg = f"copy aborted: writing the manifest failed: {e.strerror or e}"
+            self.queue.transition(clip.id, ClipEvent.COPY_ABORTED, now=self.clock(), last_error=msg,
+                                  detail={"reason": msg})
+            blog.warning("copy aborted; will copy again on next dock", error=msg)
+            s.aborted += 1
+            s.errors.append(f"{escape(entry.path)}: {msg}")
+            return
         prefix = self.cfg.storage.prefix if self.cfg.storage else ""
         key = object_key(prefix, self.cfg.station.id, cam.serial, entry.mtime_ns, sha, entry.ext)
         self.queue.set_sidecars(clip.id, side_rows)
@@ -273,8 +303,9 @@ class Offloader:
                                   detail={"reason": "recovery"})
             reset.append(c.id)
         keep: set[str] = set()
+        # quarantined clips keep their staged copy and manifest: they are evidence under investigation
         for c in self.queue.clips(state=[ClipState.STAGED, ClipState.UPLOADING, ClipState.UPLOADED,
-                                         ClipState.FAILED, ClipState.WIPED]):
+                                         ClipState.FAILED, ClipState.WIPED, ClipState.QUARANTINED]):
             if c.staged_path:
                 keep.add(Path(c.staged_path).name)
                 keep.add(self.manifest_path(c.id).name)

@@ -47,7 +47,7 @@ from sqlalchemy import (
 )
 
 from . import audit as chain
-from .errors import IllegalTransition, NotFound, SchemaTooNew
+from .errors import IllegalTransition, NotFound, SchemaTooNew, UsageError
 from .lifecycle import ClipEvent, ClipState, next_state
 
 SCHEMA_VERSION = 1
@@ -184,6 +184,18 @@ def rfc3339(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def normalise_time(text: str) -> str:
+    """Any RFC 3339 / ISO 8601 time (``Z`` or offset; naive = UTC) in the stored form, so strings compare
+    as times (``...:00Z`` would otherwise sort after ``...:00.500Z``)."""
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"{text!r} is not an RFC 3339 time (like 2026-11-21T00:00:00Z)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def rfc3339_ns(ns: int) -> str:
     """Nanosecond-exact RFC 3339 UTC time (JSON numbers can't hold epoch nanoseconds exactly)."""
     sec, frac = divmod(ns, 1_000_000_000)
@@ -303,8 +315,12 @@ class Queue:
 
         @event.listens_for(self.engine, "begin")
         def _on_begin(conn):  # pragma: no cover
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front; plain reads (engine.connect()) use a deferred
+            # BEGIN, so in WAL mode they neither wait for nor block a writer.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("dockd_write")
+                                 else "BEGIN")
 
+        self.writer: Engine = self.engine.execution_options(dockd_write=True)
         if migrate:
             self.migrate()
 
@@ -327,7 +343,9 @@ class Queue:
         for version, step in MIGRATIONS:
             if version <= current:
                 continue
-            with self.engine.begin() as c:
+            with self.writer.begin() as c:
+                if c.exec_driver_sql("PRAGMA user_version").scalar_one() >= version:
+                    continue  # another process applied it meanwhile
                 step(c)
                 c.exec_driver_sql(f"PRAGMA user_version = {int(version)}")
             applied.append(version)
@@ -335,7 +353,7 @@ class Queue:
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
-        with self.engine.begin() as c:
+        with self.writer.begin() as c:
             yield c
 
     # -- audit
@@ -366,7 +384,7 @@ class Queue:
         if clip is not None:
             q = q.where(audit_log.c.clip == clip)
         if since:
-            q = q.where(audit_log.c.at >= since)
+            q = q.where(audit_log.c.at >= normalise_time(since))
         with self.engine.connect() as c:
             return [dict(r._mapping, detail=json.loads(r.detail)) for r in c.execute(q)]
 

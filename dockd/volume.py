@@ -100,12 +100,12 @@ def glob_regex(pattern: str) -> re.Pattern:
                 piece += "[^/]*"
             elif ch == "?":
                 piece += "[^/]"
-            elif ch == "[" and "]" in seg[j + 2:] or ch == "[" and seg[j + 1:j + 2] == "]":
-                end = seg.index("]", j + 2 if seg[j + 1:j + 2] in ("!", "]") else j + 1)
-                body = seg[j + 1:end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                piece += "[" + body.replace("\\", "\\\\").replace("/", "") + "]"
+            elif ch == "[" and (end := seg.find("]", j + (3 if seg[j + 1:j + 2] == "!" else 2))) > 0:
+                # a ']' first in the class is a member; an unterminated '[' is literal
+                neg = seg[j + 1:j + 2] == "!"
+                body = re.sub(r"([\\\[\]^&~|])", r"\\\1", seg[j + (2 if neg else 1):end].replace("/", ""))
+                # a class never matches the separator
+                piece += f"[^/{body}]" if neg else f"[{body}]" if body else "(?!)"
                 j = end
             else:
                 piece += re.escape(ch)
@@ -149,24 +149,61 @@ class Volume:
         out = Scan()
         side: list[Entry] = []
         total = 0
-        stack: list[tuple[int, str, int]] = [(os.dup(self.fd), "", 0)]
+
+        def listing(dfd: int, rel: str, depth: int) -> list:
+            """Visit one directory's entries; return its subdirectories still to enter (not yet opened)."""
+            nonlocal total
+            subdirs: list = []
+            seen = 0
+            with os.scandir(dfd) as it:
+                for de in it:
+                    seen += 1
+                    total += 1
+                    if seen > limits.max_entries:
+                        out.skipped.append(Skip(escape(rel or "."), f"directory too wide (more than {limits.max_entries} entries); rest not scanned"))
+                        break
+                    if total > limits.max_entries:
+                        out.skipped.append(Skip(escape(rel or "."), f"volume too large (more than {limits.max_entries} entries); rest not scanned"))
+                        break
+                    self._visit(dfd, rel, depth, de, clip_globs, sidecar_globs, limits, out, side, subdirs)
+            subdirs.reverse()
+            return subdirs
+
+        # Depth first, holding one fd per level (never one per pending directory: a
+        # camera with thousands of sibling directories must not exhaust descriptors).
+        root = os.dup(self.fd)
         try:
-            while stack:
-                dfd, rel, depth = stack.pop()
+            top = listing(root, "", 0)
+        except BaseException:
+            os.close(root)
+            raise
+        frames: list[tuple[int, str, int, list]] = [(root, "", 0, top)]
+        try:
+            while frames and total <= limits.max_entries:
+                dfd, rel, depth, pending = frames[-1]
+                if not pending:
+                    os.close(frames.pop()[0])
+                    continue
+                name, path, st = pending.pop()
+                shown = escape(path)
                 try:
-                    seen = 0
-                    with os.scandir(dfd) as it:
-                        for de in it:
-                            seen += 1
-                            total += 1
-                            if seen > limits.max_entries or total > limits.max_entries:
-                                out.skipped.append(Skip(escape(rel or "."), f"directory too wide (more than {limits.max_entries} entries); rest not scanned"))
-                                break
-                            self._visit(dfd, rel, depth, de, clip_globs, sidecar_globs, limits, out, side, stack)
-                finally:
-                    os.close(dfd)
+                    sub = os.open(name, O_DIR, dir_fd=dfd)
+                except OSError as e:
+                    out.skipped.append(Skip(shown, f"cannot open directory: {e.strerror}"))
+                    continue
+                fst = os.fstat(sub)
+                if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+                    os.close(sub)
+                    out.skipped.append(Skip(shown, "directory changed during scan"))
+                    continue
+                try:
+                    subs = listing(sub, path, depth + 1)
+                except BaseException:
+                    os.close(sub)
+                    raise
+                frames.append((sub, path, depth + 1, subs))
         finally:
-            for dfd, _, _ in stack:
+            for dfd, _, _, _ in frames:
                 os.close(dfd)
         stems = {_stem(c.path): c.path for c in out.clips}
         for s in side:
@@ -199,17 +236,7 @@ class Volume:
             elif depth + 1 > limits.max_depth:
                 out.skipped.append(Skip(shown, f"directory nested deeper than {limits.max_depth} levels"))
             else:
-                try:
-                    sub = os.open(name, O_DIR, dir_fd=dfd)
-                except OSError as e:
-                    out.skipped.append(Skip(shown, f"cannot open directory: {e.strerror}"))
-                    return
-                fst = os.fstat(sub)
-                if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-                    os.close(sub)
-                    out.skipped.append(Skip(shown, "directory changed during scan"))
-                    return
-                stack.append((sub, path, depth + 1))
+                stack.append((name, path, st))  # opened by scan() when it is entered
         elif stat.S_ISREG(mode):
             is_clip = matches(path, clip_globs)
             is_side = not is_clip and matches(path, sidecar_globs)
