@@ -324,6 +324,8 @@ def parse(raw: dict, p: Path) -> Config:
         name = cs.get("name", str)
         cs.name = f"camera {name!r}"
         m = cs.get("match", dict)
+        if not m:
+            cs.fail("match", "must name at least one udev property (an empty match would take every USB disk)")
         match: dict[str, tuple[str, ...]] = {}
         for mk, mv in m.items():
             if mk not in MATCH_KEYS:

@@ -60,6 +60,8 @@ class CameraWork:
     cancel: threading.Event = field(default_factory=threading.Event)
     future: object = None
     mount: mounts.Mount | None = None
+    prev: object = None  # an undocked worker for the same serial still winding down: start after it
+    lock: threading.Lock = field(default_factory=threading.Lock)  # cancel vs. state writes
 
 
 def queue_path(cfg: Config) -> Path:
@@ -80,6 +82,7 @@ class Daemon:
         self.meters = Meters()
         self.mounter = mounter or mounts.Mounter(cfg.data_dir / "mnt")
         self._sources = sources
+        self.retiring: dict[str, object] = {}  # serial -> future of a cancelled worker not yet finished
         self.queue: Queue | None = None
 
     # -- life
@@ -230,7 +233,10 @@ class Daemon:
         if self.backend is None:
             return
         try:
-            aborted = self.backend.abort_unknown_uploads(self.queue.known_upload_ids())
+            from .storage.base import station_prefix  # only this station's uploads: the bucket may be shared
+
+            aborted = self.backend.abort_unknown_uploads(
+                self.queue.known_upload_ids(), prefix=station_prefix(self.cfg.storage.prefix, self.cfg.station.id))
             if aborted:
                 self.queue.record("upload.orphans_aborted", detail={"upload_ids": aborted}, now=self.clock())
         except Exception as e:  # noqa: BLE001 - storage may be down at start; uploads retry later
@@ -246,24 +252,41 @@ class Daemon:
             serial = ev.camera.serial
             w = self.work.get(serial)
             if w and not (w.future and w.future.done()):
+                if ev.devnode and w.docked.devnode and ev.devnode != w.docked.devnode:
+                    # Two devices claiming one serial: keep the first, never mix their clips.
+                    reason = f"serial {serial} is already docked as {w.docked.devnode}"
+                    log.warning("device rejected", what=ev.devnode, reason=reason)
+                    self.queue.record("device.rejected", camera=serial,
+                                      detail={"what": ev.devnode, "reason": reason}, now=self.clock())
                 return  # already being handled (cold plug and event raced)
             w = CameraWork(ev)
+            prev = self.retiring.pop(serial, None)
+            if prev is not None and not prev.done():
+                w.prev = prev
             self.work[serial] = w
             self.queue.dock_camera(serial, source=ev.camera.source, vendor=ev.camera.vendor, model=ev.camera.model,
                                    profile=ev.camera.profile, bay=ev.camera.bay, now=self.clock())
             self._hook(serial, CameraState.DOCKED)
             w.future = pool.submit(self._camera_guarded, w)
         elif isinstance(ev, Undocked):
-            w = self.work.pop(ev.serial, None)
+            w = self.work.get(ev.serial)
+            if w is not None and ev.devnode and w.docked.devnode and ev.devnode != w.docked.devnode:
+                log.info("ignoring removal of another device with this serial", camera=ev.serial,
+                         devnode=ev.devnode, docked_as=w.docked.devnode)
+                return
+            self.work.pop(ev.serial, None)
             if w is None and not (ev.serial and self.queue.camera(ev.serial)):
                 return
             if w is not None:
-                w.cancel.set()
+                with w.lock:  # no state write from the worker after this
+                    w.cancel.set()
+                if w.future is not None and not w.future.done():
+                    self.retiring[ev.serial] = w.future
                 if w.mount:
                     self.mounter.unmount(w.mount, lazy=True)
             if ev.serial and self.queue.camera(ev.serial):
-                self.queue.set_camera_state(ev.serial, CameraState.UNDOCKED, docked=False, now=self.clock())
-                self._hook(ev.serial, CameraState.UNDOCKED)
+                if self.queue.set_camera_state(ev.serial, CameraState.UNDOCKED, docked=False, now=self.clock()):
+                    self._hook(ev.serial, CameraState.UNDOCKED)
             log.info("camera undocked", camera=ev.serial)
 
     def _tick(self, pool: ThreadPoolExecutor) -> None:
@@ -291,7 +314,8 @@ class Daemon:
         if any(w.future is not None and not w.future.done() for w in self.work.values()):
             return False
         c = self.queue.counts()
-        return not (c[ClipState.STAGED] or c[ClipState.UPLOADING] or c[ClipState.COPYING])
+        staged = c[ClipState.STAGED] if self.cfg.storage is not None else 0  # without storage, staged is final
+        return not (staged or c[ClipState.UPLOADING] or c[ClipState.COPYING])
 
     def _exit_code(self) -> int:
         c = self.queue.counts()
@@ -318,16 +342,31 @@ class Daemon:
     def _paused(self, serial: str, reason: str | None) -> None:
         self._set_state(serial, CameraState.OFFLOADING, reason)
 
+    def _work_state(self, w: CameraWork, state: CameraState, reason: str | None = None) -> None:
+        """A worker's state write; once the camera is undocked (cancelled) it raises Cancelled instead."""
+        with w.lock:
+            if w.cancel.is_set():
+                raise Cancelled()
+            self._set_state(w.docked.camera.serial, state, reason)
+
     def _camera_guarded(self, w: CameraWork) -> None:
         serial = w.docked.camera.serial
         try:
+            if w.prev is not None:  # the previous dock's worker must let go of the clips and mount point first
+                try:
+                    w.prev.exception()
+                except BaseException:  # noqa: BLE001 - only its end matters here
+                    pass
+                w.prev = None
             self._camera(w)
         except Cancelled:
             log.info("camera work stopped", camera=serial)
         except Exception as e:  # noqa: BLE001 - one camera's failure never stops the daemon
             log.exception("camera work failed", camera=serial)
-            if not w.cancel.is_set():
-                self._set_state(serial, CameraState.ERROR, f"{type(e).__name__}: {e}")
+            try:
+                self._work_state(w, CameraState.ERROR, f"{type(e).__name__}: {e}")
+            except Cancelled:
+                pass
         finally:
             if w.mount and (w.cancel.is_set() or self.stop_evt.is_set() or self.work.get(serial) is not w):
                 self.mounter.unmount(w.mount, lazy=True)
@@ -347,22 +386,26 @@ class Daemon:
                 w.mount = self.mounter.mount(serial, ev.devnode, ev.fs_type, cam.filesystems)
             except mounts.MountError as e:
                 self.queue.record("camera.mount_failed", camera=serial, detail={"reason": str(e)}, now=self.clock())
-                self._set_state(serial, CameraState.ERROR, f"mount failed: {e}")
+                self._work_state(w, CameraState.ERROR, f"mount failed: {e}")
                 return
             root = w.mount.path
-        self._set_state(serial, CameraState.OFFLOADING)
+        self._work_state(w, CameraState.OFFLOADING)
         summary = self.offloader.offload(cam, root, w.cancel)
         log.info("offload done", camera=serial, staged=summary.staged, already=summary.already,
                  skipped=len(summary.skipped), bytes=summary.bytes, seconds=round(summary.seconds, 2))
         self._notify()
         last_wipe = time.monotonic()
+        refused = False  # the last wipe pass kept clips back: retry only every WIPE_BATCH_S, never spin
         while not w.cancel.is_set() and not self.stop_evt.is_set():
             counts = self.queue.camera_counts(serial)
-            pending = any(counts.get(s) for s in (ClipState.DISCOVERED, ClipState.COPYING, ClipState.STAGED,
-                                                  ClipState.UPLOADING))
+            # A clip still ``discovered`` after the pass had its copy aborted (read error, file changed) or
+            # is no longer on the camera: only a new dock copies it, so it must not hold this one open.
+            counts.pop(ClipState.DISCOVERED, None)
+            pending = any(counts.get(s) for s in (ClipState.COPYING, ClipState.STAGED, ClipState.UPLOADING)
+                          if self.cfg.storage is not None or s is not ClipState.STAGED)  # no storage: staged is final
             if counts.get(ClipState.UPLOADED) and self._wiping() and (
-                    not pending or time.monotonic() - last_wipe > WIPE_BATCH_S):
-                self._wipe(w, root)
+                    (not pending and not refused) or time.monotonic() - last_wipe > WIPE_BATCH_S):
+                refused = bool(self._wipe(w, root).refused)
                 last_wipe = time.monotonic()
                 continue
             state = camera_state(counts, offloading_done=True, storage_configured=self.cfg.storage is not None,
@@ -373,18 +416,26 @@ class Daemon:
                           f"quarantined clip(s) stay on the camera; see `dockd queue --camera {serial}`")
             elif state is CameraState.HOLDING:
                 reason = "wiping is off (no [storage] or wipe = \"never\"); clips stay on the camera"
-            self._set_state(serial, state, reason)
+            if summary.aborted and state in (CameraState.READY, CameraState.HOLDING):
+                state = CameraState.ATTENTION
+                reason = (f"{summary.aborted} clip(s) could not be copied and stay on the camera; dock it again "
+                          f"to retry (see `dockd queue --camera {serial} --state discovered`)")
             if state in (CameraState.READY, CameraState.HOLDING, CameraState.ATTENTION) and not pending:
+                if w.mount:  # release the device (synced) before telling anyone it may be taken
+                    self.mounter.unmount(w.mount)
+                    w.mount = None
+                self._work_state(w, state, reason)
                 break
+            self._work_state(w, state, reason)
             with self.changed:
                 self.changed.wait(timeout=1.0)
         if w.mount:
             self.mounter.unmount(w.mount)
             w.mount = None
 
-    def _wipe(self, w: CameraWork, root: Path) -> None:
+    def _wipe(self, w: CameraWork, root: Path):
         serial = w.docked.camera.serial
-        self._set_state(serial, CameraState.WIPING)
+        self._work_state(w, CameraState.WIPING)
         clips = self.queue.clips(camera=serial, state=ClipState.UPLOADED)
         if w.mount is not None:
             self.mounter.remount_rw(w.mount)
@@ -398,6 +449,7 @@ class Daemon:
         self.meters.wiped(len(res.wiped))
         if res.refused:
             log.warning("some clips were not wiped", camera=serial, refused=len(res.refused))
+        return res
 
     _lock_cache: tuple[float, bool] = (0.0, False)
 

@@ -2,26 +2,38 @@
 
 A camera's block device is mounted under ``data_dir/mnt/<serial>``:
 
-1. ``blkid -p`` probes the filesystem type from the device itself (not udev's
+1. the device node must be a block device under ``/dev`` (udev's ``DEVNAME``);
+2. ``blkid -p`` probes the filesystem type from the device itself (not udev's
    word for it); only the types the camera's profile allows are accepted;
-2. ``mount -t TYPE -o ro,nosuid,nodev,noexec,nosymfollow DEV DIR`` (exFAT
+3. ``mount -t TYPE -o ro,nosuid,nodev,noexec,nosymfollow DEV DIR`` (exFAT
    goes through ``exfat-fuse`` when the kernel has no exfat driver);
-3. ``mount -o remount,bind,ro,nosuid,nodev,noexec,nosymfollow DIR``, because
+4. ``mount -o remount,bind,ro,nosuid,nodev,noexec,nosymfollow DIR``, because
    FUSE drops ``noexec`` and ``nosymfollow`` silently;
-4. ``/proc/self/mountinfo`` is read back and the mount is refused unless
-   every one of those flags is in force.
+5. ``/proc/self/mountinfo`` is read back and the mount is refused (and undone)
+   unless every one of those flags is in force.
 
 Read-write is only for the wipe, and for FUSE it takes an unmount and a
 fresh ``rw`` mount (a FUSE ``remount,rw`` reports success, then fails every
-write). Unmounting syncs first; on undock it is lazy.
+write). Unmounting syncs first; on undock it is lazy (the device is gone:
+open files keep working until closed, nothing new can reach the volume).
+
+A :class:`Mount` is closed by its first unmount: a later ``remount_*`` on it
+raises :class:`MountError` and a later ``unmount`` is a no-op, so a worker that
+is still winding down can never remount a camera that was undocked, nor
+unmount the fresh mount of a camera docked again at the same path. Operations
+on one mount are serialised by its lock (the undock runs on the daemon's
+thread while the camera's worker may be remounting for the wipe).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import stat
 import subprocess
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -42,6 +54,8 @@ class Mount:
     fs_type: str
     path: Path
     rw: bool = False
+    closed: bool = False
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
 
 def _run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
@@ -53,15 +67,28 @@ def _run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
         raise MountError(f"{' '.join(argv[:2])} timed out after {timeout}s") from None
 
 
+_OCTAL = re.compile(rb"\\([0-7]{3})")
+
+
+def _unescape(field_: str) -> str:
+    """Undo mountinfo's octal escapes (space, tab, newline, backslash) on the raw bytes."""
+    raw = _OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), os.fsencode(field_))
+    return os.fsdecode(raw)
+
+
 def mount_flags(path: Path, mountinfo: str = "/proc/self/mountinfo") -> frozenset[str] | None:
-    """Per-mount flags of the topmost mount at ``path`` (None if nothing is mounted there)."""
-    target = os.path.realpath(path)
+    """Per-mount flags of the topmost mount at ``path`` (None if nothing is mounted there).
+
+    Only the parent is resolved: a stat of the mount point itself would ask
+    the (FUSE) filesystem, which hangs if the device behind it did.
+    """
+    p = os.fspath(path)
+    target = os.path.join(os.path.realpath(os.path.dirname(p) or "."), os.path.basename(p))
     found = None
-    with open(mountinfo) as f:
+    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
-            a = line.split()
-            mp = a[4].encode().decode("unicode_escape")
-            if mp == target:
+            a = line.split(" ")
+            if len(a) > 5 and _unescape(a[4]) == target:
                 found = frozenset(a[5].split(","))
     return found
 
@@ -82,57 +109,92 @@ def probe_type(devnode: str) -> str:
     return t
 
 
+def check_devnode(devnode: str | None) -> str:
+    """``devnode`` if it is a block device under /dev, else MountError."""
+    if not devnode:
+        raise MountError("device has no device node")
+    if not devnode.startswith("/dev/") or "/../" in devnode:
+        raise MountError(f"{devnode!r} is not a device node under /dev")
+    try:
+        st = os.stat(devnode)
+    except OSError as e:
+        raise MountError(f"{devnode}: {e.strerror}") from None
+    if not stat.S_ISBLK(st.st_mode):
+        raise MountError(f"{devnode}: not a block device")
+    return devnode
+
+
 class Mounter:
     def __init__(self, base: Path):
         self.base = Path(base)
 
     def mount(self, serial: str, devnode: str | None, udev_type: str | None, allowed: tuple[str, ...]) -> Mount:
-        if not devnode:
-            raise MountError("device has no device node")
+        devnode = check_devnode(devnode)
         fs = probe_type(devnode)
         if allowed and fs not in allowed:
             raise MountError(f"{devnode}: filesystem {fs!r} not allowed by the camera profile ({', '.join(allowed)})")
         if udev_type and udev_type != fs:
             log.warning("udev and blkid disagree on filesystem type", devnode=devnode, udev=udev_type, blkid=fs)
+        self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self.base / serial
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if mount_flags(path) is not None:
-            self._umount(path, lazy=True)
+        path.mkdir(exist_ok=True, mode=0o700)
+        self._umount_all(path)  # whatever a previous dock left there
         m = Mount(serial, devnode, fs, path)
-        self._mount(m, rw=False)
+        with m.lock:
+            self._mount(m, rw=False)
         return m
 
     def _mount(self, m: Mount, *, rw: bool) -> None:
+        if m.closed:
+            raise MountError(f"{m.path}: camera {m.serial} was undocked")
         mode = "rw" if rw else "ro"
         typ = m.fs_type
         if typ == "exfat" and not kernel_has("exfat"):
             typ = "exfat-fuse"
-        r = _run(["mount", "-t", typ, "-o", f"{mode},nosuid,nodev,noexec,nosymfollow", m.devnode, str(m.path)])
+        r = _run(["mount", "-t", typ, "-o", f"{mode},nosuid,nodev,noexec,nosymfollow", "--", m.devnode, str(m.path)])
         if r.returncode != 0:
             raise MountError(f"mount {m.devnode} ({typ}) failed: {r.stderr.strip() or r.returncode}")
-        r = _run(["mount", "-o", f"remount,bind,{mode},nosuid,nodev,noexec,nosymfollow", str(m.path)])
+        r = _run(["mount", "-o", f"remount,bind,{mode},nosuid,nodev,noexec,nosymfollow", "--", str(m.path)])
         flags = mount_flags(m.path) or frozenset()
         missing = (HARDENED | {mode}) - flags
         if r.returncode != 0 or missing:
-            self._umount(m.path, lazy=True)
+            self._umount_all(m.path)
             raise MountError(f"{m.path}: refusing a mount without {', '.join(sorted(missing)) or 'hardening'} "
-                             f"({r.stderr.strip()})")
+                             f"({r.stderr.strip() or 'remount refused'})")
         m.rw = rw
-        log.info("mounted", camera=m.serial, devnode=m.devnode, fs=typ, mode=mode, flags=",".join(sorted(flags)))
+        log.info("mounted", camera=m.serial, devnode=m.devnode, fs=typ, mode=mode, path=str(m.path),
+                 flags=",".join(sorted(flags)))
 
     def remount_rw(self, m: Mount) -> None:
-        self._umount(m.path)
-        self._mount(m, rw=True)
+        with m.lock:
+            if m.closed:
+                raise MountError(f"{m.path}: camera {m.serial} was undocked")
+            self._umount(m.path)
+            self._mount(m, rw=True)
 
     def remount_ro(self, m: Mount) -> None:
-        self._umount(m.path)
-        self._mount(m, rw=False)
+        with m.lock:
+            if m.closed:
+                raise MountError(f"{m.path}: camera {m.serial} was undocked")
+            self._umount(m.path)
+            self._mount(m, rw=False)
 
     def unmount(self, m: Mount, *, lazy: bool = False) -> None:
-        try:
-            self._umount(m.path, lazy=lazy)
-        except MountError as e:
-            log.warning("unmount failed", camera=m.serial, error=str(e))
+        """Unmount (sync first unless ``lazy``) and close ``m``; never raises; no-op if already closed."""
+        with m.lock:
+            if m.closed:
+                return
+            m.closed = True
+            try:
+                self._umount_all(m.path, lazy=lazy)
+            except MountError as e:
+                log.warning("unmount failed", camera=m.serial, error=str(e))
+                return
+            log.info("unmounted", camera=m.serial, path=str(m.path), lazy=lazy)
+            try:
+                m.path.rmdir()
+            except OSError:
+                pass
 
     def _umount(self, path: Path, *, lazy: bool = False) -> None:
         if mount_flags(path) is None:
@@ -146,11 +208,20 @@ class Mounter:
                     os.close(fd)
             except OSError:
                 pass
-        r = _run(["umount", "-l", str(path)] if lazy else ["umount", str(path)])
+        r = _run(["umount", "-l", "--", str(path)] if lazy else ["umount", "--", str(path)])
         if r.returncode != 0 and not lazy:
-            r = _run(["umount", "-l", str(path)])
+            r = _run(["umount", "-l", "--", str(path)])
         if r.returncode != 0:
             raise MountError(f"umount {path} failed: {r.stderr.strip()}")
+
+    def _umount_all(self, path: Path, *, lazy: bool = True) -> None:
+        """Unmount every mount stacked at ``path``."""
+        for _ in range(16):
+            if mount_flags(path) is None:
+                return
+            self._umount(path, lazy=lazy)
+        if mount_flags(path) is not None:
+            raise MountError(f"{path}: still mounted after repeated unmounts")
 
     def cleanup_stale(self) -> list[str]:
         """Unmount and remove mount points a crashed run left behind (cold-start recovery)."""
@@ -160,10 +231,11 @@ class Mounter:
         for p in sorted(self.base.iterdir()):
             if mount_flags(p) is not None:
                 try:
-                    self._umount(p, lazy=True)
+                    self._umount_all(p, lazy=True)
                 except MountError as e:
                     log.warning("stale mount could not be removed", path=str(p), error=str(e))
                     continue
+                log.info("stale mount removed", path=str(p))
             try:
                 p.rmdir()
                 done.append(p.name)

@@ -171,7 +171,7 @@ BAD = {
     "camera match bad value": ('[[camera]]\nname = "c"\nmatch = { ID_VENDOR_ID = 7 }\n',
                                ["[camera 'c'] match.ID_VENDOR_ID", "string"]),
     "camera missing name": ('[[camera]]\nmatch = { ID_VENDOR_ID = "1" }\n', ["[camera #1] name", "is required"]),
-    "camera unknown key": ('[[camera]]\nname = "c"\nmatch = {}\nglobs = ["x"]\n', ["[camera 'c'] globs",
+    "camera unknown key": ('[[camera]]\nname = "c"\nmatch = { ID_BUS = "usb" }\nglobs = ["x"]\n', ["[camera 'c'] globs",
                                                                                   "unknown key"]),
     "camera not array": ('[camera]\nname = "c"\n', ["[[camera]]", "array of tables"]),
     "metrics listen": ('[metrics]\nlisten = "localhost"\n', ["[metrics] listen", "HOST:PORT"]),
@@ -310,3 +310,14 @@ def test_cli_uses_dockd_config_env(tmp_path):
     r = run_cli("status", "--json", env={"DOCKD_CONFIG": str(good)})
     assert r.returncode == 0, r.stderr
     assert "s1" in r.stdout
+
+
+def test_empty_camera_match_is_rejected(tmp_path):
+    import pytest as _pytest
+
+    from dockd.config import parse
+    from dockd.errors import ConfigError
+
+    raw = {"station": {"id": "s", "data_dir": "/var/lib/dockd"}, "camera": [{"name": "any", "match": {}}]}
+    with _pytest.raises(ConfigError, match=r"camera 'any'\] match: must name at least one udev property"):
+        parse(raw, tmp_path / "dockd.toml")
