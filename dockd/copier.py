@@ -1,20 +1,35 @@
-"""Single-pass copy and hash, with reading overlapped with hashing and writing.
+"""Single-pass copy and hash, with reading, hashing and writing overlapped.
 
-A reader thread pulls large buffers from the camera into a small bounded
-queue; the calling thread hashes each buffer (hashlib releases the GIL on
-large buffers) and writes it to the staging file. Memory is bounded by
-``(depth + 2) * bufsize`` whatever the clip size.
+Three stages run at once on fixed, reused buffers (no allocation per chunk):
+a reader thread fills a free buffer from the camera (``readv``), the calling
+thread hashes it (hashlib releases the GIL on large buffers), and a writer
+thread writes it to the staging file and starts its writeback at once
+(``sync_file_range(SYNC_FILE_RANGE_WRITE)``: the disk works while the copy
+goes on, so the caller's final fsync is short). A buffer goes back to the
+free list once it is written. Memory is bounded by ``DEPTH * chunk`` whatever
+the clip size (chunk <= ``bufsize``; smaller for small files so that even a
+2 MiB clip is pipelined).
+
+Errors: the source raising, or holding fewer/more bytes than recorded, stops
+the copy (ShortRead / OSError); a failed write or writeback start is a
+WriteError (the caller deletes the temporary file and copies again from the
+camera; the fsync is never retried on the same file). Durability is the
+caller's: nothing here fsyncs.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import queue
 import threading
 from collections.abc import Callable
 
-DEPTH = 4
+DEPTH = 4  # buffers in flight: one being read, one hashed, one written, one queued
+MIN_CHUNK = 256 << 10
+
+_SYNC_FILE_RANGE_WRITE = 2
 
 
 class Cancelled(Exception):
@@ -40,11 +55,79 @@ def _advise(fd: int, advice: int) -> None:
         pass
 
 
+def _libc_sync_file_range():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        f = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    f.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    f.restype = ctypes.c_int
+    return f
+
+
+_sfr = _libc_sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, nbytes: int) -> None:
+    """Ask the kernel to start writing ``[offset, offset+nbytes)`` of ``fd`` to disk now (no waiting).
+
+    Raises OSError if the kernel reports an error; silently does nothing
+    where sync_file_range does not exist (not Linux) or is not supported.
+    """
+    if _sfr is None or nbytes <= 0:
+        return
+    if _sfr(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE) != 0:
+        err = ctypes.get_errno()
+        if err in (0, 38, 22, 95, 29):  # ENOSYS, EINVAL, EOPNOTSUPP, ESPIPE: not supported here
+            return
+        raise OSError(err, os.strerror(err))
+
+
 def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+# Buffers are reused across copies (many small clips would otherwise pay page
+# faults for fresh memory on every file). At most _POOL_KEEP are kept.
+_POOL_KEEP = 3 * DEPTH
+_pool: dict[int, list[bytearray]] = {}
+_pool_lock = threading.Lock()
+
+
+def _take_buffers(size: int, n: int) -> list[bytearray]:
+    with _pool_lock:
+        free = _pool.setdefault(size, [])
+        got = [free.pop() for _ in range(min(n, len(free)))]
+    return got + [bytearray(size) for _ in range(n - len(got))]
+
+
+def _give_buffers(size: int, bufs: list[bytearray]) -> None:
+    with _pool_lock:
+        for other in [s for s in _pool if s != size]:
+            del _pool[other]  # keep one size only (bufsize rarely changes)
+        free = _pool.setdefault(size, [])
+        free.extend(bufs[:max(0, _POOL_KEEP - len(free))])
+
+
+def chunk_size(size: int, bufsize: int) -> int:
+    """Chunk for a clip of ``size`` bytes: ``bufsize``, or less for small clips (at least 4 chunks to overlap)."""
+    if size >= DEPTH * bufsize:
+        return bufsize
+    c = max(MIN_CHUNK, -(-size // DEPTH))
+    c = -(-c // 65536) * 65536  # whole 64 KiB
+    return min(bufsize, c)
+
+
+_DONE = object()
+
+
+class _WriterFailed:
+    def __init__(self, err: BaseException):
+        self.err = err
 
 
 def copy_hash(src_fd: int, dst_fd: int, size: int, *, bufsize: int = 4 << 20,
@@ -53,55 +136,103 @@ def copy_hash(src_fd: int, dst_fd: int, size: int, *, bufsize: int = 4 << 20,
     """Copy exactly ``size`` bytes from ``src_fd`` to ``dst_fd``; return the hex SHA-256 of what was written.
 
     Raises ShortRead if the source holds fewer or more bytes than ``size``,
-    Cancelled if ``cancel`` is set, and OSError from the device or the disk.
-    The destination is not fsynced here (the caller owns durability).
+    Cancelled if ``cancel`` is set, WriteError if writing fails and OSError
+    from the source device. The destination is not fsynced here (the caller
+    owns durability); its writeback has been started.
     """
     _advise(src_fd, os.POSIX_FADV_SEQUENTIAL)
-    q: queue.Queue = queue.Queue(maxsize=DEPTH)
+    chunk = chunk_size(size, bufsize)
+    bufs = _take_buffers(chunk, DEPTH)
+    free: queue.Queue = queue.Queue()
+    for b in bufs:
+        free.put(b)
+    filled: queue.Queue = queue.Queue()
+    to_write: queue.Queue = queue.Queue()
+    written: queue.Queue = queue.Queue()  # writer -> caller: None when done, or the OSError
     stop = threading.Event()
 
     def reader() -> None:
         try:
-            while not stop.is_set():
-                b = os.read(src_fd, bufsize)
-                q.put(b)
-                if not b:
+            while True:
+                b = free.get()
+                if b is None or stop.is_set():
+                    return
+                n = os.readv(src_fd, [b])
+                filled.put((b, n))
+                if not n:
                     return
         except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
-            q.put(e)
+            filled.put(e)
 
-    t = threading.Thread(target=reader, name="copy-reader", daemon=True)
-    t.start()
+    def writer() -> None:
+        off = 0
+        try:
+            while True:
+                item = to_write.get()
+                if item is _DONE or stop.is_set():
+                    written.put(None)
+                    return
+                b, n = item
+                write_all(dst_fd, memoryview(b)[:n])
+                start_writeback(dst_fd, off, n)
+                off += n
+                free.put(b)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
+            stop.set()
+            written.put(e)
+            filled.put(_WriterFailed(e))  # wakes the caller if it waits for data
+
+    rt = threading.Thread(target=reader, name="copy-reader", daemon=True)
+    wt = threading.Thread(target=writer, name="copy-writer", daemon=True)
+    rt.start()
+    wt.start()
     h = hashlib.sha256()
-    n = 0
+    total = 0
+    writer_done = False
     try:
         while True:
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
-            item = q.get()
+            item = filled.get()
+            if isinstance(item, _WriterFailed):
+                writer_done = True
+                _raise_writer(item.err)
             if isinstance(item, BaseException):
                 raise item
-            if not item:
+            b, n = item
+            if not n:
                 break
-            n += len(item)
-            if n > size:
+            total += n
+            if total > size:
                 raise ShortRead(f"source is longer than its recorded size {size}")
-            h.update(item)
-            try:
-                write_all(dst_fd, item)
-            except OSError as e:
-                raise WriteError(e) from e
+            h.update(memoryview(b)[:n])
+            to_write.put((b, n))
             if progress is not None:
-                progress(len(item))
-        if n != size:
-            raise ShortRead(f"read {n} bytes, expected {size}")
+                progress(n)
+        if total != size:
+            raise ShortRead(f"read {total} bytes, expected {size}")
+        to_write.put(_DONE)
+        err = written.get()
+        writer_done = True
+        if err is not None:
+            _raise_writer(err)
     finally:
         stop.set()
-        while t.is_alive():
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        t.join()
+        if not writer_done:
+            to_write.put(_DONE)
+        free.put(None)  # wakes a reader waiting for a free buffer
+        while rt.is_alive():
+            rt.join(0.05)
+            free.put(None)
+        wt.join()
+        _give_buffers(chunk, bufs)
         _advise(src_fd, os.POSIX_FADV_DONTNEED)
     return h.hexdigest()
+
+
+def _raise_writer(err: BaseException | None) -> None:
+    if isinstance(err, OSError):
+        raise WriteError(err) from err
+    if err is not None:
+        raise err
+    raise AssertionError("writer stopped without an error")

@@ -3,17 +3,26 @@
 Policy lives here; transport and error translation live in the backend.
 For each claimed clip (a lease in the queue, renewed while the upload runs):
 
-* HEAD first: an object with our size and checksum already there is success
-  (replays and restarts never upload twice); a different object under our
-  content-addressed key is a conflict: quarantine and alarm, never overwrite.
+* HEAD first (:meth:`Backend.find`): an object with our size and checksum
+  already there is success (replays and restarts never upload twice; audit
+  ``upload.already_present``); a different object under our content-addressed
+  key is a conflict: quarantine and alarm, never overwrite.
 * Upload clip, sidecars, then the signed manifest, each verified by the
-  backend (checksum sent, checksum read back).
+  backend (checksum sent, checksum read back). A multipart upload's id and
+  parts are kept in the queue ledger, so a restart resumes it; once the clip
+  is settled, unknown multipart uploads of its key are aborted.
+* With Object Lock configured, an object already present gets the retention
+  it lacks; an object the bucket could not retain raises the ``object-lock``
+  alarm (the wipe gate then keeps the clip on the camera).
 * Outcome by error class: transient -> back to ``staged`` with
   ``next_attempt_at`` from exponential backoff with full jitter (tenacity's
   ``wait_random_exponential``) until ``max_attempts``, then ``failed``;
   permanent -> ``failed`` with the reason; clock skew -> alarm and a long
   wait without spending attempts; bad digest -> re-hash the staged copy:
   corrupt -> ``quarantined``, intact -> retry once, again -> ``failed``.
+
+``[upload] bandwidth_limit_mbps`` becomes one token bucket shared by every
+upload thread of the station (set on the backend here).
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from . import manifest as mf
 from .config import Config
 from .lifecycle import ClipEvent, ClipState
 from .queue import Clip, Queue
-from .storage.base import Backend, ErrorClass, StoreFailure, object_key
+from .storage.base import Backend, ErrorClass, RemoteObject, StoreFailure, TokenBucket, object_key
 
 log = structlog.get_logger("dockd.upload")
 
@@ -53,14 +62,16 @@ def backoff_s(attempt: int, initial: float, maximum: float) -> float:
 class QueueLedger:
     """The multipart ledger of one clip, kept in the queue."""
 
-    def __init__(self, queue: Queue, clip: Clip):
+    def __init__(self, queue: Queue, clip: Clip, clock: Callable[[], float] = time.time):
         self.queue, self.clip_id, self.upload_id = queue, clip.id, clip.upload_id
+        self.camera, self.clock = clip.camera, clock
 
     def begin(self, upload_id: str) -> None:
         self.upload_id = upload_id
         self.queue.clear_parts(self.clip_id)
         self.queue.update_clip(self.clip_id, upload_id=upload_id)
-        self.queue.record("upload.multipart_started", clip=self.clip_id, detail={"upload_id": upload_id})
+        self.queue.record("upload.multipart_started", camera=self.camera, clip=self.clip_id,
+                          detail={"upload_id": upload_id}, now=self.clock())
 
     def done_parts(self) -> dict[int, tuple[int, str, str]]:
         return {p["part_number"]: (p["size"], p["sha256_b64"], p["etag"])
@@ -84,6 +95,14 @@ class Uploader:
         self.on_progress = on_progress
         self.on_error = on_error  # error class name, for metrics
         self.lease_s = cfg.upload.lease_s
+        if cfg.upload.bandwidth_limit_mbps and getattr(backend, "limiter", None) is None \
+                and hasattr(backend, "limiter"):
+            backend.limiter = TokenBucket.from_mbps(cfg.upload.bandwidth_limit_mbps)
+
+    @property
+    def lock_wanted(self) -> bool:
+        s = self.cfg.storage
+        return bool(s and (s.object_lock_days or s.legal_hold))
 
     # -- one step
 
@@ -98,7 +117,7 @@ class Uploader:
         blog = log.bind(clip=clip.id, camera=clip.camera)
         try:
             with self._lease(clip):
-                self._upload(clip)
+                obj, present = self._upload(clip)
         except StoreFailure as e:
             if self.on_error:
                 self.on_error(str(e.cls))
@@ -106,38 +125,66 @@ class Uploader:
         except OSError as e:  # staged copy unreadable: local problem, not the network
             err = StoreFailure(ErrorClass.BAD_DIGEST, f"staged copy unreadable: {e.strerror or e}", "LocalRead")
             return self._failed_attempt(clip, err, blog)
-        self.queue.clear_alarm("storage", now=self.clock())
-        self.queue.clear_alarm("clock", now=self.clock())
-        done = self.queue.transition(clip.id, ClipEvent.UPLOADED, expect=ClipState.UPLOADING, now=self.clock(),
-                                     last_error=None, next_attempt_at=None,
-                                     detail={"object_key": clip.object_key, "sha256": clip.sha256,
-                                             "size": clip.size, "backend": self.backend.name})
-        blog.info("uploaded", object_key=clip.object_key, sha256=clip.sha256)
+        self._tidy(clip, blog)
+        now = self.clock()
+        self.queue.clear_alarm("storage", now=now)
+        self.queue.clear_alarm("clock", now=now)
+        detail = {"object_key": clip.object_key, "sha256": clip.sha256, "size": clip.size,
+                  "backend": self.backend.name, "already_present": present,
+                  "checksum": obj.sha256 or obj.composite}
+        if obj.version_id:
+            detail["version_id"] = obj.version_id
+        if obj.retain_until is not None:
+            detail["retain_until"] = obj.retain_until.isoformat()
+            detail["lock_mode"] = obj.lock_mode
+        if obj.legal_hold:
+            detail["legal_hold"] = True
+        if self.lock_wanted and not self._retained(obj):
+            self.queue.raise_alarm("object-lock", f"Object Lock is configured but {clip.object_key} is not "
+                                                  f"retained: the bucket does not enforce Object Lock; clips "
+                                                  f"stay on the cameras", now=now)
+        done = self.queue.transition(clip.id, ClipEvent.UPLOADED, expect=ClipState.UPLOADING, now=now,
+                                     last_error=None, next_attempt_at=None, detail=detail)
+        blog.info("uploaded", object_key=clip.object_key, sha256=clip.sha256, already_present=present)
         return done
 
-    def _upload(self, clip: Clip) -> None:
-        assert clip.sha256 and clip.staged_path and clip.object_key and clip.manifest
+    def _retained(self, obj: RemoteObject) -> bool:
+        s = self.cfg.storage
+        assert s is not None
+        if s.object_lock_days and (obj.retain_until is None or obj.lock_mode not in (None, "COMPLIANCE")):
+            return False
+        return not (s.legal_hold and not obj.legal_hold)
+
+    def _upload(self, clip: Clip) -> tuple[RemoteObject, bool]:
+        assert clip.sha256 and clip.object_key and clip.manifest
         progress = (lambda n: self.on_progress(clip.camera, n)) if self.on_progress else None
-        existing = self.backend.head(clip.object_key)
-        if existing is not None and existing.size == clip.size and existing.sha256 == clip.sha256:
+        staged = Path(clip.staged_path) if clip.staged_path else None
+        obj = self.backend.find(clip.object_key, clip.size, clip.sha256, staged)  # CONFLICT if different
+        present = obj is not None
+        if obj is not None:
             self.queue.record("upload.already_present", camera=clip.camera, clip=clip.id,
-                              detail={"object_key": clip.object_key}, now=self.clock())
+                              detail={"object_key": clip.object_key, "checksum": obj.sha256 or obj.composite},
+                              now=self.clock())
             if progress:
                 progress(clip.size)
-        elif existing is not None and existing.sha256 is not None:
-            raise StoreFailure(ErrorClass.CONFLICT, f"{clip.object_key} exists with different content "
-                                                    f"(sha256 {existing.sha256}, {existing.size} bytes)", "Conflict")
         else:
-            self.backend.put_file(clip.object_key, Path(clip.staged_path), clip.size, clip.sha256,
-                                  QueueLedger(self.queue, clip), progress)
+            if staged is None:
+                raise StoreFailure(ErrorClass.BAD_DIGEST, "staged copy unreadable: no staged copy recorded",
+                                   "LocalRead")
+            obj = self.backend.put_file(clip.object_key, staged, clip.size, clip.sha256,
+                                        QueueLedger(self.queue, clip, self.clock), progress)
+        if self.lock_wanted and hasattr(self.backend, "ensure_lock"):
+            obj = self.backend.ensure_lock(obj)
         m = json.loads(clip.manifest)
         base = clip.object_key.rsplit("/", 1)[0]
         for sc in self.queue.sidecars(clip.id):
             ext = Path(sc["path"]).suffix.lower() if len(Path(sc["path"]).suffix) <= 9 else ""
             ext = ext if ext[1:].isalnum() else ""
             key = f"{base}/{sc['sha256']}{ext}"
-            have = self.backend.head(key)
-            if not (have and have.size == sc["size"] and have.sha256 == sc["sha256"]):
+            if self.backend.find(key, sc["size"], sc["sha256"], None) is None:
+                if not sc["staged_path"]:
+                    raise StoreFailure(ErrorClass.BAD_DIGEST, f"staged copy unreadable: sidecar {sc['path']!r} "
+                                                              f"has no staged copy", "LocalRead")
                 self.backend.put_file(key, Path(sc["staged_path"]), sc["size"], sc["sha256"], None, None)
         body = mf.dumps(m)
         digest = hashlib.sha256(body).hexdigest()
@@ -154,6 +201,35 @@ class Uploader:
             self.backend.put_bytes(mkey, body, digest)
             self.queue.record("upload.duplicate_content", camera=clip.camera, clip=clip.id,
                               detail={"object_key": clip.object_key, "manifest_key": mkey}, now=self.clock())
+        return obj, present
+
+    def _tidy(self, clip: Clip, blog) -> None:
+        """After the key is settled: no multipart upload of it may linger (best effort)."""
+        cur = self.queue.clip(clip.id)
+        try:
+            if cur.upload_id and hasattr(self.backend, "abort"):
+                self.backend.abort(clip.object_key, cur.upload_id)
+            aborted = self.backend.abort_unknown_uploads(self.queue.known_upload_ids() - {cur.upload_id},
+                                                         key=clip.object_key)
+        except StoreFailure as e:
+            blog.warning("could not clean up multipart uploads of this key; start-up will", error=str(e))
+            return
+        finally:
+            if cur.upload_id:
+                QueueLedger(self.queue, cur, self.clock).finish()
+        if aborted:
+            self.queue.record("upload.orphans_aborted", camera=clip.camera, clip=clip.id,
+                              detail={"object_key": clip.object_key, "upload_ids": aborted}, now=self.clock())
+
+    def _quarantine(self, clip: Clip, blog, **kw) -> Clip:
+        cur = self.queue.clip(clip.id)
+        if cur.upload_id and hasattr(self.backend, "abort"):
+            try:
+                self.backend.abort(clip.object_key, cur.upload_id)
+                QueueLedger(self.queue, cur, self.clock).finish()
+            except StoreFailure as e:
+                blog.warning("could not abort the multipart upload of a quarantined clip", error=str(e))
+        return self.queue.transition(clip.id, ClipEvent.QUARANTINE, **kw)
 
     def _failed_attempt(self, clip: Clip, e: StoreFailure, blog) -> Clip:
         now = self.clock()
@@ -163,15 +239,16 @@ class Uploader:
         if e.cls is ErrorClass.CONFLICT:
             self.queue.raise_alarm("conflict", f"clip {clip.id}: {e}", now=now)
             blog.error("quarantined: storage holds different content under this key", error=str(e))
-            return self.queue.transition(clip.id, ClipEvent.QUARANTINE, now=now, last_error=msg, detail=detail)
+            return self._quarantine(clip, blog, now=now, last_error=msg, detail=detail)
         if e.cls is ErrorClass.BAD_DIGEST:
-            got, n = durable.sha256_file(clip.staged_path, uncached=True) if Path(clip.staged_path).exists() \
+            staged = clip.staged_path
+            got, n = durable.sha256_file(staged, uncached=True) if staged and Path(staged).exists() \
                 else ("missing", 0)
             if got != clip.sha256 or n != clip.size:
                 detail.update(recorded_sha256=clip.sha256, staged_sha256=got)
                 blog.error("quarantined: staged copy is corrupt", recorded=clip.sha256, staged=got)
-                return self.queue.transition(clip.id, ClipEvent.QUARANTINE, now=now, detail=detail,
-                                             last_error=f"staged copy corrupt: {got} != {clip.sha256}")
+                return self._quarantine(clip, blog, now=now, detail=detail,
+                                        last_error=f"staged copy corrupt: {got} != {clip.sha256}")
             if (clip.last_error or "").startswith(f"{ErrorClass.BAD_DIGEST}:"):
                 blog.error("failed: storage rejected the checksum twice", error=str(e))
                 return self.queue.transition(clip.id, ClipEvent.UPLOAD_FAILED, now=now, last_error=msg,
@@ -205,7 +282,10 @@ class Uploader:
 
         def renew() -> None:
             while not stop.wait(self.lease_s / 3):
-                self.queue.renew_lease(clip.id, self.owner, lease_s=self.lease_s, now=self.clock())
+                try:
+                    self.queue.renew_lease(clip.id, self.owner, lease_s=self.lease_s, now=self.clock())
+                except Exception as e:  # noqa: BLE001 - try again next period; never kill the upload
+                    log.warning("lease renewal failed", clip=clip.id, error=str(e))
 
         t = threading.Thread(target=renew, name=f"lease-{clip.id}", daemon=True)
         t.start()

@@ -9,7 +9,7 @@ from .config import Config
 from .lifecycle import ClipState
 from .queue import Queue
 from .storage import open_backend
-from .storage.base import StoreFailure
+from .storage.base import ErrorClass, StoreFailure
 
 
 def verify_clips(cfg: Config, q: Queue, ids: list[int] | None, *, remote: bool, deep: bool) -> list[dict]:
@@ -46,7 +46,16 @@ def verify_clips(cfg: Config, q: Queue, ids: list[int] | None, *, remote: bool, 
                         ok = False
                         checks.append(f"remote object {c.object_key} MISSING")
                     else:
-                        good = obj.size == c.size and (obj.sha256 == c.sha256 if obj.sha256 else obj.composite)
+                        if obj.sha256 or not obj.composite:
+                            good = obj.size == c.size and obj.sha256 == c.sha256
+                        else:  # a multipart composite proves nothing by itself: recompute it, else download
+                            staged = Path(c.staged_path) if c.staged_path and Path(c.staged_path).exists() else None
+                            try:
+                                good = backend.find(c.object_key, c.size, c.sha256, staged) is not None
+                            except StoreFailure as e:
+                                if e.cls is not ErrorClass.CONFLICT:
+                                    raise
+                                good = False
                         ok &= bool(good)
                         checks.append(f"remote checksum {'matches' if good else 'DIFFERS'} "
                                       f"({obj.sha256 or obj.composite})")

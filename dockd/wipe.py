@@ -12,7 +12,9 @@ A clip is deleted only when all of these hold, checked in this order:
 
 Only then is the file unlinked. Sidecars go the same way, each checked
 against its own recorded hash. A clip that fails a check stays on the camera
-and the refusal is an audit event.
+and the refusal is a ``wipe.refused`` audit event (recorded once per reason,
+not on every pass of the daemon); Object Lock not being enforced also raises
+the ``object-lock`` alarm.
 """
 
 from __future__ import annotations
@@ -63,19 +65,42 @@ def _check_source(vol: Volume, path: str, size: int, mtime_ns: int, sha256: str,
     return e
 
 
+def _refuse(queue: Queue, clip: Clip, reason: str, res: WipeResult, blog, now: float) -> None:
+    """Keep the clip on the camera; say why once (not on every pass of the daemon)."""
+    res.refused.append((clip.id, reason))
+    msg = f"wipe refused: {reason}"
+    if clip.last_error == msg:
+        return
+    queue.record("wipe.refused", camera=clip.camera, clip=clip.id, detail={"reason": reason}, now=now)
+    queue.update_clip(clip.id, last_error=msg)
+    blog.warning("wipe refused", reason=reason)
+
+
 def wipe_clips(cfg: Config, queue: Queue, vol: Volume, clips: list[Clip], *, lock_ok: Callable[[], bool],
                clock: Callable[[], float] = time.time) -> WipeResult:
     """Pass each clip through the gate and delete those that pass. Never raises for one clip."""
     res = WipeResult()
     by_hash = cfg.offload.wipe_check == "hash"
+    lock_verdict: list[bool] = []  # asked once per batch, and only if a clip gets that far
+
+    def locked() -> bool:
+        if not lock_verdict:
+            try:
+                lock_verdict.append(bool(lock_ok()))
+            except Exception as e:  # noqa: BLE001 - cannot tell: do not wipe
+                log.warning("cannot tell whether the bucket enforces Object Lock", error=str(e))
+                lock_verdict.append(False)
+        return lock_verdict[0]
+
     for clip in clips:
         if not may_wipe(clip.state, storage_configured=cfg.storage is not None, wipe_mode=cfg.offload.wipe):
             continue
+        assert cfg.storage is not None
         blog = log.bind(clip=clip.id, camera=clip.camera)
-        if (cfg.storage.object_lock_days or cfg.storage.legal_hold) and not lock_ok():
+        if (cfg.storage.object_lock_days or cfg.storage.legal_hold) and not locked():
             reason = "Object Lock is configured but the bucket does not enforce it"
             queue.raise_alarm("object-lock", reason, now=clock())
-            res.refused.append((clip.id, reason))
+            _refuse(queue, clip, reason, res, blog, clock())
             continue
         try:
             entry = _check_source(vol, clip.path, clip.size, clip.mtime_ns, clip.sha256 or "", by_hash)
@@ -83,10 +108,7 @@ def wipe_clips(cfg: Config, queue: Queue, vol: Volume, clips: list[Clip], *, loc
                      for sc in queue.sidecars(clip.id) if sc["wiped_at"] is None]
         except (SourceChanged, OSError) as e:
             reason = str(e) if isinstance(e, SourceChanged) else f"cannot check source: {e.strerror or e}"
-            queue.record("wipe.refused", camera=clip.camera, clip=clip.id, detail={"reason": reason}, now=clock())
-            queue.update_clip(clip.id, last_error=f"wipe refused: {reason}")
-            blog.warning("wipe refused", reason=reason)
-            res.refused.append((clip.id, reason))
+            _refuse(queue, clip, reason, res, blog, clock())
             continue
         try:
             queue.transition(clip.id, ClipEvent.WIPED, expect=ClipState.UPLOADED, now=clock(),

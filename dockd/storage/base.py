@@ -1,13 +1,27 @@
-"""The interface between the uploader and a storage backend, and object naming.
+"""The interface between the uploader and a storage backend, object naming, and the bandwidth limiter.
 
 A backend stores a local file under a key and proves what it holds. It does
 not decide policy (when to retry, quarantine or wipe): it raises
 :class:`StoreFailure` with a classification and the uploader decides.
+
+Every backend keeps these promises (``tests/test_storage_contract.py`` runs
+one suite against each):
+
+* ``put_file``/``put_bytes`` never replace an existing object: if the key
+  already holds exactly our bytes the call succeeds (idempotent re-put), if
+  it holds anything else it raises ``StoreFailure(CONFLICT)`` and the
+  existing object is left untouched;
+* they return only after the storage proved it holds our size and SHA-256;
+* ``find`` says whether the key is free, holds exactly our bytes, or holds
+  something else (``CONFLICT``); ``head`` of a missing key is ``None``.
 """
 
 from __future__ import annotations
 
 import base64
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -21,6 +35,11 @@ def object_key(prefix: str, station: str, serial: str, mtime_ns: int, sha256: st
     parts = [prefix] if prefix else []
     parts += [station, serial, f"{d:%Y}", f"{d:%m}", f"{d:%d}", f"{sha256}{ext}"]
     return "/".join(parts)
+
+
+def station_prefix(prefix: str, station: str) -> str:
+    """The key prefix under which one station writes (``{prefix}/{station}/``)."""
+    return "/".join([p for p in (prefix, station) if p]) + "/"
 
 
 def b64(hexdigest: str) -> str:
@@ -54,6 +73,7 @@ class RemoteObject:
     version_id: str | None = None
     retain_until: datetime | None = None
     legal_hold: bool = False
+    lock_mode: str | None = None  # "COMPLIANCE" / "GOVERNANCE" when the object is retained
 
 
 class PartLedger(Protocol):
@@ -69,9 +89,15 @@ class PartLedger(Protocol):
 
 class Backend(Protocol):
     name: str
+    limiter: TokenBucket | None
 
     def head(self, key: str) -> RemoteObject | None:
         """What the storage holds under ``key`` (None if nothing). Raises StoreFailure."""
+
+    def find(self, key: str, size: int, sha256: str, path: Path | None = None) -> RemoteObject | None:
+        """None if ``key`` is free; the object if it provably holds exactly these bytes;
+        raise StoreFailure(CONFLICT) if it holds anything else. ``path`` (the local
+        copy) lets a backend recompute a checksum it can only compare in another form."""
 
     def put_file(self, key: str, path: Path, size: int, sha256: str, ledger: PartLedger | None = None,
                  progress=None) -> RemoteObject:
@@ -84,3 +110,50 @@ class Backend(Protocol):
 
     def check(self) -> None:
         """Raise StoreFailure if the storage is not reachable and writable."""
+
+    def lock_enforced(self) -> bool:
+        """True if the storage enforces Object Lock (WORM) for what we write."""
+
+    def abort_unknown_uploads(self, known: set[str], prefix: str | None = None, key: str | None = None) -> list[str]:
+        """Abort unfinished multipart uploads the queue does not know (no orphans)."""
+
+
+class TokenBucket:
+    """A shared bandwidth limit: ``rate`` bytes per second with bursts of up to ``burst`` bytes.
+
+    Thread-safe; every upload thread charges the same bucket, so the limit is
+    for the whole station. :meth:`take` debits at once (the balance may go
+    negative) and sleeps until the debt is paid, so concurrent callers queue
+    behind each other in order instead of all waking at once. ``clock`` and
+    ``sleep`` are injectable so the arithmetic is tested without real time.
+    """
+
+    def __init__(self, rate: float, burst: float | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = float(rate)
+        self.burst = float(burst if burst is not None else max(rate / 4, 64 << 10))
+        self.clock, self.sleep = clock, sleep
+        self.tokens = self.burst
+        self.last = clock()
+        self.lock = threading.Lock()
+
+    @classmethod
+    def from_mbps(cls, mbps: float, **kw) -> TokenBucket:
+        """``[upload] bandwidth_limit_mbps`` is in megabits per second (10^6 bit/s)."""
+        return cls(mbps * 1_000_000 / 8, **kw)
+
+    def reserve(self, n: int) -> float:
+        """Debit ``n`` bytes; return how long the caller must wait before sending them."""
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate)
+            self.last = now
+            self.tokens -= n
+            return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    def take(self, n: int) -> None:
+        wait = self.reserve(n)
+        if wait > 0:
+            self.sleep(wait)

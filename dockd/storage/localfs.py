@@ -1,21 +1,26 @@
 """A mounted network share (``file:///path``) with the same guarantees as S3.
 
 Objects are written to a temporary name beside their final key, fsynced,
-re-read with the page cache dropped and hashed, then renamed into place with
-the directory fsynced. An existing object is never replaced: a link(2) to the
+re-read with the page cache dropped and hashed, then linked into place with
+the directory fsynced. An existing object is never replaced: link(2) to the
 final name fails if something is already there, and then the existing bytes
-are compared instead.
+are hashed and compared instead (a different object is a CONFLICT and stays
+as it was). ``<key>.sha256`` beside each object records its checksum so HEAD
+need not read the whole file; it is written only for bytes we verified.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import threading
+import uuid
 from pathlib import Path
 
 from .. import durable
 from ..config import StorageConfig
-from .base import ErrorClass, PartLedger, RemoteObject, StoreFailure
+from .base import ErrorClass, PartLedger, RemoteObject, StoreFailure, TokenBucket
+
+CHUNK = 1 << 20
 
 
 class FileBackend:
@@ -23,7 +28,7 @@ class FileBackend:
 
     def __init__(self, cfg: StorageConfig):
         self.root = cfg.root
-        self.limiter = None
+        self.limiter: TokenBucket | None = None
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -31,25 +36,50 @@ class FileBackend:
             raise StoreFailure(ErrorClass.PERMANENT, f"unsafe object key {key!r}", "BadKey")
         return self.root.joinpath(*parts)
 
+    @staticmethod
+    def _side(p: Path) -> Path:
+        return p.with_name(p.name + ".sha256")
+
     def head(self, key: str) -> RemoteObject | None:
         p = self._path(key)
         try:
             st = p.stat()
+            try:
+                side = self._side(p).read_text().split()
+                sha = side[0] if side else None
+            except FileNotFoundError:
+                sha = None
+            if sha is None:
+                sha = durable.sha256_file(p)[0]
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise StoreFailure(ErrorClass.TRANSIENT, f"{p}: {e.strerror}", "OSError") from e
-        side = p.with_name(p.name + ".sha256")
-        sha = side.read_text().split()[0] if side.exists() else durable.sha256_file(p)[0]
+            raise StoreFailure(ErrorClass.TRANSIENT, f"{p}: {e.strerror or e}", "OSError") from e
         return RemoteObject(key=key, size=st.st_size, sha256=sha)
 
+    def find(self, key: str, size: int, sha256: str, path: Path | None = None) -> RemoteObject | None:
+        obj = self.head(key)
+        if obj is None:
+            return None
+        if obj.size != size or obj.sha256 != sha256:
+            raise StoreFailure(ErrorClass.CONFLICT, f"{key}: share holds different content "
+                                                    f"(size {obj.size}, sha256 {obj.sha256})", "Conflict")
+        return obj
+
+    def _tmp(self, dest: Path) -> Path:
+        return dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:8]}"
+                              f"{durable.TMP_SUFFIX}")
+
     def _store(self, key: str, write, size: int, sha256: str) -> RemoteObject:
+        existing = self.find(key, size, sha256)  # idempotent re-put, or CONFLICT
+        if existing is not None:
+            return existing
         dest = self._path(key)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.{os.getpid()}{durable.TMP_SUFFIX}")
+            tmp = self._tmp(dest)
             try:
-                with open(tmp, "wb") as f:
+                with open(tmp, "xb") as f:
                     write(f)
                     f.flush()
                     os.fsync(f.fileno())
@@ -60,8 +90,11 @@ class FileBackend:
                 try:
                     os.link(tmp, dest)  # fails if dest exists: never overwrite
                 except FileExistsError:
-                    pass
-                durable.write_atomic(dest.with_name(dest.name + ".sha256"), f"{sha256}  {dest.name}\n".encode())
+                    got, n = durable.sha256_file(dest, uncached=True)
+                    if got != sha256 or n != size:
+                        raise StoreFailure(ErrorClass.CONFLICT, f"{key}: share holds different content "
+                                                                f"(size {n}, sha256 {got})", "Conflict") from None
+                self._write_side(dest, sha256)
                 durable.fsync_dir(dest.parent)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -72,18 +105,42 @@ class FileBackend:
             raise StoreFailure(ErrorClass.CONFLICT, f"{key}: share holds different content", "Conflict")
         return obj
 
+    def _write_side(self, dest: Path, sha256: str) -> None:
+        """Record the verified checksum beside the object (atomic; same bytes from any writer)."""
+        side = self._side(dest)
+        tmp = self._tmp(side)
+        try:
+            with open(tmp, "x") as f:
+                f.write(f"{sha256}  {dest.name}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, side)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _copy(self, src, dst, progress) -> None:
+        while b := src.read(CHUNK):
+            if self.limiter:
+                self.limiter.take(len(b))
+            dst.write(b)
+            if progress:
+                progress(len(b))
+
     def put_file(self, key: str, path: Path, size: int, sha256: str, ledger: PartLedger | None = None,
                  progress=None) -> RemoteObject:
         def write(f):
             with open(path, "rb") as src:
-                shutil.copyfileobj(src, f, 4 << 20)
+                self._copy(src, f, progress)
         return self._store(key, write, size, sha256)
 
     def put_bytes(self, key: str, data: bytes, sha256: str) -> RemoteObject:
         return self._store(key, lambda f: f.write(data), len(data), sha256)
 
     def read_sha256(self, key: str) -> tuple[str, int]:
-        return durable.sha256_file(self._path(key), uncached=True)
+        try:
+            return durable.sha256_file(self._path(key), uncached=True)
+        except OSError as e:
+            raise StoreFailure(ErrorClass.TRANSIENT, f"{key}: {e.strerror or e}", "OSError") from e
 
     def check(self) -> None:
         if not self.root.is_dir():
@@ -92,5 +149,8 @@ class FileBackend:
     def lock_enforced(self) -> bool:
         return False
 
-    def abort_unknown_uploads(self, known: set[str]) -> list[str]:
+    def ensure_lock(self, obj: RemoteObject) -> RemoteObject:
+        return obj
+
+    def abort_unknown_uploads(self, known: set[str], prefix: str | None = None, key: str | None = None) -> list[str]:
         return []

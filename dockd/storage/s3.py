@@ -5,13 +5,20 @@ staged clip, so the server refuses bytes that differ; multipart sends a
 SHA-256 with every part and the composite (SHA-256 of the concatenated part
 digests, ``-N``) is computed locally. After completion a HEAD with checksum
 mode must report the expected checksum and size before the caller may mark
-the clip ``uploaded``.
+the clip ``uploaded`` (with ``verify_after_upload = "read"``, or when the
+server reports no checksum it can be compared with, the object is also
+downloaded and hashed). The body itself is not SigV4-signed: the signed
+checksum header already binds it, and signing would read every file twice.
 
 Multipart is driven by hand so it survives restarts: the upload id and each
 finished part are written to the queue's ledger as they finish; on resume
 ListParts (paginated) confirms what the server holds, and only missing parts
 are sent. Writes are conditional (``If-None-Match: *``): an existing object
-is never overwritten; the caller compares it instead.
+is never overwritten; the caller compares it instead. A Complete whose
+answer was lost is settled by what the server then holds; an upload the
+server forgot (aborted, expired) starts over; uploads for a key that nobody
+records (a CreateMultipartUpload whose answer was lost) are aborted once the
+key is settled, so no part is left behind.
 
 Transient errors are retried here a few times with tenacity (short, jittered);
 longer backoff across attempts is the uploader's, recorded in the queue.
@@ -21,9 +28,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import math
 import os
 import threading
+import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,12 +40,11 @@ from pathlib import Path
 import boto3
 import botocore.session
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
-from botocore.exceptions import NoCredentialsError, ReadTimeoutError, ResponseStreamingError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from ..config import StorageConfig
-from .base import ErrorClass, PartLedger, RemoteObject, StoreFailure, b64
+from .base import ErrorClass, PartLedger, RemoteObject, StoreFailure, TokenBucket, b64
 
 TRANSIENT_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
                    "ThrottlingException", "TooManyRequests", "RequestLimitExceeded", "OperationAborted",
@@ -45,9 +53,18 @@ PERMANENT_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"
                    "AllAccessDisabled", "AccountProblem", "InvalidBucketName", "InvalidArgument",
                    "InvalidRequest", "MethodNotAllowed", "NotImplemented", "EntityTooLarge", "403", "400"}
 DIGEST_CODES = {"BadDigest", "XAmzContentSHA256Mismatch", "InvalidDigest", "InvalidChecksum"}
+# Complete failed in a way that means this upload id can never complete: start over.
+RESTART_CODES = {"NoSuchUpload", "InvalidPart", "InvalidPartOrder", "EntityTooSmall"}
+HINTS = {
+    "InvalidAccessKeyId": "unknown access key: check the storage credentials",
+    "SignatureDoesNotMatch": "wrong secret key: check the storage credentials",
+    "AccessDenied": "check the credentials' permissions on the bucket",
+    "NoSuchBucket": "the bucket does not exist: create it or fix [storage] url",
+    "RequestTimeTooSkewed": "the station clock is wrong: fix NTP",
+}
 
 
-def classify(e: BaseException) -> StoreFailure:
+def classify(e: BaseException, bucket: str | None = None) -> StoreFailure:
     """Translate a boto3/botocore exception into a StoreFailure with its class."""
     if isinstance(e, StoreFailure):
         return e
@@ -56,8 +73,10 @@ def classify(e: BaseException) -> StoreFailure:
         code = str(err.get("Code", ""))
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         msg = f"{code or status}: {err.get('Message') or e}"
+        if code in HINTS:
+            msg += f" ({HINTS[code]}{f'; bucket {bucket!r}' if bucket and code == 'NoSuchBucket' else ''})"
         if code == "RequestTimeTooSkewed":
-            return StoreFailure(ErrorClass.CLOCK, f"{msg} (station clock is wrong)", code)
+            return StoreFailure(ErrorClass.CLOCK, msg, code)
         if code in DIGEST_CODES:
             return StoreFailure(ErrorClass.BAD_DIGEST, msg, code)
         if code in TRANSIENT_CODES or status >= 500 or status == 429:
@@ -66,7 +85,9 @@ def classify(e: BaseException) -> StoreFailure:
     if isinstance(e, NoCredentialsError):
         return StoreFailure(ErrorClass.PERMANENT, "no storage credentials found (AWS environment, shared "
                                                   "credentials file or $CREDENTIALS_DIRECTORY)", "NoCredentials")
-    if isinstance(e, (BotoConnectionError, ReadTimeoutError, ResponseStreamingError, BotoCoreError, OSError)):
+    if isinstance(e, ParamValidationError):
+        return StoreFailure(ErrorClass.PERMANENT, f"invalid request: {e}", "ParamValidation")
+    if isinstance(e, (BotoCoreError, OSError)):
         return StoreFailure(ErrorClass.TRANSIENT, f"{type(e).__name__}: {e}", type(e).__name__)
     return StoreFailure(ErrorClass.TRANSIENT, f"{type(e).__name__}: {e}", type(e).__name__)
 
@@ -89,10 +110,31 @@ def _session(cfg: StorageConfig) -> boto3.Session:
     return boto3.Session(botocore_session=bs, region_name=cfg.region)
 
 
+class _MemoryLedger:
+    """A ledger kept only in memory (multipart without a queue behind it)."""
+
+    def __init__(self):
+        self.upload_id: str | None = None
+        self.parts: dict[int, tuple[int, str, str]] = {}
+
+    def begin(self, upload_id: str) -> None:
+        self.upload_id, self.parts = upload_id, {}
+
+    def done_parts(self) -> dict[int, tuple[int, str, str]]:
+        return dict(self.parts)
+
+    def record(self, number: int, size: int, sha256_b64: str, etag: str) -> None:
+        self.parts[number] = (size, sha256_b64, etag)
+
+    def finish(self) -> None:
+        self.upload_id, self.parts = None, {}
+
+
 class S3Backend:
     name = "s3"
+    LOCK_CACHE_S = 300.0
 
-    def __init__(self, cfg: StorageConfig, *, part_workers: int = 4, max_pool: int = 32):
+    def __init__(self, cfg: StorageConfig, *, part_workers: int = 4, max_pool: int = 32, client=None):
         self.cfg = cfg
         self.bucket = cfg.bucket
         self.part_size = cfg.part_size_mb << 20
@@ -102,19 +144,25 @@ class S3Backend:
             region_name=cfg.region,
             connect_timeout=min(10.0, cfg.timeout_s),
             read_timeout=cfg.timeout_s,
-            retries={"max_attempts": 1, "mode": "standard"},  # retries are ours, classified
+            retries={"total_max_attempts": 1, "mode": "standard"},  # no botocore retries: ours, classified
             max_pool_connections=max_pool,
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            s3={"addressing_style": "path"},
+            s3={"addressing_style": "path", "payload_signing_enabled": False},
         )
-        self.client = _session(cfg).client("s3", endpoint_url=cfg.endpoint_url, config=bc)
-        self.limiter = None  # optional shared bandwidth limiter (set by the uploader)
+        self.client = client or _session(cfg).client("s3", endpoint_url=cfg.endpoint_url, config=bc)
+        self.limiter: TokenBucket | None = None  # shared bandwidth limiter (set by the uploader)
+        self._lock_cache: tuple[float, bool] | None = None
+        self._bucket_ok: float | None = None  # when the bucket was last seen to exist
 
     # -- plumbing
 
     def _call(self, fn, /, **kw):
-        """One S3 call with short in-call retries of transient errors; raises StoreFailure."""
+        """One S3 call with short in-call retries of transient errors; raises StoreFailure.
+
+        A file-like ``Body`` is rewound before every attempt (a retry must send
+        the whole body again, not what is left of it)."""
+        body = kw.get("Body")
         retrying = Retrying(
             stop=stop_after_attempt(3),
             wait=wait_random_exponential(multiplier=0.25, max=4),
@@ -123,15 +171,52 @@ class S3Backend:
         )
         for attempt in retrying:
             with attempt:
+                if body is not None and hasattr(body, "seek"):
+                    body.seek(0)
                 try:
                     return fn(**kw)
-                except ClientError as e:
-                    raise classify(e) from e
+                except StoreFailure:
+                    raise
                 except Exception as e:  # noqa: BLE001 - every transport error is classified
-                    raise classify(e) from e
+                    raise classify(e, self.bucket) from e
+        raise AssertionError("unreachable")
+
+    def _diagnose(self, e: StoreFailure) -> StoreFailure:
+        """HEAD answers carry no body, so a refusal is a bare "403": ask with a request that tells why."""
+        if not e.code.isdigit():
+            return e
+        try:
+            self._call(self.client.list_objects_v2, Bucket=self.bucket, MaxKeys=1)
+        except StoreFailure as real:
+            return real if not real.code.isdigit() else e
+        return StoreFailure(e.cls, f"{e} (HEAD refused although listing works: check the bucket policy)", e.code)
+
+    def _bucket_locks(self) -> bool:
+        t = time.monotonic()
+        if self._lock_cache is None or t - self._lock_cache[0] > self.LOCK_CACHE_S:
+            self._lock_cache = (t, self.lock_enforced())
+        return self._lock_cache[1]
+
+    def _ensure_bucket(self) -> None:
+        """Before writing: the bucket must exist. Some servers (SeaweedFS) create a
+        missing bucket on PUT; evidence must never land in a bucket a typo made."""
+        t = time.monotonic()
+        if self._bucket_ok is None or t - self._bucket_ok > self.LOCK_CACHE_S:
+            self.check()
+            self._bucket_ok = t
+
+    def _lock_wanted(self) -> bool:
+        return bool(self.cfg.object_lock_days or self.cfg.legal_hold)
 
     def _lock_params(self) -> dict:
+        """Retention for a new object, if configured and the bucket can hold it.
+
+        A bucket without Object Lock refuses these headers; the object is then
+        written without them (the evidence is safer off the station than on it)
+        and the wipe gate keeps the clip on the camera until lock is enforced."""
         p: dict = {}
+        if not self._lock_wanted() or not self._bucket_locks():
+            return p
         if self.cfg.object_lock_days:
             p["ObjectLockMode"] = "COMPLIANCE"
             p["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(days=self.cfg.object_lock_days)
@@ -147,7 +232,7 @@ class S3Backend:
         except StoreFailure as e:
             if e.code in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise
+            raise self._diagnose(e) from e
         ck = r.get("ChecksumSHA256")
         sha = composite = None
         if ck:
@@ -157,41 +242,79 @@ class S3Backend:
                 sha = base64.b64decode(ck).hex()
         return RemoteObject(key=key, size=r["ContentLength"], sha256=sha, composite=composite,
                             version_id=r.get("VersionId"), retain_until=r.get("ObjectLockRetainUntilDate"),
-                            legal_hold=r.get("ObjectLockLegalHoldStatus") == "ON")
+                            legal_hold=r.get("ObjectLockLegalHoldStatus") == "ON",
+                            lock_mode=r.get("ObjectLockMode"))
+
+    def find(self, key: str, size: int, sha256: str, path: Path | None = None) -> RemoteObject | None:
+        obj = self.head(key)
+        if obj is None:
+            return None
+        if obj.size != size:
+            raise self._conflict(obj)
+        if obj.sha256 is not None:
+            if obj.sha256 == sha256:
+                return obj
+            raise self._conflict(obj)
+        if obj.composite is not None and path is not None:
+            n = int(obj.composite.rsplit("-", 1)[1])
+            if n == math.ceil(size / self.part_size) and self._local_composite(path) == obj.composite:
+                return obj
+        # A checksum we cannot recompute (other part size, or none at all): download and hash.
+        got, n = self.read_sha256(key)
+        if got == sha256 and n == size:
+            return obj
+        raise self._conflict(obj, got)
+
+    @staticmethod
+    def _conflict(obj: RemoteObject, read: str | None = None) -> StoreFailure:
+        return StoreFailure(ErrorClass.CONFLICT, f"{obj.key}: storage holds different content "
+                                                 f"(size {obj.size}, checksum {read or obj.sha256 or obj.composite})",
+                            "Conflict")
+
+    def _local_composite(self, path: Path) -> str:
+        digests = []
+        with open(path, "rb", buffering=0) as f:
+            while data := f.read(self.part_size):
+                digests.append(base64.b64encode(hashlib.sha256(data).digest()).decode())
+        return composite_checksum(digests)
 
     def put_bytes(self, key: str, data: bytes, sha256: str) -> RemoteObject:
-        self._put_conditional(key, data, len(data), sha256)
-        return self._verify_head(key, len(data), sha256, None)
+        self._ensure_bucket()
+        self._put_conditional(key, io.BytesIO(data), len(data), sha256)
+        return self._verify(key, len(data), sha256, None)
 
     def put_file(self, key: str, path: Path, size: int, sha256: str, ledger: PartLedger | None = None,
                  progress=None) -> RemoteObject:
-        if size >= self.threshold and ledger is not None and size > self.part_size:
-            composite = self._multipart(key, path, size, sha256, ledger, progress)
-            return self._verify_head(key, size, sha256, composite)
+        self._ensure_bucket()
+        if size >= self.threshold and size > self.part_size:
+            composite = self._multipart(key, path, size, sha256, ledger or _MemoryLedger(), progress)
+            return self._verify(key, size, sha256, composite, path)
         with open(path, "rb") as f:
-            body = _Throttled(f, self.limiter, progress) if (self.limiter or progress) else f
-            self._put_conditional(key, body, size, sha256)
-        return self._verify_head(key, size, sha256, None)
+            self._put_conditional(key, _Throttled(f, self.limiter, progress), size, sha256)
+        return self._verify(key, size, sha256, None, path)
 
     def _put_conditional(self, key: str, body, size: int, sha256: str) -> None:
         try:
-            if hasattr(body, "seek"):
-                body.seek(0)
             self._call(self.client.put_object, Bucket=self.bucket, Key=key, Body=body, ContentLength=size,
                        ChecksumSHA256=b64(sha256), IfNoneMatch="*", **self._lock_params())
         except StoreFailure as e:
             if e.code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                return  # an object is already there: _verify_head decides whether it is ours
+                return  # an object is already there: _verify decides whether it is ours
             raise
 
-    def _verify_head(self, key: str, size: int, sha256: str, composite: str | None) -> RemoteObject:
+    def _verify(self, key: str, size: int, sha256: str, composite: str | None,
+                path: Path | None = None) -> RemoteObject:
+        """Prove the key now holds exactly our bytes (raise CONFLICT if it holds others)."""
         obj = self.head(key)
         if obj is None:
             raise StoreFailure(ErrorClass.TRANSIENT, f"{key}: not found right after upload", "Missing")
         if not self.matches(obj, size, sha256, composite):
-            raise StoreFailure(ErrorClass.CONFLICT, f"{key}: storage holds different content "
-                                                    f"(size {obj.size}, checksum {obj.sha256 or obj.composite})",
-                               "Conflict")
+            obj = self.find(key, size, sha256, path)  # another layout or no checksum: compare harder
+            assert obj is not None
+        if self.cfg.verify_after_upload == "read":
+            got, n = self.read_sha256(key)
+            if got != sha256 or n != size:
+                raise self._conflict(obj, got)
         return obj
 
     @staticmethod
@@ -206,17 +329,23 @@ class S3Backend:
         return False
 
     def read_sha256(self, key: str) -> tuple[str, int]:
-        r = self._call(self.client.get_object, Bucket=self.bucket, Key=key)
-        h, n = hashlib.sha256(), 0
-        for chunk in r["Body"].iter_chunks(1 << 20):
-            h.update(chunk)
-            n += len(chunk)
-        return h.hexdigest(), n
+        def fetch() -> tuple[str, int]:
+            r = self.client.get_object(Bucket=self.bucket, Key=key)
+            h, n = hashlib.sha256(), 0
+            for chunk in r["Body"].iter_chunks(1 << 20):
+                h.update(chunk)
+                n += len(chunk)
+            return h.hexdigest(), n
+        return self._call(fetch)
 
     def check(self) -> None:
-        # A listing (not HeadBucket) so that errors carry their S3 code:
-        # HEAD responses have no body to say NoSuchBucket or SignatureDoesNotMatch.
-        self._call(self.client.list_objects_v2, Bucket=self.bucket, MaxKeys=1, Prefix=self.cfg.prefix)
+        try:
+            self._call(self.client.head_bucket, Bucket=self.bucket)
+        except StoreFailure as e:
+            if e.code in ("404", "NoSuchBucket", "NotFound"):
+                raise StoreFailure(ErrorClass.PERMANENT, f"NoSuchBucket: bucket {self.bucket!r} does not exist "
+                                                         f"({HINTS['NoSuchBucket']})", "NoSuchBucket") from e
+            raise self._diagnose(e) from e
 
     def lock_enforced(self) -> bool:
         try:
@@ -227,44 +356,112 @@ class S3Backend:
             raise
         return r.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
 
+    def ensure_lock(self, obj: RemoteObject) -> RemoteObject:
+        """Give an object that is already there (uploaded before lock was configured,
+        or by an earlier attempt) the configured retention and legal hold."""
+        if not self._lock_wanted() or not self._bucket_locks():
+            return obj
+        changed = False
+        vid = {"VersionId": obj.version_id} if obj.version_id else {}
+        if self.cfg.object_lock_days and obj.retain_until is None:
+            until = datetime.now(UTC) + timedelta(days=self.cfg.object_lock_days)
+            self._call(self.client.put_object_retention, Bucket=self.bucket, Key=obj.key,
+                       Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until}, **vid)
+            changed = True
+        if self.cfg.legal_hold and not obj.legal_hold:
+            self._call(self.client.put_object_legal_hold, Bucket=self.bucket, Key=obj.key,
+                       LegalHold={"Status": "ON"}, **vid)
+            changed = True
+        return (self.head(obj.key) or obj) if changed else obj
+
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Bucket=self.bucket, Key=key)
 
     # -- multipart
 
+    def _part_len(self, size: int, number: int) -> int:
+        return min(self.part_size, size - (number - 1) * self.part_size)
+
+    def _drop(self, key: str, upload_id: str, ledger: PartLedger) -> None:
+        """Give up on an upload id for good: abort it on the server and forget it."""
+        try:
+            self.abort(key, upload_id)
+        finally:
+            ledger.finish()
+
     def _multipart(self, key: str, path: Path, size: int, sha256: str, ledger: PartLedger, progress) -> str:
         n_parts = math.ceil(size / self.part_size)
-        done = ledger.done_parts() if ledger.upload_id else {}
+        done: dict[int, tuple[int, str, str]] = {}
         if ledger.upload_id:
             server = self._list_parts(key, ledger.upload_id)
-            if server is None:  # the server no longer knows the upload (aborted, expired)
-                done = {}
-                ledger.upload_id = None
+            if server is None:  # the server no longer knows the upload (aborted, expired, completed)
+                ledger.finish()
             else:
-                done = {n: v for n, v in done.items() if n in server and server[n][0] == v[0]}
+                done = {n: v for n, v in ledger.done_parts().items()
+                        if n <= n_parts and v[0] == self._part_len(size, n) and n in server
+                        and server[n][0] == v[0] and server[n][1].strip('"') == v[2].strip('"')}
         if not ledger.upload_id:
             r = self._call(self.client.create_multipart_upload, Bucket=self.bucket, Key=key,
                            ChecksumAlgorithm="SHA256", **self._lock_params())
             ledger.begin(r["UploadId"])
         upload_id = ledger.upload_id
+        assert upload_id
+        try:
+            digests, etags = self._send_parts(key, path, size, sha256, upload_id, n_parts, done, ledger, progress)
+        except StoreFailure as e:
+            if e.code in RESTART_CODES:
+                ledger.finish()
+                raise StoreFailure(ErrorClass.TRANSIENT, f"{key}: multipart upload {upload_id} is gone from "
+                                                         f"the server ({e}); starting over", e.code) from e
+            if e.cls is ErrorClass.BAD_DIGEST:
+                self._drop(key, upload_id, ledger)
+            raise
+        ordered = [digests[n] for n in range(1, n_parts + 1)]
+        composite = composite_checksum(ordered)
+        parts = [{"PartNumber": n, "ETag": etags[n], "ChecksumSHA256": digests[n]} for n in range(1, n_parts + 1)]
+        try:
+            self._call(self.client.complete_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id,
+                       MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+        except StoreFailure as e:
+            # A Complete whose answer was lost (the retry then finds the key
+            # taken), or a key that already exists: settle it by what the
+            # server now holds.
+            try:
+                obj = self.find(key, size, sha256, path)
+            except StoreFailure as conflict:
+                if conflict.cls is ErrorClass.CONFLICT:
+                    self._drop(key, upload_id, ledger)
+                raise
+            if obj is None:
+                if e.code in RESTART_CODES or e.cls is ErrorClass.BAD_DIGEST:
+                    self._drop(key, upload_id, ledger)
+                    if e.cls is not ErrorClass.BAD_DIGEST:
+                        raise StoreFailure(ErrorClass.TRANSIENT, f"{key}: Complete refused ({e}); starting over",
+                                           e.code) from e
+                raise
+            # Our bytes are there. If this upload id is still open (the object
+            # came from another upload), abort it so no parts linger.
+            if self._list_parts(key, upload_id) is not None:
+                self.abort(key, upload_id)
+        ledger.finish()
+        return composite
+
+    def _send_parts(self, key: str, path: Path, size: int, sha256: str, upload_id: str, n_parts: int,
+                    done: dict[int, tuple[int, str, str]], ledger: PartLedger, progress):
         digests: dict[int, str] = {n: v[1] for n, v in done.items()}
         etags: dict[int, str] = {n: v[2] for n, v in done.items()}
         full = hashlib.sha256()
-        errors: list[BaseException] = []
         slots = threading.Semaphore(self.part_workers)
         lock = threading.Lock()
 
         def send(number: int, data: bytes, digest: str) -> None:
             try:
-                if self.limiter:
-                    self.limiter.take(len(data))
+                body = _Throttled(io.BytesIO(data), self.limiter, progress)
                 r = self._call(self.client.upload_part, Bucket=self.bucket, Key=key, UploadId=upload_id,
-                               PartNumber=number, Body=data, ContentLength=len(data), ChecksumSHA256=digest)
+                               PartNumber=number, Body=body, ContentLength=len(data), ChecksumSHA256=digest)
                 ledger.record(number, len(data), digest, r["ETag"])
                 with lock:
                     etags[number] = r["ETag"]
-                if progress:
-                    progress(len(data))
             finally:
                 slots.release()
 
@@ -283,7 +480,7 @@ class S3Backend:
                         continue
                     digests[number] = base64.b64encode(hashlib.sha256(data).digest()).decode()
                     slots.acquire()
-                    if errors or any(f.done() and f.exception() for f in futs):
+                    if any(f.done() and f.exception() for f in futs):
                         slots.release()
                         break
                     futs.append(pool.submit(send, number, data, digests[number]))
@@ -296,23 +493,7 @@ class S3Backend:
             os.close(fd)
         if full.hexdigest() != sha256:
             raise StoreFailure(ErrorClass.BAD_DIGEST, f"staged copy no longer hashes to {sha256}", "LocalDigest")
-        ordered = [digests[n] for n in range(1, n_parts + 1)]
-        composite = composite_checksum(ordered)
-        parts = [{"PartNumber": n, "ETag": etags[n], "ChecksumSHA256": digests[n]} for n in range(1, n_parts + 1)]
-        try:
-            self._call(self.client.complete_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id,
-                       MultipartUpload={"Parts": parts}, IfNoneMatch="*")
-        except StoreFailure as e:
-            # A Complete whose response was lost, or a key that already exists:
-            # settle it by what the server now holds.
-            obj = self.head(key)
-            if obj is None or not self.matches(obj, size, sha256, composite):
-                if e.code in ("NoSuchUpload", "PreconditionFailed", "412"):
-                    ledger.finish()
-                    self.abort(key, upload_id)
-                raise
-        ledger.finish()
-        return composite
+        return digests, etags
 
     def _list_parts(self, key: str, upload_id: str) -> dict[int, tuple[int, str]] | None:
         out: dict[int, tuple[int, str]] = {}
@@ -338,30 +519,35 @@ class S3Backend:
             if e.code not in ("NoSuchUpload", "404"):
                 raise
 
-    def list_multipart_uploads(self) -> list[tuple[str, str]]:
+    def list_multipart_uploads(self, prefix: str = "") -> list[tuple[str, str]]:
         out, kw = [], {}
         while True:
-            r = self._call(self.client.list_multipart_uploads, Bucket=self.bucket, **kw)
+            r = self._call(self.client.list_multipart_uploads, Bucket=self.bucket, Prefix=prefix, **kw)
             out += [(u["Key"], u["UploadId"]) for u in r.get("Uploads", [])]
             if not r.get("IsTruncated"):
                 return out
             kw = {"KeyMarker": r["NextKeyMarker"], "UploadIdMarker": r["NextUploadIdMarker"]}
 
-    def abort_unknown_uploads(self, known: set[str]) -> list[str]:
-        """Abort multipart uploads under our prefix that the queue does not know (no orphans)."""
+    def abort_unknown_uploads(self, known: set[str], prefix: str | None = None, key: str | None = None) -> list[str]:
+        """Abort multipart uploads the queue does not know (no orphans): those of exactly
+        ``key``, else those under ``prefix`` (default: the configured key prefix)."""
+        if key is not None:
+            prefix = key
+        elif prefix is None:
+            prefix = f"{self.cfg.prefix}/" if self.cfg.prefix else ""
         aborted = []
-        prefix = "/".join(p for p in (self.cfg.prefix,) if p)
-        for key, uid in self.list_multipart_uploads():
-            if uid not in known and key.startswith(prefix):
-                self.abort(key, uid)
-                aborted.append(uid)
+        for k, uid in self.list_multipart_uploads(prefix):
+            if uid in known or (key is not None and k != key) or not k.startswith(prefix):
+                continue
+            self.abort(k, uid)
+            aborted.append(uid)
         return aborted
 
 
 class _Throttled:
     """File wrapper that charges reads to a shared bandwidth limiter and reports progress."""
 
-    def __init__(self, f, limiter, progress):
+    def __init__(self, f, limiter: TokenBucket | None, progress):
         self.f, self.limiter, self.progress = f, limiter, progress
 
     def read(self, n: int = -1) -> bytes:
