@@ -62,6 +62,7 @@ class CameraWork:
     mount: mounts.Mount | None = None
     prev: object = None  # an undocked worker for the same serial still winding down: start after it
     lock: threading.Lock = field(default_factory=threading.Lock)  # cancel vs. state writes
+    refused: frozenset = frozenset()  # clip ids the wipe gate kept back when this worker finished
 
 
 def queue_path(cfg: Config) -> Path:
@@ -300,8 +301,8 @@ class Daemon:
         # work again (a replayed clip was uploaded and can now be wiped).
         for serial, w in list(self.work.items()):
             if w.future is not None and w.future.done() and not w.cancel.is_set():
-                counts = q.camera_counts(serial)
-                if counts.get(ClipState.UPLOADED) and self._wiping():
+                uploaded = {c.id for c in q.clips(camera=serial, state=ClipState.UPLOADED)}
+                if uploaded - w.refused and self._wiping():
                     w2 = CameraWork(w.docked)
                     self.work[serial] = w2
                     w2.future = pool.submit(self._camera_guarded, w2)
@@ -405,8 +406,18 @@ class Daemon:
                           if self.cfg.storage is not None or s is not ClipState.STAGED)  # no storage: staged is final
             if counts.get(ClipState.UPLOADED) and self._wiping() and (
                     (not pending and not refused) or time.monotonic() - last_wipe > WIPE_BATCH_S):
-                refused = bool(self._wipe(w, root).refused)
+                res = self._wipe(w, root)
+                refused = bool(res.refused)
+                w.refused = frozenset(cid for cid, _ in res.refused)
                 last_wipe = time.monotonic()
+                if refused and not pending:
+                    # The gate said no (source changed, Object Lock not enforced, ...): that needs a
+                    # person, not a retry loop. The clips stay on the camera, uploaded.
+                    first = res.refused[0][1]
+                    self._finish(w, CameraState.ATTENTION,
+                                 f"{len(res.refused)} uploaded clip(s) were not wiped and stay on the camera: "
+                                 f"{first}")
+                    break
                 continue
             state = camera_state(counts, offloading_done=True, storage_configured=self.cfg.storage is not None,
                                  wipe_mode=self.cfg.offload.wipe)
@@ -421,10 +432,7 @@ class Daemon:
                 reason = (f"{summary.aborted} clip(s) could not be copied and stay on the camera; dock it again "
                           f"to retry (see `dockd queue --camera {serial} --state discovered`)")
             if state in (CameraState.READY, CameraState.HOLDING, CameraState.ATTENTION) and not pending:
-                if w.mount:  # release the device (synced) before telling anyone it may be taken
-                    self.mounter.unmount(w.mount)
-                    w.mount = None
-                self._work_state(w, state, reason)
+                self._finish(w, state, reason)
                 break
             self._work_state(w, state, reason)
             with self.changed:
@@ -432,6 +440,12 @@ class Daemon:
         if w.mount:
             self.mounter.unmount(w.mount)
             w.mount = None
+
+    def _finish(self, w: CameraWork, state: CameraState, reason: str | None) -> None:
+        if w.mount:  # release the device (synced) before telling anyone it may be taken
+            self.mounter.unmount(w.mount)
+            w.mount = None
+        self._work_state(w, state, reason)
 
     def _wipe(self, w: CameraWork, root: Path):
         serial = w.docked.camera.serial

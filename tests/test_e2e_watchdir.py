@@ -382,3 +382,20 @@ def test_wipe_never_uploads_but_keeps_clips_on_camera(tmp_path, seaweed, bucket,
     assert {x["state"] for x in rows} == {"uploaded"}
     assert st.json("status")["queue"]["uploaded"] == 3
     assert_stored(st, objects)
+
+
+def test_refused_wipe_leaves_camera_in_attention_and_drain_reports_it(tmp_path, seaweed, bucket, clip_files):
+    """Object Lock configured but the bucket does not enforce it: uploads succeed, the wipe gate refuses,
+    the camera ends ``attention`` with the reason, every file stays, and ``--drain`` exits 1 (no spin)."""
+    st = Station(tmp_path, seaweed, bucket, clip_files)
+    st.cfg.write_text(st.cfg.read_text().replace(f'region = "{seaweed.region}"',
+                                                 f'region = "{seaweed.region}"\nobject_lock_days = 1'))
+    st.dock()
+    r = st.drain()
+    assert r.returncode == 1, st.log_text()
+    for rel, sha in st.files.items():
+        assert sha256_file(st.cam / rel) == sha, f"{rel} changed on the camera"
+    cam = st.camera()
+    assert cam["state"] == "attention" and "not wiped" in cam["reason"] and "Object Lock" in cam["reason"], cam
+    assert {x["state"] for x in st.json("queue")} == {"uploaded"}
+    assert "clip.wiped" not in {e["event"] for e in st.audit()}
