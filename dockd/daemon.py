@@ -50,6 +50,7 @@ from .wipe import prune_staging, wipe_clips
 log = structlog.get_logger("dockd.daemon")
 
 WIPE_BATCH_S = 30.0  # wipe uploaded clips at least this often while others are still pending
+STORAGE_PROBE_S = 30.0  # how often status checks that central storage answers
 AUDIT_SIGN_S = 300.0  # sign the audit chain head this often (and at stop)
 AUDIT_EXPORT_S = 60.0  # look for finished days' audit segments to upload this often
 
@@ -306,6 +307,7 @@ class Daemon:
                     w2 = CameraWork(w.docked)
                     self.work[serial] = w2
                     w2.future = pool.submit(self._camera_guarded, w2)
+        self._probe_storage()
         self._write_status()
         sd_notify("WATCHDOG=1", f"STATUS={self._status_line()}")
 
@@ -513,6 +515,28 @@ class Daemon:
 
     # -- status
 
+    _storage_state: dict | None = None
+    _last_probe = 0.0
+    _probing = False
+
+    def _probe_storage(self) -> None:
+        """Check storage reachability every STORAGE_PROBE_S in the background (for status and metrics)."""
+        if self.backend is None or self._probing or time.monotonic() - self._last_probe < STORAGE_PROBE_S:
+            return
+        self._last_probe = time.monotonic()
+        self._probing = True
+
+        def probe() -> None:
+            try:
+                self.backend.check()
+                self._storage_state = {"reachable": True, "checked_at": self.clock(), "error": None}
+            except Exception as e:  # noqa: BLE001 - reported, never raised
+                self._storage_state = {"reachable": False, "checked_at": self.clock(), "error": str(e)}
+            finally:
+                self._probing = False
+
+        threading.Thread(target=probe, name="storage-probe", daemon=True).start()
+
     def _status_line(self) -> str:
         c = self.queue.counts()
         docked = sum(1 for cam in self.queue.cameras() if cam.docked)
@@ -524,6 +548,7 @@ class Daemon:
             write_status(self.cfg.data_dir, {
                 "pid": os.getpid(), "owner": self.owner, "updated": self.clock(),
                 "meters": self.meters.snapshot(), "status": self._status_line(),
+                "storage": self._storage_state,
             })
         except OSError as e:
             log.warning("cannot write status file", error=str(e))

@@ -49,7 +49,11 @@ def status_dict(cfg: Config, q: Queue) -> dict:
         "station": cfg.station.id,
         "daemon": {"running": bool(pid), "pid": pid if pid and pid > 0 else None},
         "storage": {"url": cfg.storage.url if cfg.storage else None,
-                    "endpoint_url": cfg.storage.endpoint_url if cfg.storage else None},
+                    "endpoint_url": cfg.storage.endpoint_url if cfg.storage else None,
+                    # as last seen by the running daemon (None when it is not running)
+                    "reachable": (live.get("storage") or {}).get("reachable") if pid else None,
+                    "checked_at": rfc3339((live.get("storage") or {}).get("checked_at")) if pid else None,
+                    "error": (live.get("storage") or {}).get("error") if pid else None},
         "cameras": cams,
         "queue": q.counts(),
         "alarms": [{"kind": a["kind"], "message": a["message"], "at": rfc3339(a["at"])} for a in q.alarms()],
@@ -97,7 +101,13 @@ def _summary(st: dict) -> Text:
     d = st["daemon"]
     line = "  ".join(f"{k} {v}" for k, v in q.items())
     txt = Text(f"daemon: {'running, pid ' + str(d['pid']) if d['running'] else 'not running'}\n")
-    txt.append(f"storage: {st['storage']['url'] or 'not configured (nothing is wiped)'}\n")
+    sto = st["storage"]
+    seen = ""
+    if sto["reachable"] is True:
+        seen = f" (reachable, checked {sto['checked_at']})"
+    elif sto["reachable"] is False:
+        seen = f" (UNREACHABLE at {sto['checked_at']}: {sto['error']})"
+    txt.append(f"storage: {sto['url'] or 'not configured (nothing is wiped)'}{seen}\n")
     txt.append(f"queue: {line}\n")
     if st["free_bytes"] is not None:
         txt.append(f"free space: {human_bytes(st['free_bytes'])}\n")

@@ -17,12 +17,14 @@ PY="$VENV/bin/python"
 #   util-linux, mount (losetup, blkid, partx, unshare, mount)
 #   udev (udevadm), systemd (systemd-analyze), openssl, iproute2 (ss), psmisc (fuser)
 #   python3-venv (ensurepip for `python3 -m venv` on Debian), ca-certificates (pip over https)
+#   prometheus (promtool checks the metrics exposition), jq (the README's offline manifest check)
 APT_PACKAGES=(
   ffmpeg exfatprogs exfat-fuse
   umockdev gir1.2-umockdev-1.0 python3-gi
   util-linux mount udev systemd
   openssl iproute2 psmisc
   python3-venv ca-certificates
+  prometheus jq
 )
 
 if [[ -t 1 ]]; then _B=$'\e[1m' _R=$'\e[0m'; else _B="" _R=""; fi

@@ -399,3 +399,27 @@ def test_refused_wipe_leaves_camera_in_attention_and_drain_reports_it(tmp_path, 
     assert cam["state"] == "attention" and "not wiped" in cam["reason"] and "Object Lock" in cam["reason"], cam
     assert {x["state"] for x in st.json("queue")} == {"uploaded"}
     assert "clip.wiped" not in {e["event"] for e in st.audit()}
+
+
+@pytest.mark.parametrize("reachable", [True, False])
+def test_status_reports_storage_reachability_seen_by_the_daemon(tmp_path, seaweed, bucket, clip_files, reachable):
+    st = Station(tmp_path, seaweed, bucket, clip_files)
+    if not reachable:
+        st.cfg.write_text(st.cfg.read_text().replace(seaweed.endpoint_url, "http://127.0.0.1:9"))
+    assert st.json("status")["storage"]["reachable"] is None  # no daemon: nobody has looked
+    with open(st.log, "ab") as out:
+        p = subprocess.Popen(st.argv("run"), env=st.env, stdout=out, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        sto = None
+        while time.monotonic() < deadline:
+            sto = st.json("status")["storage"]
+            if sto["reachable"] is not None:
+                break
+            time.sleep(0.3)
+        assert sto["reachable"] is reachable, (sto, st.log_text())
+        assert (sto["error"] is None) is reachable
+    finally:
+        p.terminate()
+        assert p.wait(timeout=30) == 0, st.log_text()

@@ -327,3 +327,40 @@ def test_cli_wrong_key_and_bad_inputs(files, other_key, tmp_path):
     assert_invalid(run_verify(str(tmp_path / "missing.json"), "--pubkey", str(pub)), "missing.json", code=2)
     assert_invalid(run_verify(str(man), "--clip", str(tmp_path / "gone.mp4"), "--pubkey", str(pub)), "gone.mp4",
                    code=2)
+
+
+def test_readme_recipe_with_jq_and_openssl_verifies_a_real_manifest(tmp_path):
+    """The README's 'checking evidence without dockd' commands, run verbatim on a manifest dockd wrote."""
+    import shutil as _sh
+    import subprocess as _sp
+
+    from dockd import keys as _keys
+    from dockd import manifest as _mf
+
+    if not (_sh.which("jq") and _sh.which("openssl")):
+        pytest.skip("jq or openssl missing")
+    key, _ = _keys.load_or_create(tmp_path / "data")
+    clip = tmp_path / "1.clip"
+    clip.write_bytes(b"\x00\x01 not really a video \xff" * 1000)
+    body = _mf.build(sha256=hashlib.sha256(clip.read_bytes()).hexdigest(), size=clip.stat().st_size,
+                     path="DCIM/100MEDIA/CLIP0001.MP4", mtime="2026-11-21T05:36:59.245614815Z",
+                     camera={"serial": "BWC-0001", "vendor": "Axon"}, station_id="st-1",
+                     offloaded_at="2026-11-21T05:37:00.449Z", verify="reread",
+                     sidecars=[{"path": "DCIM/100MEDIA/CLIP0001.GPS", "size": 3, "sha256": "ab" * 32,
+                                "mtime": "2026-11-21T05:36:59Z"}], dockd_version="0.1.0")
+    (tmp_path / "1.manifest.json").write_bytes(_mf.dumps(_mf.sign(body, key)))
+    (tmp_path / "station.pub.pem").write_text(_keys.public_pem(key.public))
+    script = """set -e
+jq -cjS 'del(.signature)' 1.manifest.json > body.jcs
+jq -r .signature.value 1.manifest.json | base64 -d > sig.bin
+openssl pkeyutl -verify -rawin -pubin -inkey station.pub.pem -in body.jcs -sigfile sig.bin
+test "$(sha256sum 1.clip | cut -d' ' -f1)" = "$(jq -r .clip.sha256 1.manifest.json)"
+"""
+    r = _sp.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0 and "Signature Verified Successfully" in r.stdout, r.stdout + r.stderr
+    # and a one-byte change to the manifest is caught by the same recipe
+    m = json.loads((tmp_path / "1.manifest.json").read_text())
+    m["camera"]["serial"] = "BWC-0002"
+    (tmp_path / "1.manifest.json").write_text(json.dumps(m))
+    r = _sp.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode != 0
