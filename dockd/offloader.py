@@ -173,13 +173,8 @@ class Offloader:
                                   last_error="copy cancelled (undocked or stopping)", detail={"reason": "cancelled"})
             raise
         except (SourceChanged, ShortRead, WriteError, OSError) as e:
-            self._cleanup(clip.id, len(sides))
-            msg = f"copy aborted: {e}" if not isinstance(e, OSError) else f"copy aborted: {e.strerror or e}"
-            self.queue.transition(clip.id, ClipEvent.COPY_ABORTED, now=self.clock(), last_error=msg,
-                                  detail={"reason": msg})
-            blog.warning("copy aborted; will copy again on next dock", error=msg)
-            s.aborted += 1
-            s.errors.append(f"{escape(entry.path)}: {msg}")
+            why = f"{e}" if not isinstance(e, OSError) else f"{e.strerror or e}"
+            self._abort(clip.id, entry, len(sides), f"copy aborted: {why}", blog, s)
             return
 
         mtime = rfc3339_ns(entry.mtime_ns)
@@ -193,13 +188,8 @@ class Offloader:
         try:
             durable.write_atomic(self.manifest_path(clip.id), mf.dumps(signed), mode=0o600)
         except OSError as e:
-            self._cleanup(clip.id, len(sides))
-            msg = f"copy aborted: writing the manifest failed: {e.strerror or e}"
-            self.queue.transition(clip.id, ClipEvent.COPY_ABORTED, now=self.clock(), last_error=msg,
-                                  detail={"reason": msg})
-            blog.warning("copy aborted; will copy again on next dock", error=msg)
-            s.aborted += 1
-            s.errors.append(f"{escape(entry.path)}: {msg}")
+            self._abort(clip.id, entry, len(sides), f"copy aborted: writing the manifest failed: {e.strerror or e}",
+                        blog, s)
             return
         prefix = self.cfg.storage.prefix if self.cfg.storage else ""
         key = object_key(prefix, self.cfg.station.id, cam.serial, entry.mtime_ns, sha, entry.ext)
@@ -262,6 +252,15 @@ class Offloader:
                 raise VerifyMismatch(sha, got)
         durable.publish(tmp, dest)
         return sha
+
+    def _abort(self, clip_id: int, entry: Entry, n_sides: int, msg: str, blog, s: Summary) -> None:
+        """Discard the partial copy and put the clip back to ``discovered``: the next dock copies it again."""
+        self._cleanup(clip_id, n_sides)
+        self.queue.transition(clip_id, ClipEvent.COPY_ABORTED, now=self.clock(), last_error=msg,
+                              detail={"reason": msg})
+        blog.warning("copy aborted; will copy again on next dock", error=msg)
+        s.aborted += 1
+        s.errors.append(f"{escape(entry.path)}: {msg}")
 
     def _cleanup(self, clip_id: int, n_sides: int) -> None:
         paths = [self.staged_path(clip_id), self.manifest_path(clip_id)]
