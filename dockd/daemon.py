@@ -266,6 +266,7 @@ class Daemon:
             if prev is not None and not prev.done():
                 w.prev = prev
             self.work[serial] = w
+            self.meters.reset_camera(serial)
             self.queue.dock_camera(serial, source=ev.camera.source, vendor=ev.camera.vendor, model=ev.camera.model,
                                    profile=ev.camera.profile, bay=ev.camera.bay, now=self.clock())
             self._hook(serial, CameraState.DOCKED)

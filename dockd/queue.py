@@ -578,12 +578,20 @@ class Queue:
             c.execute(update(clips).where(clips.c.id == clip_id).values(**values))
 
     def claim_upload(self, owner: str, *, lease_s: float, now: float | None = None) -> Clip | None:
-        """Atomically take the next due ``staged`` clip: ``uploading`` with a lease held by ``owner``."""
+        """Atomically take the next due ``staged`` clip: ``uploading`` with a lease held by ``owner``.
+
+        Fair between bays: the clip chosen is from the camera with the fewest clips
+        already uploading, so one camera's long queue never starves another's; then
+        first-time uploads before retries, then oldest first.
+        """
         t = _now(now)
+        busy = clips.alias("busy")
+        in_flight = (select(func.count()).where(busy.c.camera == clips.c.camera,
+                                                busy.c.state == ClipState.UPLOADING).scalar_subquery())
         with self.tx() as c:
             r = c.execute(select(clips.c.id).where(clips.c.state == ClipState.STAGED)
                           .where((clips.c.next_attempt_at.is_(None)) | (clips.c.next_attempt_at <= t))
-                          .order_by(clips.c.next_attempt_at.is_not(None), clips.c.id).limit(1)).first()
+                          .order_by(in_flight, clips.c.next_attempt_at.is_not(None), clips.c.id).limit(1)).first()
             if r is None:
                 return None
             new = next_state(r.id, ClipState.STAGED, ClipEvent.UPLOAD_STARTED)

@@ -33,12 +33,18 @@ def status_dict(cfg: Config, q: Queue) -> dict:
     for cam in q.cameras():
         prog = q.camera_progress(cam.serial)
         rate = meters.get("rate", {}).get(cam.serial, {})
+        # Bytes moved so far in this dock: finished clips from the queue, plus the daemon's
+        # live counters for clips still in flight (whichever is further along).
+        live_bytes = {"offload": meters.get("offload_bytes", {}).get(cam.serial, 0),
+                      "upload": meters.get("upload_bytes", {}).get(cam.serial, 0)}
         cams.append({
             "serial": cam.serial, "state": cam.state, "reason": cam.reason, "bay": cam.bay, "docked": bool(cam.docked),
             "vendor": cam.vendor, "model": cam.model, "profile": cam.profile, "source": cam.source,
             "docked_at": rfc3339(cam.docked_at), "updated_at": rfc3339(cam.updated_at), "progress": prog,
             "skipped": len(q.skips(cam.serial)),
             "rate_bytes_per_s": {"offload": rate.get("offload", 0.0), "upload": rate.get("upload", 0.0)},
+            "bytes_done": {k: min(prog["found"]["bytes"], max(live_bytes[k], prog[stage]["bytes"]))
+                           for k, stage in (("offload", "staged"), ("upload", "uploaded"))},
         })
     try:
         free = shutil.disk_usage(cfg.data_dir).free
@@ -90,8 +96,8 @@ def _cameras_table(st: dict) -> Table:
         r = c["rate_bytes_per_s"]
         counts = " / ".join(str(p[k]["clips"]) for k in ("found", "staged", "uploaded", "wiped"))
         t.add_row(c["bay"] or "-", c["serial"], c["state"], counts,
-                  _bar(p["staged"]["bytes"], p["found"]["bytes"], r.get("offload", 0.0)),
-                  _bar(p["uploaded"]["bytes"], p["found"]["bytes"], r.get("upload", 0.0)),
+                  _bar(c["bytes_done"]["offload"], p["found"]["bytes"], r.get("offload", 0.0)),
+                  _bar(c["bytes_done"]["upload"], p["found"]["bytes"], r.get("upload", 0.0)),
                   c["reason"] or "")
     return t
 

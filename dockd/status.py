@@ -66,6 +66,12 @@ class Meters:
         if self.sink and n:
             self.sink.wiped.inc(n)
 
+    def reset_camera(self, serial: str) -> None:
+        """A new dock: byte counters for this camera start again (they measure the current dock)."""
+        with self._lock:
+            self.off.pop(serial, None)
+            self.up.pop(serial, None)
+
     def snapshot(self) -> dict:
         with self._lock:
             now = time.monotonic()

@@ -423,3 +423,22 @@ def test_readers_do_not_wait_for_a_writer(q):
     finally:
         con.close()
     assert q.transition(cid, E.UPLOAD_STARTED, now=T0).state is S.UPLOADING  # writes work again
+
+
+def test_claims_are_fair_between_cameras(tmp_path):
+    """Two workers, two cameras with several staged clips each: the second claim goes to the other camera."""
+    from dockd.lifecycle import ClipEvent as E
+
+    q = Queue(tmp_path / "q.db")
+    for cam in ("CAM-A", "CAM-B"):
+        q.dock_camera(cam, source="watch", now=1.0)
+    for cam in ("CAM-A", "CAM-B"):  # all of A's clips are older than B's
+        for i in range(3):
+            c, _ = q.discover(cam, f"DCIM/{i}.MP4", 10 + i, 1, now=2.0)
+            q.transition(c.id, E.COPY_STARTED, now=2.0)
+            q.transition(c.id, E.STAGED, sha256="00" * 32, now=2.0)
+    first = q.claim_upload("w1", lease_s=60, now=3.0)
+    second = q.claim_upload("w2", lease_s=60, now=3.0)
+    third = q.claim_upload("w3", lease_s=60, now=3.0)
+    assert (first.camera, second.camera) == ("CAM-A", "CAM-B")
+    assert third.camera == "CAM-A" and third.id != first.id
