@@ -95,6 +95,7 @@ class UploadConfig:
 class SourcesConfig:
     udev: bool = False
     watch_dirs: tuple[Path, ...] = ()
+    drop_privileges: bool = True  # mount through dockd.mounthelper; the daemon keeps no capabilities
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,7 @@ def parse(raw: dict, p: Path) -> Config:
     sources = SourcesConfig(
         udev=so.get("udev", bool, False),
         watch_dirs=tuple(Path(d) for d in so.strings("watch_dirs", ())),
+        drop_privileges=so.get("drop_privileges", bool, True),
     )
     so.done()
 

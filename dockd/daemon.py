@@ -83,6 +83,7 @@ class Daemon:
         self.work: dict[str, CameraWork] = {}
         self.meters = Meters()
         self.mounter = mounter or mounts.Mounter(cfg.data_dir / "mnt")
+        self._separate = mounter is None and sources is None  # embedded (test) use never changes privileges
         self._sources = sources
         self.retiring: dict[str, object] = {}  # serial -> future of a cancelled worker not yet finished
         self.queue: Queue | None = None
@@ -95,6 +96,8 @@ class Daemon:
             try:
                 return self._run()
             finally:
+                if hasattr(self.mounter, "close"):  # the mount helper: unmounts what is left, exits
+                    self.mounter.close()
                 self.queue.close()
 
     def _run(self) -> int:
@@ -103,6 +106,7 @@ class Daemon:
         if created:
             q.record("key.created", detail={"key_id": key.key_id}, now=self.clock())
         self._record_start(key)
+        self._drop_privileges()
         self.key = key
         self.backend = open_backend(self.cfg.storage) if self.cfg.storage else None
         self.metrics = self._start_metrics()
@@ -176,6 +180,29 @@ class Daemon:
         q.record("daemon.started", detail={"owner": self.owner, "version": __version__, "config": str(self.cfg.path),
                                            "config_sha256": cfg_hash, "key_id": key.key_id, "drain": self.drain},
                  now=self.clock())
+
+    def _drop_privileges(self) -> None:
+        """Mount through the helper process (if udev cameras need mounting), then give up every capability.
+
+        Runs before the daemon starts any thread: capabilities belong to threads.
+        """
+        if not (self._separate and self.cfg.sources.drop_privileges):
+            return
+        from . import privileges
+        from .mounthelper import MountClient
+
+        helper = None
+        if self.cfg.sources.udev and os.geteuid() == 0 and privileges.has(privileges.CAP_SYS_ADMIN):
+            try:
+                self.mounter = helper = MountClient(self.cfg.data_dir / "mnt")
+            except mounts.MountError as e:
+                raise privileges.PrivilegeError(f"the mount helper did not start: {e}") from None
+        caps = privileges.limit_to(frozenset())
+        detail = {"cap_eff": f"{caps['CapEff']:016x}", "cap_prm": f"{caps['CapPrm']:016x}",
+                  "cap_bnd": f"{caps['CapBnd']:016x}", "mount_helper_pid": helper.pid if helper else None,
+                  "mount_helper_cap_eff": f"{helper.caps:016x}" if helper else None}
+        self.queue.record("privileges.dropped", detail=detail, now=self.clock())
+        log.info("privileges dropped", **detail)
 
     def _start_metrics(self):
         if not self.cfg.metrics.listen:

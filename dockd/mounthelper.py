@@ -1,0 +1,340 @@
+"""Privilege separation for mounting: a small root helper process, and the daemon's client for it.
+
+The daemon starts ``python -I -m dockd.mounthelper --base DATA_DIR/mnt`` once,
+before it drops every capability of its own (:mod:`dockd.privileges`). The
+helper keeps CAP_SYS_ADMIN only and runs :class:`dockd.mounts.Mounter` (blkid
+-p type check, hardened flags verified in mountinfo, ...) for requests sent
+as JSON lines on its stdin; every response is one JSON line on its stdout::
+
+    {"id": 1, "op": "mount", "serial": "BC1", "devnode": "/dev/sdb1", "udev_type": "exfat", "allowed": ["exfat"]}
+    {"id": 1, "ok": true, "result": {"handle": 1, "fs_type": "exfat", "path": "/var/lib/dockd/mnt/BC1"}, "log": [...]}
+    {"id": 2, "op": "remount_rw", "handle": 1}      -> {"id": 2, "ok": false, "error": "one-line reason"}
+
+Ops: ``mount``, ``remount_rw``, ``remount_ro``, ``unmount`` (``handle``,
+``lazy``), ``cleanup_stale``, ``shutdown``. The helper trusts the daemon no
+more than it must: it checks every request (op whitelist, exact argument
+types, a safe serial, a block device under /dev that is not mounted outside
+the base, a camera filesystem type, a mount point that is a real directory
+directly under its base) and only remounts or unmounts what it mounted itself
+(by handle). Log lines of a request travel back in its response and are
+logged by the daemon. On ``shutdown`` it lazily unmounts whatever is still
+mounted and exits; if stdin closes without one (the daemon crashed) it exits
+and leaves the mounts to the next start's stale-mount cleanup, as a crash
+always did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import structlog
+
+from . import mounts, privileges
+from .events import valid_serial
+from .mounts import Mount, MountError
+
+CAMERA_FS = frozenset({"exfat", "vfat", "ntfs", "udf"})  # never a host filesystem (ext4, xfs, btrfs, ...)
+MAX_LINE = 64 * 1024
+ARGS = {"mount": {"serial": str, "devnode": str, "udev_type": (str, type(None)), "allowed": list},
+        "remount_rw": {"handle": int}, "remount_ro": {"handle": int}, "unmount": {"handle": int, "lazy": bool},
+        "cleanup_stale": {}, "shutdown": {}}
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _one_line(s: object) -> str:
+    return " ".join(str(s).split())
+
+
+class Helper:
+    def __init__(self, base: Path):
+        self.base, self.real = base, os.path.realpath(base)  # symlinks resolved once, at the start
+        self.mounter = mounts.Mounter(self.base)
+        self.mounts: dict[int, Mount] = {}
+        self.next_handle = 1
+
+    def request(self, req: object) -> object:
+        if not isinstance(req, dict) or type(req.get("id")) is not int:
+            raise ValueError("a request is a JSON object with an integer id")
+        if not isinstance(req.get("op"), str) or req["op"] not in ARGS:
+            raise ValueError(f"unknown op {req.get('op')!r}")
+        spec = ARGS[req["op"]]
+        args = {k: v for k, v in req.items() if k not in ("id", "op")}
+        if set(args) != set(spec) or any(not isinstance(v, spec[k]) or isinstance(v, bool) != (spec[k] is bool)
+                                         for k, v in args.items()):
+            raise ValueError(f"{req['op']}: arguments must be exactly {', '.join(spec) or 'none'}")
+        return getattr(self, "op_" + req["op"])(**args)
+
+    def op_mount(self, serial: str, devnode: str, udev_type: str | None, allowed: list) -> dict:
+        if not valid_serial(serial):
+            raise ValueError(f"unsafe serial {serial!r}")
+        if not allowed or not all(isinstance(a, str) and a in CAMERA_FS for a in allowed):
+            raise ValueError(f"allowed filesystems must be some of {', '.join(sorted(CAMERA_FS))}")
+        if any(m.serial == serial for m in self.mounts.values()):
+            raise ValueError(f"camera {serial} is already mounted")
+        self._check_target(self.base / serial)
+        self._check_device(mounts.check_devnode(devnode), os.path.join(self.real, serial))
+        m = self.mounter.mount(serial, devnode, udev_type, tuple(allowed))
+        handle, self.next_handle = self.next_handle, self.next_handle + 1
+        self.mounts[handle] = m
+        return {"handle": handle, "fs_type": m.fs_type, "path": str(m.path)}
+
+    def op_remount_rw(self, handle: int) -> None:
+        self._check_target(self._mount(handle).path)
+        self.mounter.remount_rw(self._mount(handle))
+
+    def op_remount_ro(self, handle: int) -> None:
+        self._check_target(self._mount(handle).path)
+        self.mounter.remount_ro(self._mount(handle))
+
+    def op_unmount(self, handle: int, lazy: bool) -> None:
+        self.mounter.unmount(self._mount(handle), lazy=lazy)
+        del self.mounts[handle]
+
+    def op_cleanup_stale(self) -> list[str]:
+        self._check_target(self.base)
+        return self.mounter.cleanup_stale()
+
+    def op_shutdown(self) -> None:
+        for handle in list(self.mounts):
+            self.op_unmount(handle, lazy=True)
+
+    def _mount(self, handle: int) -> Mount:
+        try:
+            return self.mounts[handle]
+        except KeyError:
+            raise ValueError(f"no mount with handle {handle}") from None
+
+    def _check_device(self, devnode: str, target: str) -> None:
+        """A block device under /dev (symlinks resolved) mounted nowhere but (stale) at ``target``."""
+        if not os.path.realpath(devnode).startswith("/dev/"):
+            raise ValueError(f"{devnode} does not resolve to a node under /dev")
+        rdev = os.stat(devnode).st_rdev
+        dev = f"{os.major(rdev)}:{os.minor(rdev)}"
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                a = line.split(" ")
+                where = mounts._unescape(a[4]) if len(a) > 4 else ""
+                if a[2:3] == [dev] and where != target:
+                    raise ValueError(f"{devnode} is in use (mounted at {where})")
+
+    def _check_target(self, path: Path) -> None:
+        """``path`` is the base or a real directory directly in it (no symlink swapped in since the start)."""
+        if os.path.realpath(self.base) != self.real:
+            raise ValueError(f"mount base {self.base} was moved or replaced")
+        if path != self.base and (path.parent != self.base or not valid_serial(path.name)):
+            raise ValueError(f"{path} is not a mount point under {self.base}")
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            raise ValueError(f"{path} is not a directory")
+
+
+def serve(helper: Helper, inp, out, logs: list) -> None:
+    def send(msg: dict) -> None:
+        out.write(json.dumps(msg, default=str).encode() + b"\n")
+        out.flush()
+
+    send({"id": 0, "ok": True, "result": {"pid": os.getpid(), "caps": privileges.status()["CapEff"]}})
+    while True:
+        line = inp.readline(MAX_LINE + 1)
+        if not line:
+            logs.append({"level": "warning", "event": "mount helper: the daemon is gone; mounts stay for the next "
+                                                      "start's stale-mount cleanup", "mounted": len(helper.mounts)})
+            return
+        if not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):
+                line = inp.readline(MAX_LINE + 1)
+            send({"id": None, "ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+            continue
+        req, rid = None, None
+        try:
+            req = json.loads(line)
+            rid = req.get("id") if isinstance(req, dict) and type(req.get("id")) is int else None
+            msg = {"id": rid, "ok": True, "result": helper.request(req)}
+        except (ValueError, TypeError, OSError, MountError) as e:
+            msg = {"id": rid, "ok": False, "error": _one_line(e) or type(e).__name__}
+        except Exception as e:  # noqa: BLE001 - one bad request never takes the helper down
+            msg = {"id": rid, "ok": False, "error": _one_line(f"{type(e).__name__}: {e}")}
+        msg["log"], logs[:] = list(logs), []
+        send(msg)
+        if msg["ok"] and req.get("op") == "shutdown":
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dockd.mounthelper", description="dockd's privileged mount helper")
+    ap.add_argument("--base", required=True, type=Path, help="the only directory mounts may go under")
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the daemon, which then unmounts through us
+    logs: list = []
+
+    def collect(_logger, _method, event: dict) -> dict:
+        logs.append(event)
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[structlog.processors.add_log_level, collect], cache_logger_on_first_use=False)
+    out = os.fdopen(os.dup(1), "wb")  # the protocol channel; anything else printed goes to stderr
+    os.dup2(2, 1)
+    if not args.base.is_absolute():
+        print("mount helper: --base must be an absolute path", file=sys.stderr)
+        return 2
+    try:
+        privileges.limit_to(frozenset({privileges.CAP_SYS_ADMIN}))
+        serve(Helper(args.base), sys.stdin.buffer, out, logs)
+    except privileges.PrivilegeError as e:
+        print(f"mount helper: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the daemon went away while we answered
+        print(f"mount helper: lost the daemon: {e}", file=sys.stderr)
+        return 1
+    finally:
+        for event in logs:
+            print(json.dumps(event, default=str), file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- the daemon's side
+
+class RemoteMount(Mount):
+    """A :class:`~dockd.mounts.Mount` held by the helper; ``handle`` names it there."""
+
+    def __init__(self, handle: int, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.handle = handle
+
+
+class MountClient:
+    """:class:`dockd.mounts.Mounter`'s interface, run by the mount helper: one request at a time."""
+
+    def __init__(self, base: Path, *, timeout: float = 300.0):
+        self.base, self.timeout = Path(base).absolute(), timeout
+        self.lock = threading.Lock()
+        self.ids = 0
+        self.dead: str | None = None
+        self.buf = b""
+        self.log = structlog.get_logger("dockd.mount")
+        self.proc = subprocess.Popen([sys.executable, "-I", "-m", "dockd.mounthelper", "--base", str(self.base)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        try:
+            with self.lock:
+                hello = self._receive(0, time.monotonic() + 60)
+        except MountError:
+            raise MountError(f"it exited at start (exit code {self.proc.returncode}; its reason is on stderr)") from None
+        self.pid, self.caps = self.proc.pid, int(hello["caps"])
+        if not self.caps >> privileges.CAP_SYS_ADMIN & 1:
+            self.close()
+            raise MountError(f"mount helper started without CAP_SYS_ADMIN (CapEff {self.caps:016x})")
+
+    def mount(self, serial: str, devnode: str | None, udev_type: str | None, allowed: tuple[str, ...]) -> Mount:
+        r = self._call("mount", serial=serial, devnode=devnode or "", udev_type=udev_type, allowed=list(allowed))
+        return RemoteMount(r["handle"], serial, devnode or "", r["fs_type"], Path(r["path"]))
+
+    def remount_rw(self, m: Mount) -> None:
+        self._remount(m, "remount_rw", True)
+
+    def remount_ro(self, m: Mount) -> None:
+        self._remount(m, "remount_ro", False)
+
+    def _remount(self, m: Mount, op: str, rw: bool) -> None:
+        with m.lock:
+            if m.closed:
+                raise MountError(f"{m.path}: camera {m.serial} was undocked")
+            self._call(op, handle=m.handle)
+            m.rw = rw
+
+    def unmount(self, m: Mount, *, lazy: bool = False) -> None:
+        """Like Mounter.unmount: closes ``m``, never raises (failures are logged)."""
+        with m.lock:
+            if m.closed:
+                return
+            m.closed = True
+            try:
+                self._call("unmount", handle=m.handle, lazy=lazy)
+            except MountError as e:
+                self.log.warning("unmount failed", camera=m.serial, error=str(e))
+
+    def cleanup_stale(self) -> list[str]:
+        return self._call("cleanup_stale")
+
+    def close(self) -> None:
+        """Ask the helper to unmount what is left and exit; kill it if it does not."""
+        try:
+            self._call("shutdown", timeout=60)
+        except MountError:
+            pass
+        for step in (self.proc.stdin.close, lambda: self.proc.wait(10)):
+            try:
+                step()
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+        self.dead = "the mount helper was shut down"
+
+    def _call(self, op: str, *, timeout: float | None = None, **args):
+        with self.lock:
+            if self.dead:
+                raise MountError(self.dead)
+            self.ids += 1
+            try:
+                self.proc.stdin.write(json.dumps({"id": self.ids, "op": op, **args}).encode() + b"\n")
+                self.proc.stdin.flush()
+            except OSError:
+                self._gone("mount helper is gone")
+            return self._receive(self.ids, time.monotonic() + (timeout or self.timeout))
+
+    def _receive(self, rid: int, deadline: float):
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.proc.kill()
+                self._gone("mount helper did not answer in time; killed")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self._gone("mount helper is gone")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            msg = None
+        if not isinstance(msg, dict):
+            self.proc.kill()
+            self._gone("mount helper sent garbage; killed")
+        for event in msg.get("log") or ():
+            if not isinstance(event, dict):
+                continue
+            level = event.pop("level", "info")
+            getattr(self.log, level if level in LEVELS else "info")(event.pop("event", "?"), **event)
+        if msg.get("id") != rid:
+            self.proc.kill()
+            self._gone(f"mount helper answered request {msg.get('id')!r} instead of {rid}; killed")
+        if not msg.get("ok"):
+            raise MountError(msg.get("error") or "mount helper refused")
+        return msg.get("result")
+
+    def _gone(self, why: str):
+        try:
+            rc = self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            rc = None
+        self.dead = f"{why} (exit code {rc}); restart dockd to mount cameras again"
+        self.log.error("mount helper failed", reason=self.dead)
+        raise MountError(self.dead)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
