@@ -19,7 +19,6 @@ queue does not know.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import queue as queue_mod
 import socket
@@ -580,7 +579,3 @@ class Daemon:
             })
         except OSError as e:
             log.warning("cannot write status file", error=str(e))
-
-
-def json_dumps(o: object) -> str:
-    return json.dumps(o, sort_keys=True)

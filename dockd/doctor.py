@@ -121,7 +121,7 @@ def _storage_checks(cfg: config_mod.Config) -> list[dict]:
     if cfg.storage.object_lock_days or cfg.storage.legal_hold:
         try:
             ok = b.lock_enforced()
-        except StoreFailure as e:
+        except StoreFailure:
             ok = False
         out.append(_r("object_lock", ok, "bucket enforces Object Lock" if ok else "bucket does NOT enforce Object Lock",
                       "create the bucket with Object Lock enabled; dockd refuses to wipe until then"))

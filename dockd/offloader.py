@@ -19,7 +19,6 @@ file under a final name that the queue doesn't know or that wasn't verified.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
