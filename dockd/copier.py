@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 
 DEPTH = 4  # buffers in flight: one being read, one hashed, one written, one queued
-MIN_CHUNK = 256 << 10
+MIN_CHUNK = 256 << 10  # smallest chunk (a power of two)
 
 _SYNC_FILE_RANGE_WRITE = 2
 
@@ -91,9 +91,9 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[n:]
 
 
-# Buffers are reused across copies (many small clips would otherwise pay page
-# faults for fresh memory on every file). At most _POOL_KEEP are kept.
-_POOL_KEEP = 3 * DEPTH
+# Buffers are reused across copies: many small clips would otherwise pay page
+# faults for fresh memory on every file. Chunk sizes are powers of two (or
+# bufsize), so few sizes exist; at most DEPTH buffers of each are kept.
 _pool: dict[int, list[bytearray]] = {}
 _pool_lock = threading.Lock()
 
@@ -107,18 +107,18 @@ def _take_buffers(size: int, n: int) -> list[bytearray]:
 
 def _give_buffers(size: int, bufs: list[bytearray]) -> None:
     with _pool_lock:
-        for other in [s for s in _pool if s != size]:
-            del _pool[other]  # keep one size only (bufsize rarely changes)
         free = _pool.setdefault(size, [])
-        free.extend(bufs[:max(0, _POOL_KEEP - len(free))])
+        free.extend(bufs[:max(0, DEPTH - len(free))])
 
 
 def chunk_size(size: int, bufsize: int) -> int:
-    """Chunk for a clip of ``size`` bytes: ``bufsize``, or less for small clips (at least 4 chunks to overlap)."""
+    """Chunk for a clip of ``size`` bytes: ``bufsize``, or a smaller power of two for small
+    clips so that reading, hashing and writing still overlap (at least DEPTH chunks)."""
     if size >= DEPTH * bufsize:
         return bufsize
-    c = max(MIN_CHUNK, -(-size // DEPTH))
-    c = -(-c // 65536) * 65536  # whole 64 KiB
+    c = MIN_CHUNK
+    while c * DEPTH < size and c * 2 <= bufsize:
+        c *= 2
     return min(bufsize, c)
 
 

@@ -14,12 +14,8 @@ temporary file and produce the data again from its source.
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import mmap
 import os
-import queue
-import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -71,17 +67,7 @@ def drop_cache(fd: int) -> None:
 
 
 def sha256_file(path: str | os.PathLike, *, bufsize: int = 4 << 20, uncached: bool = False) -> tuple[str, int]:
-    """Hash a local file; return (hex SHA-256, bytes read).
-
-    With ``uncached`` the bytes must come from the disk, not from the page
-    cache: the file is read with O_DIRECT where the filesystem supports it
-    (exact, and cheaper: no copy through the cache), else its cached pages are
-    dropped first (and after). Reading and hashing overlap (a reader thread).
-    """
-    if uncached:
-        got = _sha256_direct(path, bufsize)
-        if got is not None:
-            return got
+    """Hash a local file; with ``uncached`` drop its page cache first so the bytes come from disk."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         if uncached:
@@ -90,102 +76,21 @@ def sha256_file(path: str | os.PathLike, *, bufsize: int = 4 << 20, uncached: bo
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         except OSError:
             pass
-        bufs = [memoryview(bytearray(bufsize)) for _ in range(2)]
-        got = _hash_fd(fd, bufs, _chunk(fd, bufsize, 1))
+        h = hashlib.sha256()
+        n = 0
+        buf = bytearray(bufsize)
+        view = memoryview(buf)
+        while True:
+            got = os.readv(fd, [buf])
+            if not got:
+                break
+            h.update(view[:got])
+            n += got
         if uncached:
             drop_cache(fd)
-        return got
+        return h.hexdigest(), n
     finally:
         os.close(fd)
-
-
-_ALIGN = 1 << 16  # O_DIRECT wants aligned buffers, offsets and lengths; 64 KiB covers any block size
-_direct_pool: list[mmap.mmap] = []
-_direct_lock = threading.Lock()
-
-
-def _chunk(fd: int, bufsize: int, align: int) -> int:
-    """Read size: ``bufsize``, smaller for small files so that reading and hashing still overlap."""
-    try:
-        size = os.fstat(fd).st_size
-    except OSError:
-        return bufsize
-    c = max(256 << 10, -(-size // 4))
-    c = -(-c // align) * align
-    return min(bufsize, c)
-
-
-def _sha256_direct(path: str | os.PathLike, bufsize: int) -> tuple[str, int] | None:
-    """Hash with O_DIRECT reads; None if the filesystem (or the platform) does not support it."""
-    flag = getattr(os, "O_DIRECT", 0)
-    if not flag:
-        return None
-    size = max(_ALIGN, -(-bufsize // _ALIGN) * _ALIGN)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | flag)
-    except OSError as e:
-        if e.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-            return None
-        raise
-    with _direct_lock:
-        mine = [m for m in _direct_pool if len(m) == size][:2]
-        for m in mine:
-            _direct_pool.remove(m)
-    mine += [mmap.mmap(-1, size) for _ in range(2 - len(mine))]  # page-aligned
-    try:
-        return _hash_fd(fd, [memoryview(m) for m in mine], _chunk(fd, size, _ALIGN))
-    except OSError as e:
-        if e.errno == errno.EINVAL:  # an unaligned short read in the middle: read it the ordinary way
-            return None
-        raise
-    finally:
-        os.close(fd)
-        with _direct_lock:
-            del _direct_pool[4:]
-            _direct_pool.extend(mine)
-
-
-def _hash_fd(fd: int, bufs: list[memoryview], chunk: int) -> tuple[str, int]:
-    """SHA-256 of everything read from ``fd``, a reader thread filling ``bufs`` while this thread hashes."""
-    free: queue.Queue = queue.Queue()
-    filled: queue.Queue = queue.Queue()
-    for b in bufs:
-        free.put(b[:chunk])
-
-    def reader() -> None:
-        try:
-            while True:
-                b = free.get()
-                if b is None:
-                    return
-                n = os.readv(fd, [b])
-                filled.put((b, n))
-                if not n:
-                    return
-        except BaseException as e:  # noqa: BLE001 - handed to the hashing thread
-            filled.put(e)
-
-    t = threading.Thread(target=reader, name="hash-reader", daemon=True)
-    t.start()
-    h = hashlib.sha256()
-    total = 0
-    try:
-        while True:
-            item = filled.get()
-            if isinstance(item, BaseException):
-                raise item
-            b, n = item
-            if not n:
-                break
-            h.update(b[:n])
-            total += n
-            free.put(b)
-    finally:
-        free.put(None)
-        while t.is_alive():
-            t.join(0.05)
-            free.put(None)
-    return h.hexdigest(), total
 
 
 class HashingReader:

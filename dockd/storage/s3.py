@@ -27,10 +27,13 @@ longer backoff across attempts is the uploader's, recorded in the queue.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import io
 import math
+import mmap
 import os
+import queue
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -134,7 +137,7 @@ class S3Backend:
     name = "s3"
     LOCK_CACHE_S = 300.0
 
-    def __init__(self, cfg: StorageConfig, *, part_workers: int = 4, max_pool: int = 32, client=None):
+    def __init__(self, cfg: StorageConfig, *, part_workers: int = 3, max_pool: int = 32, client=None):
         self.cfg = cfg
         self.bucket = cfg.bucket
         self.part_size = cfg.part_size_mb << 20
@@ -451,46 +454,60 @@ class S3Backend:
         digests: dict[int, str] = {n: v[1] for n, v in done.items()}
         etags: dict[int, str] = {n: v[2] for n, v in done.items()}
         full = hashlib.sha256()
-        slots = threading.Semaphore(self.part_workers)
         lock = threading.Lock()
+        # Parts are read into part_workers reused buffers: memory stays at
+        # part_workers * part_size whatever the file size, and no fresh pages
+        # are faulted in per part. A buffer goes back once its part is sent.
+        free: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(self.part_workers):
+            free.put(bytearray(self.part_size))
 
-        def send(number: int, data: bytes, digest: str) -> None:
+        def send(number: int, data: bytearray | bytes, digest: str, buf: bytearray) -> None:
             try:
-                body = _Throttled(io.BytesIO(data), self.limiter, progress)
+                # Without a bandwidth limit the part goes out in one piece (no
+                # 16 KiB read loop, no Expect: 100-continue round trip) and
+                # counts as progress once it is stored, so a retried part is
+                # never counted twice.
+                body = _Throttled(io.BytesIO(data), self.limiter, progress) if self.limiter else data
                 r = self._call(self.client.upload_part, Bucket=self.bucket, Key=key, UploadId=upload_id,
                                PartNumber=number, Body=body, ContentLength=len(data), ChecksumSHA256=digest)
                 ledger.record(number, len(data), digest, r["ETag"])
                 with lock:
                     etags[number] = r["ETag"]
+                if progress and not self.limiter:
+                    progress(len(data))
             finally:
-                slots.release()
+                free.put(buf)
 
         # One sequential reader: it feeds the full-file hash (proves the staged
         # copy still has the offloaded SHA-256) and hands parts to the pool.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        reader = _PartReader(path)
         try:
             with ThreadPoolExecutor(self.part_workers, thread_name_prefix="part") as pool:
                 futs = []
                 for number in range(1, n_parts + 1):
-                    data = os.pread(fd, self.part_size, (number - 1) * self.part_size)
-                    full.update(data)
-                    if number in digests:
-                        if progress:
-                            progress(len(data))
-                        continue
-                    digests[number] = base64.b64encode(hashlib.sha256(data).digest()).decode()
-                    slots.acquire()
+                    buf = free.get()  # waits for a sender to finish: at most part_workers parts in memory
                     if any(f.done() and f.exception() for f in futs):
-                        slots.release()
                         break
-                    futs.append(pool.submit(send, number, data, digests[number]))
+                    n = reader.read_into(buf, (number - 1) * self.part_size)
+                    view = memoryview(buf)[:n]
+                    full.update(view)
+                    if number in digests:
+                        free.put(buf)
+                        if progress:
+                            progress(n)
+                        continue
+                    digests[number] = base64.b64encode(hashlib.sha256(view).digest()).decode()
+                    data = buf if n == len(buf) else bytes(view)  # the last part is shorter
+                    del view
+                    futs.append(pool.submit(send, number, data, digests[number], buf))
                     del data
                 wait(futs, return_when=FIRST_EXCEPTION)
                 for f in futs:
                     if f.exception():
                         raise f.exception()
         finally:
-            os.close(fd)
+            reader.close()
         if full.hexdigest() != sha256:
             raise StoreFailure(ErrorClass.BAD_DIGEST, f"staged copy no longer hashes to {sha256}", "LocalDigest")
         return digests, etags
@@ -544,11 +561,77 @@ class S3Backend:
         return aborted
 
 
+class _PartReader:
+    """Reads a staged file part by part, with O_DIRECT where the filesystem allows it.
+
+    Direct reads come from the disk (so the full-file hash proves what is on
+    disk), cost no copy through the page cache and leave nothing cached; they
+    go through a small aligned buffer because O_DIRECT needs aligned memory,
+    offsets and lengths (parts are whole MiB, so every offset is aligned).
+    Where O_DIRECT is refused (tmpfs, some network or FUSE filesystems) the
+    file is read the ordinary way.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, path: Path):
+        self.path, self.stage = path, None
+        flag = getattr(os, "O_DIRECT", 0)
+        if flag:
+            try:
+                self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | flag)
+                self.stage = mmap.mmap(-1, self.CHUNK)  # page-aligned
+                return
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+        self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+
+    def read_into(self, buf: bytearray, offset: int) -> int:
+        """Fill ``buf`` from ``offset``; return the bytes read (fewer only at the end of the file)."""
+        if self.stage is not None:
+            try:
+                return self._read_direct(buf, offset)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                os.close(self.fd)  # direct I/O refused after all: read the ordinary way
+                self.fd, self.stage = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW), None
+        got = 0
+        view = memoryview(buf)
+        while got < len(buf):
+            n = os.preadv(self.fd, [view[got:]], offset + got)
+            if not n:
+                break
+            got += n
+        return got
+
+    def _read_direct(self, buf: bytearray, offset: int) -> int:
+        view, stage = memoryview(buf), memoryview(self.stage)
+        got = 0
+        while got < len(buf):
+            n = os.preadv(self.fd, [stage[:min(self.CHUNK, len(buf) - got)]], offset + got)
+            if not n:
+                break
+            view[got:got + n] = stage[:n]
+            got += n
+            if n % 4096:  # a short read ends the file
+                break
+        return got
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class _Throttled:
-    """File wrapper that charges reads to a shared bandwidth limiter and reports progress."""
+    """File wrapper that charges reads to a shared bandwidth limiter and reports progress.
+
+    Progress counts each byte of the file once: a body rewound for a retry
+    reports only what goes beyond the furthest point already reported."""
 
     def __init__(self, f, limiter: TokenBucket | None, progress):
         self.f, self.limiter, self.progress = f, limiter, progress
+        self.reported = 0
 
     def read(self, n: int = -1) -> bytes:
         b = self.f.read(n)
@@ -556,7 +639,10 @@ class _Throttled:
             if self.limiter:
                 self.limiter.take(len(b))
             if self.progress:
-                self.progress(len(b))
+                end = self.f.tell()
+                if end > self.reported:
+                    self.progress(end - self.reported)
+                    self.reported = end
         return b
 
     def seek(self, *a):

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Offload benchmark: dockd's verified import vs. ``cp -r`` (+ sha256sum) on the same files, same run.
+
+    scripts/bench offload [--reps N] [--no-4g] [--buffer-kb K]
+
+Data sets (random bytes, generated once and cached in $DOCKD_BENCH_DIR,
+default /var/tmp/dockd-bench):
+
+* ``mixed``: DCIM/100CAM/ with 3 clips of 512 MiB and 256 clips of 2 MiB (2 GiB)
+* ``single4g``: one 4 GiB clip (peak RSS must not grow with clip size)
+
+Tools, each writing to a fresh destination on the same filesystem:
+
+* ``dockd``: ``dockd --config C import SRC --camera BENCH --json`` in a fresh
+  data dir with ``[offload] verify = "reread"`` (copy+hash in one pass, fsync,
+  drop the cache, re-read and hash again, rename, fsync the dir, sign a
+  manifest, commit to the SQLite queue), as a child process (peak RSS).
+* ``naive``: ``cp -r SRC DST && sync && sha256sum`` of every source and every
+  copied file, then compare the lists (the careful manual procedure).
+* ``cp``: ``cp -r SRC DST && sync`` (no verification at all; the speed limit).
+
+Targets: dockd >= 1.5x naive and >= 0.8x cp+sync; dockd peak RSS < 100 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import (BENCH_DIR, GiB, MiB, VENV_BIN, Run, drop_caches, ensure_dataset, fmt_row, load1,  # noqa: E402
+                      machine, rm_tree, run_child, save_results, say, summary, wait_quiet)
+
+TARGET_NAIVE, TARGET_CP, TARGET_RSS_MIB = 1.5, 0.8, 100
+
+NAIVE_SH = r"""
+set -eu
+cp -r "$SRC" "$DST"
+sync
+(cd "$SRC" && find . -type f -print0 | sort -z | xargs -0 sha256sum) > "$W/naive-src.sha256"
+(cd "$DST" && find . -type f -print0 | sort -z | xargs -0 sha256sum) > "$W/naive-dst.sha256"
+cmp -s "$W/naive-src.sha256" "$W/naive-dst.sha256"
+"""
+
+CP_SH = r"""
+set -eu
+cp -r "$SRC" "$DST"
+sync
+"""
+
+
+def datasets(wd: Path, want_4g: bool) -> dict[str, tuple[Path, int, int]]:
+    out = {}
+    mixed = [(f"DCIM/100CAM/LONG{i:04d}.MP4", 512 * MiB) for i in range(1, 4)]
+    mixed += [(f"DCIM/100CAM/CLIP{i:04d}.MP4", 2 * MiB) for i in range(1, 257)]
+    root = wd / "src-offload-mixed"
+    out["mixed"] = (root, *ensure_dataset(root, mixed))
+    if want_4g:
+        root = wd / "src-offload-4g"
+        out["single4g"] = (root, *ensure_dataset(root, [("DCIM/100CAM/LONG0001.MP4", 4 * GiB)]))
+    return out
+
+
+def write_config(work: Path, buffer_kb: int | None) -> Path:
+    cfg = work / "dockd.toml"
+    extra = f"buffer_kb = {buffer_kb}\n" if buffer_kb else ""
+    cfg.write_text(f'[station]\nid = "bench"\ndata_dir = "{work / "dockd-data"}"\n\n'
+                   f'[offload]\nverify = "reread"\nreserve_free_mb = 64\n{extra}\n[metrics]\nlisten = ""\n')
+    return cfg
+
+
+def prepare() -> tuple[float, bool]:
+    la = wait_quiet()
+    cold = drop_caches()
+    return la, cold
+
+
+def run_dockd(work: Path, cfg: Path, src: Path, n_files: int, nbytes: int) -> Run:
+    rm_tree(work / "dockd-data")
+    la, cold = prepare()
+    argv = [str(VENV_BIN / "dockd"), "--config", str(cfg), "import", str(src), "--camera", "BENCH", "--json"]
+    c = run_child(argv, stdout_path=work / "dockd-import.json")
+    if c.rc != 0:
+        raise SystemExit(f"dockd import failed (exit {c.rc}): {c.stdout[-2000:]}")
+    s = json.loads(c.stdout)
+    if s["staged"] != n_files or s["bytes"] != nbytes:
+        raise SystemExit(f"dockd import staged {s['staged']} clips / {s['bytes']} bytes, expected {n_files} / {nbytes}")
+    rm_tree(work / "dockd-data")
+    return Run("dockd", c.seconds, nbytes, c.maxrss_kib, la, cold, c.cpu_s, {"internal_s": s["seconds"]})
+
+
+def run_sh(tool: str, script: str, work: Path, src: Path, nbytes: int) -> Run:
+    dst = work / f"{tool}-dst"
+    rm_tree(dst)
+    la, cold = prepare()
+    env = dict(os.environ, SRC=str(src), DST=str(dst), W=str(work), LC_ALL="C")
+    c = run_child(["bash", "-c", script], env=env)
+    if c.rc != 0:
+        raise SystemExit(f"{tool} baseline failed (exit {c.rc})")
+    rm_tree(dst)
+    return Run(tool, c.seconds, nbytes, c.maxrss_kib, la, cold, c.cpu_s)
+
+
+def report(name: str, nbytes: int, n_files: int, runs: dict[str, list[Run]]) -> dict:
+    say(f"\n  {name}: {n_files} files, {nbytes / GiB:.2f} GiB (median of {len(runs['dockd'])} runs)")
+    w = [8, 10, 8, 10, 10, 22]
+    say("  " + fmt_row(["tool", "median s", "MB/s", "peak RSS", "CPU", "runs s"], w))
+    res = {}
+    for tool, rs in runs.items():
+        sm = summary(rs)
+        res[tool] = sm
+        say("  " + fmt_row([tool, f"{sm['median_s']:.2f}", f"{sm['median_mbps']:.0f}", f"{sm['max_rss_mib']:.0f} MiB",
+                            f"{sm['median_cpu_s']:.2f} s", " ".join(f"{x:.2f}" for x in sm["runs_s"])], w))
+    d = res["dockd"]["median_mbps"]
+    out = {"files": n_files, "bytes": nbytes, "tools": res, "ratios": {}}
+    for peer, target in (("naive", TARGET_NAIVE), ("cp", TARGET_CP)):
+        if peer in res:
+            r = d / res[peer]["median_mbps"]
+            out["ratios"][f"dockd/{peer}"] = r
+            say(f"  dockd/{peer:<5} = {r:.2f}x   (target >= {target}x: {'met' if r >= target else 'MISSED'})")
+    rss = res["dockd"]["max_rss_mib"]
+    say(f"  dockd peak RSS = {rss:.0f} MiB (target < {TARGET_RSS_MIB} MiB: {'met' if rss < TARGET_RSS_MIB else 'MISSED'})")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/bench offload", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=3, help="repetitions per tool (median reported; default 3)")
+    ap.add_argument("--no-4g", action="store_true", help="skip the single 4 GiB clip run")
+    ap.add_argument("--buffer-kb", type=int, default=None, help="override [offload] buffer_kb for dockd")
+    ap.add_argument("--only", choices=["mixed", "single4g"], help="run one data set only")
+    a = ap.parse_args(argv)
+
+    wd = BENCH_DIR
+    wd.mkdir(parents=True, exist_ok=True)
+    work = wd / "offload-work"
+    rm_tree(work)
+    work.mkdir(parents=True)
+    say(f"==> offload benchmark in {wd}  (machine: {json.dumps(machine())})")
+    sets = datasets(wd, not a.no_4g and a.only != "mixed")
+    if a.only:
+        sets = {a.only: sets[a.only]}
+    cfg = write_config(work, a.buffer_kb)
+    say(f"    page cache dropped before each run: {drop_caches()}; load now {load1():.2f}")
+    results = {"machine": machine(), "reps": a.reps, "buffer_kb": a.buffer_kb, "sets": {}}
+    try:
+        for name, (src, n_files, nbytes) in sets.items():
+            tools = ["dockd", "naive", "cp"] if name == "mixed" else ["dockd", "cp"]
+            runs: dict[str, list[Run]] = {t: [] for t in tools}
+            say(f"\n==> {name}: {', '.join(tools)} x {a.reps}")
+            for rep in range(1, a.reps + 1):
+                for tool in tools:
+                    if tool == "dockd":
+                        r = run_dockd(work, cfg, src, n_files, nbytes)
+                    else:
+                        r = run_sh(tool, NAIVE_SH if tool == "naive" else CP_SH, work, src, nbytes)
+                    runs[tool].append(r)
+                    extra = f"  (in-process {r.extra['internal_s']:.2f} s)" if "internal_s" in r.extra else ""
+                    say(f"    rep {rep} {tool:<6} {r.seconds:6.2f} s  {r.mbps:6.0f} MB/s  rss {r.maxrss_kib / 1024:5.0f} MiB"
+                        f"  cpu {r.cpu_s:5.2f} s  load {r.load:.2f}  {'cold' if r.cold else 'WARM'}{extra}")
+            results["sets"][name] = report(name, nbytes, n_files, runs)
+            results["sets"][name]["runs"] = {t: [vars(r) for r in rs] for t, rs in runs.items()}
+    finally:
+        rm_tree(work)
+    say(f"\n    results: {save_results('offload', results)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Child processes of the upload benchmark (run as subprocesses so their peak RSS can be measured).
+
+    python scripts/benchlib/child.py dockd-upload CONFIG
+        Run dockd's upload workers (the daemon's own loop: ``[storage]
+        concurrency`` threads, each ``Uploader.run_once`` until nothing is due)
+        on a data dir whose queue already holds staged clips. Every clip is
+        uploaded with its SHA-256 sent and proven by HEAD, sidecars and signed
+        manifests included. Prints JSON: seconds, clip states, progress bytes.
+
+    python scripts/benchlib/child.py boto3-upload ENDPOINT BUCKET PREFIX DIR
+        ``boto3`` ``upload_file`` of every file under DIR (sorted), one after
+        the other, default TransferConfig (multipart with threads for files
+        over 8 MiB). Credentials from the environment. Prints JSON.
+
+The timed span starts after imports and set-up (a daemon pays those once).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def dockd_upload(config_path: str) -> dict:
+    from dockd import config as config_mod
+    from dockd import logs
+    from dockd.queue import Queue
+    from dockd.status import Meters
+    from dockd.storage import open_backend
+    from dockd.uploader import Uploader
+
+    logs.configure("warning", stream=sys.stderr)
+    cfg = config_mod.load(Path(config_path))
+    q = Queue(cfg.data_dir / "queue.db")
+    backend = open_backend(cfg.storage)
+    meters = Meters()
+    owner = f"{socket.gethostname()}:{os.getpid()}:bench"
+    up = Uploader(cfg, q, backend, owner=owner, on_progress=meters.uploaded, on_error=meters.upload_error)
+    errors: list[str] = []
+
+    def worker() -> None:  # the daemon's _upload_loop, minus waiting for new work
+        while True:
+            try:
+                clip = up.run_once()
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+                return
+            if clip is None:
+                return
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, name=f"upload-{i}") for i in range(cfg.storage.concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    secs = time.perf_counter() - t0
+    counts = {str(k): v for k, v in q.counts().items() if v}
+    q.close()
+    return {"seconds": secs, "states": counts, "progress_bytes": sum(meters.up.values()), "errors": errors,
+            "upload_errors": dict(meters.errors)}
+
+
+def boto3_upload(endpoint: str, bucket: str, prefix: str, root: str) -> dict:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    files = sorted(p for p in Path(root).rglob("*") if p.is_file())
+    t0 = time.perf_counter()
+    for p in files:
+        client.upload_file(str(p), bucket, f"{prefix}/{p.relative_to(root).as_posix()}")
+    secs = time.perf_counter() - t0
+    return {"seconds": secs, "files": len(files)}
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["dockd-upload"] and len(argv) == 2:
+        out = dockd_upload(argv[1])
+    elif argv[:1] == ["boto3-upload"] and len(argv) == 5:
+        out = boto3_upload(*argv[1:])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
