@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import BinaryIO
 
 TMP_SUFFIX = ".tmp"
 
@@ -76,33 +75,25 @@ def sha256_file(path: str | os.PathLike, *, bufsize: int = 4 << 20, uncached: bo
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         except OSError:
             pass
-        h = hashlib.sha256()
-        n = 0
-        buf = bytearray(bufsize)
-        view = memoryview(buf)
-        while True:
-            got = os.readv(fd, [buf])
-            if not got:
-                break
-            h.update(view[:got])
-            n += got
+        got = sha256_fd(fd, bufsize=bufsize)
         if uncached:
             drop_cache(fd)
-        return h.hexdigest(), n
+        return got
     finally:
         os.close(fd)
 
 
-class HashingReader:
-    """A file-object wrapper that hashes everything read through it (borg's hashing wrapper)."""
+def sha256_fd(fd: int, *, bufsize: int = 4 << 20) -> tuple[str, int]:
+    """Hash what remains to be read from ``fd``: (hex SHA-256, bytes read), through one reused buffer."""
+    h = hashlib.sha256()
+    n = 0
+    buf = bytearray(bufsize)
+    view = memoryview(buf)
+    while True:
+        got = os.readv(fd, [buf])
+        if not got:
+            break
+        h.update(view[:got])
+        n += got
+    return h.hexdigest(), n
 
-    def __init__(self, f: BinaryIO):
-        self.f = f
-        self.sha256 = hashlib.sha256()
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        b = self.f.read(n)
-        self.sha256.update(b)
-        self.count += len(b)
-        return b

@@ -15,13 +15,13 @@ tools::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
 import rfc8785
 
 from . import keys
+from .durable import sha256_fd
 from .errors import ManifestInvalid
 
 FORMAT = "dockd.manifest/1"
@@ -76,14 +76,10 @@ def check(manifest: Any, pub: keys.Ed25519PublicKey | None = None) -> None:
 
 
 def check_file_hash(manifest: dict[str, Any], data_path: str) -> None:
-    h = hashlib.sha256()
-    n = 0
     with open(data_path, "rb") as f:
-        while b := f.read(1 << 20):
-            h.update(b)
-            n += len(b)
+        got, n = sha256_fd(f.fileno())
     clip = manifest["clip"]
     if n != clip["size"]:
         raise ManifestInvalid(f"clip size {n} does not match manifest size {clip['size']}")
-    if h.hexdigest() != clip["sha256"]:
-        raise ManifestInvalid(f"clip sha256 {h.hexdigest()} does not match manifest sha256 {clip['sha256']}")
+    if got != clip["sha256"]:
+        raise ManifestInvalid(f"clip sha256 {got} does not match manifest sha256 {clip['sha256']}")

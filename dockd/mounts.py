@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
 import subprocess
 import threading
@@ -242,7 +241,3 @@ class Mounter:
             except OSError:
                 pass
         return done
-
-
-def tools_available() -> list[str]:
-    return [t for t in ("mount", "umount", "blkid") if shutil.which(t) is None]

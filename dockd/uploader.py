@@ -44,7 +44,8 @@ from . import manifest as mf
 from .config import Config
 from .lifecycle import ClipEvent, ClipState
 from .queue import Clip, Queue
-from .storage.base import Backend, ErrorClass, RemoteObject, StoreFailure, TokenBucket, object_key
+from .storage.base import Backend, ErrorClass, RemoteObject, StoreFailure, TokenBucket
+from .volume import safe_ext
 
 log = structlog.get_logger("dockd.upload")
 
@@ -178,8 +179,7 @@ class Uploader:
         m = json.loads(clip.manifest)
         base = clip.object_key.rsplit("/", 1)[0]
         for sc in self.queue.sidecars(clip.id):
-            ext = Path(sc["path"]).suffix.lower() if len(Path(sc["path"]).suffix) <= 9 else ""
-            ext = ext if ext[1:].isalnum() else ""
+            ext = safe_ext(sc["path"])
             key = f"{base}/{sc['sha256']}{ext}"
             if self.backend.find(key, sc["size"], sc["sha256"], None) is None:
                 if not sc["staged_path"]:
@@ -295,11 +295,3 @@ class Uploader:
             stop.set()
             t.join()
 
-
-def expected_key(cfg: Config, clip: Clip) -> str:
-    """The key a clip must have under the current config (used by verify)."""
-    from .volume import Entry
-
-    ext = Entry(clip.path, 0, 0, 0, 0).ext
-    prefix = cfg.storage.prefix if cfg.storage else ""
-    return object_key(prefix, cfg.station.id, clip.camera, clip.mtime_ns, clip.sha256 or "", ext)

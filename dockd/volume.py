@@ -43,9 +43,13 @@ class Entry:
 
     @property
     def ext(self) -> str:
-        """The extension, lower-cased, only if it is short and plain; else empty (names are untrusted)."""
-        m = re.search(r"(\.[A-Za-z0-9]{1,8})$", self.path.rsplit("/", 1)[-1])
-        return m.group(1).lower() if m else ""
+        return safe_ext(self.path)
+
+
+def safe_ext(path: str) -> str:
+    """The extension, lower-cased, only if it is short and plain ASCII; else empty (names are untrusted)."""
+    m = re.search(r"(\.[A-Za-z0-9]{1,8})$", path.rsplit("/", 1)[-1])
+    return m.group(1).lower() if m else ""
 
 
 @dataclass(frozen=True)
@@ -287,10 +291,15 @@ class Volume:
         return fd
 
     @staticmethod
-    def check_same(entry: Entry, st: os.stat_result) -> None:
+    def check_same(entry: Entry, st: os.stat_result, *, same_inode: bool = True) -> None:
+        """Raise SourceChanged unless ``st`` is still the scanned regular file with its size and mtime.
+
+        ``same_inode=False`` skips the device/inode comparison: FUSE and FAT may
+        renumber inodes across mounts (the wipe runs on a fresh read-write mount).
+        """
         if not stat.S_ISREG(st.st_mode):
             raise SourceChanged(f"{escape(entry.path)}: no longer a regular file")
-        if (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
+        if same_inode and (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
             raise SourceChanged(f"{escape(entry.path)}: replaced by another file")
         if st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
             raise SourceChanged(f"{escape(entry.path)}: size or mtime changed "
@@ -309,16 +318,8 @@ class Volume:
         pfd, name = self._parent(entry)
         try:
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-            self.check_same_identity_free(entry, st)
+            self.check_same(entry, st, same_inode=False)
             os.unlink(name, dir_fd=pfd)
             os.fsync(pfd)
         finally:
             os.close(pfd)
-
-    @staticmethod
-    def check_same_identity_free(entry: Entry, st: os.stat_result) -> None:
-        """Like check_same, but inode numbers are not compared (FUSE/FAT may renumber across mounts)."""
-        if not stat.S_ISREG(st.st_mode):
-            raise SourceChanged(f"{escape(entry.path)}: no longer a regular file")
-        if st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
-            raise SourceChanged(f"{escape(entry.path)}: size or mtime changed")

@@ -19,7 +19,6 @@ the ``object-lock`` alarm.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from . import durable
 from .config import Config
 from .errors import IllegalTransition
 from .lifecycle import ClipEvent, ClipState, may_wipe
@@ -42,22 +42,15 @@ class WipeResult:
     refused: list[tuple[int, str]] = field(default_factory=list)
 
 
-def _hash_fd(fd: int, bufsize: int = 4 << 20) -> str:
-    h = hashlib.sha256()
-    while b := os.read(fd, bufsize):
-        h.update(b)
-    return h.hexdigest()
-
-
 def _check_source(vol: Volume, path: str, size: int, mtime_ns: int, sha256: str, by_hash: bool) -> Entry:
     """Raise SourceChanged unless the camera file still is what was offloaded."""
     st = vol.lstat(path)
     e = Entry(path, size, mtime_ns, st.st_dev, st.st_ino)
-    Volume.check_same_identity_free(e, st)
+    Volume.check_same(e, st, same_inode=False)
     if by_hash:
         fd = vol.open(e)
         try:
-            got = _hash_fd(fd)
+            got, _ = durable.sha256_fd(fd)
         finally:
             os.close(fd)
         if got != sha256:

@@ -46,10 +46,6 @@ def b64(hexdigest: str) -> str:
     return base64.b64encode(bytes.fromhex(hexdigest)).decode("ascii")
 
 
-def unb64(value: str) -> str:
-    return base64.b64decode(value).hex()
-
-
 class ErrorClass(StrEnum):
     TRANSIENT = "transient"  # network, timeout, 5xx, throttling: retry with backoff
     PERMANENT = "permanent"  # credentials, permissions, missing bucket: fail with the reason
