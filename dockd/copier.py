@@ -1,14 +1,22 @@
-"""Single-pass copy and hash, with reading, hashing and writing overlapped.
+"""Single-pass copy and hash, and hashing a file from the disk, with I/O and hashing overlapped.
 
-Three stages run at once on fixed, reused buffers (no allocation per chunk):
-a reader thread fills a free buffer from the camera (``readv``), the calling
-thread hashes it (hashlib releases the GIL on large buffers), and a writer
-thread writes it to the staging file and starts its writeback at once
-(``sync_file_range(SYNC_FILE_RANGE_WRITE)``: the disk works while the copy
-goes on, so the caller's final fsync is short). A buffer goes back to the
-free list once it is written. Memory is bounded by ``DEPTH * chunk`` whatever
-the clip size (chunk <= ``bufsize``; smaller for small files so that even a
-2 MiB clip is pipelined).
+Up to three stages run at once on fixed, reused, page-aligned buffers (no
+allocation per chunk): a reader thread fills a free buffer from the source
+(``readv``), the calling thread hashes it (hashlib releases the GIL on large
+buffers), and for a copy a writer thread writes it to the staging file. A
+buffer goes back to the free list once it is written (or hashed). Memory is
+bounded by ``DEPTH * chunk`` whatever the clip size (chunk <= ``bufsize``;
+smaller for small files so that even a 2 MiB clip is pipelined).
+
+Direct I/O: where the filesystem allows it, the source is read and the
+staging copy written with ``O_DIRECT``, and :func:`hash_file` re-reads with
+``O_DIRECT``. The bytes then move between the device and our buffers without
+the page cache: no copy through it, no cache to drop, nothing else evicted,
+and a re-read that provably comes from the disk. Where ``O_DIRECT`` is
+refused (tmpfs, many FUSE filesystems) or an unaligned read or write comes up
+(a file's last bytes), that file descriptor falls back to ordinary I/O; for a
+buffered staging copy, writeback is started as the copy goes
+(``sync_file_range``) so the caller's fsync is short.
 
 Errors: the source raising, or holding fewer/more bytes than recorded, stops
 the copy (ShortRead / OSError); a failed write or writeback start is a
@@ -20,14 +28,19 @@ caller's: nothing here fsyncs.
 from __future__ import annotations
 
 import ctypes
+import errno
+import fcntl
 import hashlib
+import mmap
 import os
 import queue
 import threading
 from collections.abc import Callable
 
 DEPTH = 4  # buffers in flight: one being read, one hashed, one written, one queued
-MIN_CHUNK = 256 << 10  # smallest chunk (a power of two)
+MIN_CHUNK = 256 << 10  # smallest chunk (a power of two, a multiple of ALIGN)
+ALIGN = 4096  # O_DIRECT offsets and lengths: a multiple of the logical block size (4096 covers every disk)
+O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 _SYNC_FILE_RANGE_WRITE = 2
 
@@ -53,6 +66,22 @@ def _advise(fd: int, advice: int) -> None:
         os.posix_fadvise(fd, 0, 0, advice)
     except OSError:
         pass
+
+
+def set_direct(fd: int, on: bool) -> bool:
+    """Turn ``O_DIRECT`` on or off for ``fd``; False if the filesystem refuses it (the fd is unchanged)."""
+    if not O_DIRECT:
+        return False
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    new = flags | O_DIRECT if on else flags & ~O_DIRECT
+    if new != flags:
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, new)
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+                return False
+            raise
+    return True
 
 
 def _libc_sync_file_range():
@@ -92,23 +121,28 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
 
 
 # Buffers are reused across copies: many small clips would otherwise pay page
-# faults for fresh memory on every file. Chunk sizes are powers of two (or
-# bufsize), so few sizes exist; at most DEPTH buffers of each are kept.
-_pool: dict[int, list[bytearray]] = {}
+# faults for fresh memory on every file. They are anonymous mmaps (page
+# aligned, as O_DIRECT requires). Chunk sizes are powers of two (or bufsize),
+# so few sizes exist; at most 2 * DEPTH buffers of each are kept (a copy and a
+# re-read may run at the same time).
+_pool: dict[int, list[mmap.mmap]] = {}
 _pool_lock = threading.Lock()
 
 
-def _take_buffers(size: int, n: int) -> list[bytearray]:
+def _take_buffers(size: int, n: int) -> list[mmap.mmap]:
     with _pool_lock:
         free = _pool.setdefault(size, [])
         got = [free.pop() for _ in range(min(n, len(free)))]
-    return got + [bytearray(size) for _ in range(n - len(got))]
+    return got + [mmap.mmap(-1, size) for _ in range(n - len(got))]
 
 
-def _give_buffers(size: int, bufs: list[bytearray]) -> None:
+def _give_buffers(size: int, bufs: list[mmap.mmap]) -> None:
     with _pool_lock:
         free = _pool.setdefault(size, [])
-        free.extend(bufs[:max(0, DEPTH - len(free))])
+        keep = max(0, 2 * DEPTH - len(free))
+        free.extend(bufs[:keep])
+    for b in bufs[keep:]:
+        b.close()
 
 
 def chunk_size(size: int, bufsize: int) -> int:
@@ -130,18 +164,25 @@ class _WriterFailed:
         self.err = err
 
 
-def copy_hash(src_fd: int, dst_fd: int, size: int, *, bufsize: int = 4 << 20,
-              cancel: threading.Event | None = None,
-              progress: Callable[[int], None] | None = None) -> str:
-    """Copy exactly ``size`` bytes from ``src_fd`` to ``dst_fd``; return the hex SHA-256 of what was written.
+def _read(fd: int, buf: mmap.mmap, direct: list[bool]) -> int:
+    """One read into ``buf``; a direct read refused for alignment retries the ordinary way."""
+    try:
+        return os.readv(fd, [buf])
+    except OSError as e:
+        if not direct[0] or e.errno != errno.EINVAL:
+            raise
+    set_direct(fd, False)
+    direct[0] = False
+    return os.readv(fd, [buf])
 
-    Raises ShortRead if the source holds fewer or more bytes than ``size``,
-    Cancelled if ``cancel`` is set, WriteError if writing fails and OSError
-    from the source device. The destination is not fsynced here (the caller
-    owns durability); its writeback has been started.
-    """
-    _advise(src_fd, os.POSIX_FADV_SEQUENTIAL)
-    chunk = chunk_size(size, bufsize)
+
+def _run(src_fd: int, size: int | None, chunk: int, dst_fd: int | None, *, cancel: threading.Event | None,
+         progress: Callable[[int], None] | None) -> tuple[str, int]:
+    """Read ``src_fd`` to its end (hashing, and writing to ``dst_fd`` if given): (hex SHA-256, bytes)."""
+    src_direct = [set_direct(src_fd, True)]
+    if not src_direct[0]:
+        _advise(src_fd, os.POSIX_FADV_SEQUENTIAL)
+    dst_direct = dst_fd is not None and set_direct(dst_fd, True)
     bufs = _take_buffers(chunk, DEPTH)
     free: queue.Queue = queue.Queue()
     for b in bufs:
@@ -157,7 +198,7 @@ def copy_hash(src_fd: int, dst_fd: int, size: int, *, bufsize: int = 4 << 20,
                 b = free.get()
                 if b is None or stop.is_set():
                     return
-                n = os.readv(src_fd, [b])
+                n = _read(src_fd, b, src_direct)
                 filled.put((b, n))
                 if not n:
                     return
@@ -165,6 +206,7 @@ def copy_hash(src_fd: int, dst_fd: int, size: int, *, bufsize: int = 4 << 20,
             filled.put(e)
 
     def writer() -> None:
+        nonlocal dst_direct
         off = 0
         try:
             while True:
@@ -173,8 +215,12 @@ def copy_hash(src_fd: int, dst_fd: int, size: int, *, bufsize: int = 4 << 20,
                     written.put(None)
                     return
                 b, n = item
+                if dst_direct and n % ALIGN:  # the last, unaligned bytes go through the page cache
+                    set_direct(dst_fd, False)
+                    dst_direct = False
                 write_all(dst_fd, memoryview(b)[:n])
-                start_writeback(dst_fd, off, n)
+                if not dst_direct:
+                    start_writeback(dst_fd, off, n)
                 off += n
                 free.put(b)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
@@ -183,12 +229,14 @@ def copy_hash(src_fd: int, dst_fd: int, size: int, *, bufsize: int = 4 << 20,
             filled.put(_WriterFailed(e))  # wakes the caller if it waits for data
 
     rt = threading.Thread(target=reader, name="copy-reader", daemon=True)
-    wt = threading.Thread(target=writer, name="copy-writer", daemon=True)
     rt.start()
-    wt.start()
+    wt = None
+    if dst_fd is not None:
+        wt = threading.Thread(target=writer, name="copy-writer", daemon=True)
+        wt.start()
     h = hashlib.sha256()
     total = 0
-    writer_done = False
+    writer_done = wt is None
     try:
         while True:
             if cancel is not None and cancel.is_set():
@@ -203,19 +251,23 @@ def copy_hash(src_fd: int, dst_fd: int, size: int, *, bufsize: int = 4 << 20,
             if not n:
                 break
             total += n
-            if total > size:
+            if size is not None and total > size:
                 raise ShortRead(f"source is longer than its recorded size {size}")
             h.update(memoryview(b)[:n])
-            to_write.put((b, n))
+            if wt is not None:
+                to_write.put((b, n))
+            else:
+                free.put(b)
             if progress is not None:
                 progress(n)
-        if total != size:
+        if size is not None and total != size:
             raise ShortRead(f"read {total} bytes, expected {size}")
-        to_write.put(_DONE)
-        err = written.get()
-        writer_done = True
-        if err is not None:
-            _raise_writer(err)
+        if wt is not None:
+            to_write.put(_DONE)
+            err = written.get()
+            writer_done = True
+            if err is not None:
+                _raise_writer(err)
     finally:
         stop.set()
         if not writer_done:
@@ -224,10 +276,37 @@ def copy_hash(src_fd: int, dst_fd: int, size: int, *, bufsize: int = 4 << 20,
         while rt.is_alive():
             rt.join(0.05)
             free.put(None)
-        wt.join()
+        if wt is not None:
+            wt.join()
         _give_buffers(chunk, bufs)
-        _advise(src_fd, os.POSIX_FADV_DONTNEED)
-    return h.hexdigest()
+        if not src_direct[0]:
+            _advise(src_fd, os.POSIX_FADV_DONTNEED)
+    return h.hexdigest(), total
+
+
+def copy_hash(src_fd: int, dst_fd: int, size: int, *, bufsize: int = 4 << 20,
+              cancel: threading.Event | None = None,
+              progress: Callable[[int], None] | None = None) -> str:
+    """Copy exactly ``size`` bytes from ``src_fd`` to ``dst_fd``; return the hex SHA-256 of what was written.
+
+    Raises ShortRead if the source holds fewer or more bytes than ``size``,
+    Cancelled if ``cancel`` is set, WriteError if writing fails and OSError
+    from the source device. The destination is not fsynced here (the caller
+    owns durability). Both descriptors may be left with ``O_DIRECT`` set.
+    """
+    return _run(src_fd, size, chunk_size(size, bufsize), dst_fd, cancel=cancel, progress=progress)[0]
+
+
+def hash_fd(fd: int, *, size_hint: int | None = None, bufsize: int = 4 << 20,
+            cancel: threading.Event | None = None) -> tuple[str, int]:
+    """Hash what remains to be read from ``fd``: (hex SHA-256, bytes read).
+
+    Reads with ``O_DIRECT`` where the filesystem allows it (so the bytes come
+    from the device, not the page cache), overlapping reading and hashing.
+    ``size_hint`` only picks the chunk size; the whole file is always read.
+    """
+    chunk = chunk_size(size_hint, bufsize) if size_hint is not None else bufsize
+    return _run(fd, None, chunk, None, cancel=cancel, progress=None)
 
 
 def _raise_writer(err: BaseException | None) -> None:

@@ -14,9 +14,10 @@ temporary file and produce the data again from its source.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
+
+from .copier import hash_fd  # the one read-and-hash loop
 
 TMP_SUFFIX = ".tmp"
 
@@ -66,15 +67,12 @@ def drop_cache(fd: int) -> None:
 
 
 def sha256_file(path: str | os.PathLike, *, bufsize: int = 4 << 20, uncached: bool = False) -> tuple[str, int]:
-    """Hash a local file; with ``uncached`` drop its page cache first so the bytes come from disk."""
+    """Hash a local file: (hex SHA-256, bytes). With ``uncached`` the bytes come from the disk,
+    not the page cache: read with O_DIRECT, or where that is refused, after dropping the file's cache."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         if uncached:
             drop_cache(fd)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        except OSError:
-            pass
         got = sha256_fd(fd, bufsize=bufsize)
         if uncached:
             drop_cache(fd)
@@ -84,16 +82,8 @@ def sha256_file(path: str | os.PathLike, *, bufsize: int = 4 << 20, uncached: bo
 
 
 def sha256_fd(fd: int, *, bufsize: int = 4 << 20) -> tuple[str, int]:
-    """Hash what remains to be read from ``fd``: (hex SHA-256, bytes read), through one reused buffer."""
-    h = hashlib.sha256()
-    n = 0
-    buf = bytearray(bufsize)
-    view = memoryview(buf)
-    while True:
-        got = os.readv(fd, [buf])
-        if not got:
-            break
-        h.update(view[:got])
-        n += got
-    return h.hexdigest(), n
+    """Hash what remains to be read from ``fd``: (hex SHA-256, bytes read).
 
+    Reading and hashing overlap; O_DIRECT is used where the filesystem allows
+    it (see :func:`dockd.copier.hash_fd`), so the bytes are the device's."""
+    return hash_fd(fd, bufsize=bufsize)

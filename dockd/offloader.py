@@ -25,8 +25,10 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -37,7 +39,7 @@ from .copier import Cancelled, ShortRead, WriteError, copy_hash
 from .events import CameraInfo
 from .keys import StationKey
 from .lifecycle import ClipEvent, ClipState
-from .queue import Queue, rfc3339, rfc3339_ns
+from .queue import Clip, Queue, rfc3339, rfc3339_ns
 from .storage.base import object_key
 from .volume import Entry, Limits, SourceChanged, Volume, escape
 
@@ -65,11 +67,38 @@ class Summary:
     seconds: float = 0.0
     skipped: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, *, error: str | None = None, **add: int) -> None:
+        """Add to counters (both offload stages report here, from two threads)."""
+        with self._lock:
+            for k, v in add.items():
+                setattr(self, k, getattr(self, k) + v)
+            if error:
+                self.errors.append(error)
 
     def to_json(self) -> dict:
         return {"camera": self.camera, "staged": self.staged, "already_offloaded": self.already,
                 "quarantined": self.quarantined, "aborted": self.aborted, "bytes": self.bytes,
                 "seconds": round(self.seconds, 3), "skipped": self.skipped, "errors": self.errors}
+
+
+@dataclass
+class _Copied:
+    """A clip copied into its temporary staging file, on its way to verification and commit."""
+    cam: CameraInfo
+    vol: Volume
+    entry: Entry
+    sides: list[Entry]
+    clip_id: int
+    cancel: threading.Event
+    s: Summary
+    blog: Any
+    sha: str = ""
+
+
+def _why(e: BaseException) -> str:
+    return f"{e.strerror or e}" if isinstance(e, OSError) else f"{e}"
 
 
 class Offloader:
@@ -100,7 +129,13 @@ class Offloader:
     # -- one camera
 
     def offload(self, cam: CameraInfo, root: Path, cancel: threading.Event | None = None) -> Summary:
-        """Offload every clip on the volume at ``root``. Never raises for a single bad clip."""
+        """Offload every clip on the volume at ``root``. Never raises for a single bad clip.
+
+        Two clips are in hand at once: while clip N is copied from the camera,
+        clip N-1 is re-read, published, signed and committed by a second thread
+        (the camera and the staging disk both stay busy). Clips are still
+        committed in order, and at most one copied-but-unverified file waits.
+        """
         cancel = cancel or threading.Event()
         t0 = time.monotonic()
         s = Summary(cam.serial)
@@ -113,10 +148,32 @@ class Offloader:
                 if self.queue.add_skip(cam.serial, sk.path, sk.reason, now=self.clock()):
                     log.warning("entry skipped", camera=cam.serial, path=sk.path, reason=sk.reason)
             self._settle_vanished(cam.serial, scan)
-            for entry in scan.clips:
-                if cancel.is_set():
-                    raise Cancelled()
-                self.offload_clip(cam, vol, entry, scan.sidecars.get(entry.path, []), cancel, s)
+            known = self.queue.discover_many(cam.serial, [(e.path, e.size, e.mtime_ns) for e in scan.clips],
+                                             now=self.clock())
+            with ThreadPoolExecutor(1, thread_name_prefix=f"verify-{cam.serial}") as finisher:
+                pending: Future | None = None
+                try:
+                    for entry in scan.clips:
+                        if cancel.is_set():
+                            raise Cancelled()
+                        clip = known[(entry.path, entry.size, entry.mtime_ns)]
+                        if clip.state is not ClipState.DISCOVERED:
+                            s.count(already=1)
+                            continue
+                        job = self._copy_stage(cam, vol, entry, scan.sidecars.get(entry.path, []), clip, cancel, s)
+                        if pending is not None:
+                            try:
+                                pending.result()  # clip N-1 settled before clip N is handed over
+                            except BaseException:
+                                if job is not None:
+                                    self._cancelled(job)
+                                raise
+                            finally:
+                                pending = None
+                        pending = finisher.submit(self._finish_stage, job) if job else None
+                finally:
+                    if pending is not None:
+                        pending.result()  # raises Cancelled if the last clip was cancelled
         s.seconds = time.monotonic() - t0
         return s
 
@@ -139,43 +196,71 @@ class Offloader:
                                   detail={"reason": why})
             log.warning("clip quarantined: " + why, clip=c.id, camera=serial, path=c.path)
 
-    def offload_clip(self, cam: CameraInfo, vol: Volume, entry: Entry, sides: list[Entry],
-                     cancel: threading.Event, s: Summary) -> None:
-        clip, _new = self.queue.discover(cam.serial, entry.path, entry.size, entry.mtime_ns, now=self.clock())
-        if clip.state is not ClipState.DISCOVERED:
-            s.already += 1
-            return
+    def _copy_stage(self, cam: CameraInfo, vol: Volume, entry: Entry, sides: list[Entry], clip: Clip,
+                    cancel: threading.Event, s: Summary) -> _Copied | None:
+        """Commit ``copying``, then copy and hash the clip into its fsynced temporary file.
+
+        Returns the job for :meth:`_finish_stage`, or None if the copy was aborted
+        (the clip is back to ``discovered``). Raises Cancelled (after cleaning up)."""
         self.wait_for_space(cam.serial, entry.size + sum(x.size for x in sides), cancel)
         clip = self.queue.transition(clip.id, ClipEvent.COPY_STARTED, now=self.clock())
         blog = log.bind(clip=clip.id, camera=cam.serial)
         blog.info("copying", path=entry.path, size=entry.size)
+        job = _Copied(cam, vol, entry, sorted(sides, key=lambda e: e.path), clip.id, cancel, s, blog)
         try:
-            sha = self._stage_verified(vol, entry, self.staged_path(clip.id), cancel, cam.serial)
+            for attempt in (1, 2):
+                try:
+                    job.sha = self._copy_once(vol, entry, self._tmp(self.staged_path(clip.id)), cancel, cam.serial)
+                    break
+                except WriteError as e:
+                    if attempt == 2:
+                        raise
+                    log.warning("staging write failed; copying again from the camera", camera=cam.serial,
+                                path=entry.path, error=str(e))
+        except Cancelled:
+            self._cancelled(job)
+            raise
+        except (SourceChanged, ShortRead, WriteError, OSError) as e:
+            self._abort(clip.id, entry, len(sides), f"copy aborted: {_why(e)}", blog, s)
+            return None
+        return job
+
+    def _finish_stage(self, job: _Copied) -> None:
+        """Verify the copied clip (re-read), publish it, stage its sidecars, sign, commit ``staged``.
+
+        Never raises for a bad clip (it is quarantined or put back to
+        ``discovered``); raises Cancelled after cleaning up."""
+        cam, entry, clip_id, s, blog = job.cam, job.entry, job.clip_id, job.s, job.blog
+        dest = self.staged_path(clip_id)
+        try:
+            try:
+                self._verify_and_publish(self._tmp(dest), dest, job.sha, entry.size, job.cancel)
+            except VerifyMismatch:
+                log.warning("re-read mismatch; copying again from the camera", camera=cam.serial, path=entry.path)
+                job.sha = self._stage_once(job.vol, entry, dest, job.cancel, cam.serial)
             side_rows = []
-            for n, se in enumerate(sorted(sides, key=lambda e: e.path)):
-                sp = self.sidecar_path(clip.id, n)
-                ssha = self._stage_verified(vol, se, sp, cancel, cam.serial)
+            for n, se in enumerate(job.sides):
+                sp = self.sidecar_path(clip_id, n)
+                ssha = self._stage_verified(job.vol, se, sp, job.cancel, cam.serial)
                 side_rows.append({"path": se.path, "size": se.size, "mtime_ns": se.mtime_ns, "sha256": ssha,
                                   "staged_path": str(sp)})
         except VerifyMismatch as e:
-            self._cleanup(clip.id, len(sides))
-            self.queue.transition(clip.id, ClipEvent.QUARANTINE, now=self.clock(),
+            self._cleanup(clip_id, len(job.sides))
+            self.queue.transition(clip_id, ClipEvent.QUARANTINE, now=self.clock(),
                                   last_error=f"staged copy failed verification twice: {e}",
                                   detail={"reason": "verify mismatch", "copied_sha256": e.copied,
                                           "reread_sha256": e.reread})
             blog.error("quarantined: staged copy does not verify", copied=e.copied, reread=e.reread)
-            s.quarantined += 1
+            s.count(quarantined=1)
             return
         except Cancelled:
-            self._cleanup(clip.id, len(sides))
-            self.queue.transition(clip.id, ClipEvent.COPY_ABORTED, now=self.clock(),
-                                  last_error="copy cancelled (undocked or stopping)", detail={"reason": "cancelled"})
+            self._cancelled(job)
             raise
         except (SourceChanged, ShortRead, WriteError, OSError) as e:
-            why = f"{e}" if not isinstance(e, OSError) else f"{e.strerror or e}"
-            self._abort(clip.id, entry, len(sides), f"copy aborted: {why}", blog, s)
+            self._abort(clip_id, entry, len(job.sides), f"copy aborted: {_why(e)}", blog, s)
             return
 
+        sha = job.sha
         mtime = rfc3339_ns(entry.mtime_ns)
         body = mf.build(sha256=sha, size=entry.size, path=entry.path, mtime=mtime, camera=cam.manifest_fields(),
                         station_id=self.cfg.station.id, offloaded_at=rfc3339(self.clock()),
@@ -185,23 +270,30 @@ class Offloader:
                         dockd_version=__version__)
         signed = mf.sign(body, self.key)
         try:
-            durable.write_atomic(self.manifest_path(clip.id), mf.dumps(signed), mode=0o600)
+            durable.write_atomic(self.manifest_path(clip_id), mf.dumps(signed), mode=0o600)
         except OSError as e:
-            self._abort(clip.id, entry, len(sides), f"copy aborted: writing the manifest failed: {e.strerror or e}",
-                        blog, s)
+            self._abort(clip_id, entry, len(job.sides),
+                        f"copy aborted: writing the manifest failed: {e.strerror or e}", blog, s)
             return
         prefix = self.cfg.storage.prefix if self.cfg.storage else ""
         key = object_key(prefix, self.cfg.station.id, cam.serial, entry.mtime_ns, sha, entry.ext)
-        self.queue.set_sidecars(clip.id, side_rows)
-        self.queue.transition(clip.id, ClipEvent.STAGED, now=self.clock(), sha256=sha,
-                              staged_path=str(self.staged_path(clip.id)), object_key=key,
+        self.queue.transition(clip_id, ClipEvent.STAGED, now=self.clock(), sha256=sha, sidecar_rows=side_rows,
+                              staged_path=str(dest), object_key=key,
                               manifest=json.dumps(signed, sort_keys=True, ensure_ascii=False),
                               verify_mode=self.cfg.offload.verify, last_error=None,
                               detail={"sha256": sha, "size": entry.size, "verify": self.cfg.offload.verify,
                                       "sidecars": len(side_rows)})
         blog.info("staged", sha256=sha, size=entry.size)
-        s.staged += 1
-        s.bytes += entry.size
+        s.count(staged=1, bytes=entry.size)
+
+    def _cancelled(self, job: _Copied) -> None:
+        self._cleanup(job.clip_id, len(job.sides))
+        self.queue.transition(job.clip_id, ClipEvent.COPY_ABORTED, now=self.clock(),
+                              last_error="copy cancelled (undocked or stopping)", detail={"reason": "cancelled"})
+
+    @staticmethod
+    def _tmp(dest: Path) -> Path:
+        return dest.with_name(dest.name + durable.TMP_SUFFIX)
 
     def _stage_verified(self, vol: Volume, entry: Entry, dest: Path, cancel: threading.Event, serial: str) -> str:
         """Copy with hash, fsync, re-read; one retry from the source on mismatch or a write/fsync error."""
@@ -220,7 +312,12 @@ class Offloader:
         raise AssertionError("unreachable")
 
     def _stage_once(self, vol: Volume, entry: Entry, dest: Path, cancel: threading.Event, serial: str) -> str:
-        tmp = dest.with_name(dest.name + durable.TMP_SUFFIX)
+        sha = self._copy_once(vol, entry, self._tmp(dest), cancel, serial)
+        self._verify_and_publish(self._tmp(dest), dest, sha, entry.size, cancel)
+        return sha
+
+    def _copy_once(self, vol: Volume, entry: Entry, tmp: Path, cancel: threading.Event, serial: str) -> str:
+        """Copy and hash ``entry`` into ``tmp`` (fsynced, cache dropped); return the SHA-256 read."""
         tmp.unlink(missing_ok=True)
         src = vol.open(entry)
         try:
@@ -244,13 +341,23 @@ class Offloader:
             raise
         finally:
             os.close(src)
-        if self.cfg.offload.verify == "reread":
-            got, n = durable.sha256_file(tmp, bufsize=self.bufsize, uncached=True)
-            if got != sha or n != entry.size:
-                tmp.unlink(missing_ok=True)
-                raise VerifyMismatch(sha, got)
-        durable.publish(tmp, dest)
         return sha
+
+    def _verify_and_publish(self, tmp: Path, dest: Path, sha: str, size: int, cancel: threading.Event) -> None:
+        """Re-read ``tmp`` from the disk (``verify = "reread"``) and rename it to ``dest``, durably.
+
+        A mismatch deletes ``tmp`` and raises VerifyMismatch."""
+        try:
+            if self.cfg.offload.verify == "reread":
+                if cancel.is_set():
+                    raise Cancelled()
+                got, n = durable.sha256_file(tmp, bufsize=self.bufsize, uncached=True)
+                if got != sha or n != size:
+                    raise VerifyMismatch(sha, got)
+            durable.publish(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def _abort(self, clip_id: int, entry: Entry, n_sides: int, msg: str, blog, s: Summary) -> None:
         """Discard the partial copy and put the clip back to ``discovered``: the next dock copies it again."""
@@ -258,8 +365,7 @@ class Offloader:
         self.queue.transition(clip_id, ClipEvent.COPY_ABORTED, now=self.clock(), last_error=msg,
                               detail={"reason": msg})
         blog.warning("copy aborted; will copy again on next dock", error=msg)
-        s.aborted += 1
-        s.errors.append(f"{escape(entry.path)}: {msg}")
+        s.count(aborted=1, error=f"{escape(entry.path)}: {msg}")
 
     def _cleanup(self, clip_id: int, n_sides: int) -> None:
         paths = [self.staged_path(clip_id), self.manifest_path(clip_id)]

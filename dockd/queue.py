@@ -38,6 +38,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     func,
@@ -202,6 +203,13 @@ def rfc3339_ns(ns: int) -> str:
     return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
 
 
+# Statements of the hot paths (every clip state change), built once: building
+# a Core statement costs more than SQLite takes to run it.
+_LAST_AUDIT = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+_INSERT_AUDIT = insert(audit_log)
+_CLIP_BY_ID = select(clips).where(clips.c.id == bindparam("cid"))
+
+
 @dataclass(frozen=True)
 class Clip:
     id: int
@@ -360,14 +368,14 @@ class Queue:
 
     def _audit(self, c: Connection, ev: str, *, camera: str | None = None, clip: int | None = None,
                detail: dict | None = None, now: float | None = None) -> int:
-        last = c.execute(select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)).first()
+        last = c.execute(_LAST_AUDIT).first()
         seq, prev = (last.seq + 1, last.hash) if last else (1, chain.GENESIS)
         at = rfc3339(_now(now))
         d = detail or {}
         h = chain.link(prev, chain.content(seq, at, ev, camera, clip, d))
-        c.execute(insert(audit_log).values(seq=seq, at=at, event=ev, camera=camera, clip=clip,
-                                           detail=json.dumps(d, sort_keys=True, ensure_ascii=False),
-                                           prev_hash=prev, hash=h))
+        c.execute(_INSERT_AUDIT, {"seq": seq, "at": at, "event": ev, "camera": camera, "clip": clip,
+                                  "detail": json.dumps(d, sort_keys=True, ensure_ascii=False),
+                                  "prev_hash": prev, "hash": h})
         return seq
 
     def record(self, ev: str, *, camera: str | None = None, clip: int | None = None,
@@ -508,6 +516,31 @@ class Queue:
                         detail={"path": path, "size": size, "mtime": rfc3339_ns(mtime_ns)}, now=t)
             return Clip.from_row(c.execute(select(clips).where(clips.c.id == cid)).one()), True
 
+    def discover_many(self, camera: str, found: list[tuple[str, int, int]], *,
+                      now: float | None = None) -> dict[tuple[str, int, int], Clip]:
+        """:meth:`discover` for every ``(path, size, mtime_ns)`` of one scan, in one transaction.
+
+        Returns each identity's clip (new ones ``discovered``, each with its audit event)."""
+        t = _now(now)
+        with self.tx() as c:
+            have = {(r.path, r.size, r.mtime_ns) for r in c.execute(
+                select(clips.c.path, clips.c.size, clips.c.mtime_ns).where(clips.c.camera == camera))}
+            for path, size, mtime_ns in dict.fromkeys(found):
+                if (path, size, mtime_ns) in have:
+                    continue
+                cid = c.execute(insert(clips).values(camera=camera, path=path, size=size, mtime_ns=mtime_ns,
+                                                     state=ClipState.DISCOVERED, attempts=0, created_at=t,
+                                                     updated_at=t)).inserted_primary_key[0]
+                self._audit(c, "clip.discovered", camera=camera, clip=cid,
+                            detail={"path": path, "size": size, "mtime": rfc3339_ns(mtime_ns)}, now=t)
+            want = set(found)
+            out = {}
+            for r in c.execute(select(clips).where(clips.c.camera == camera)):
+                k = (r.path, r.size, r.mtime_ns)
+                if k in want:
+                    out[k] = Clip.from_row(r)
+            return out
+
     def clip(self, clip_id: int) -> Clip:
         with self.engine.connect() as c:
             r = c.execute(select(clips).where(clips.c.id == clip_id)).first()
@@ -548,11 +581,13 @@ class Queue:
                                    ClipState.UPLOADING, ClipState.FAILED]))).scalar()
 
     def transition(self, clip_id: int, ev: ClipEvent, *, expect: ClipState | None = None, detail: dict | None = None,
-                   now: float | None = None, **values: Any) -> Clip:
-        """Move a clip by ``ev``, set ``values``, append the audit event, commit. Raises IllegalTransition."""
+                   now: float | None = None, sidecar_rows: list[dict] | None = None, **values: Any) -> Clip:
+        """Move a clip by ``ev``, set ``values``, append the audit event, commit. Raises IllegalTransition.
+
+        ``sidecar_rows``, if given, replace the clip's sidecars in the same transaction."""
         t = _now(now)
         with self.tx() as c:
-            r = c.execute(select(clips).where(clips.c.id == clip_id)).first()
+            r = c.execute(_CLIP_BY_ID, {"cid": clip_id}).first()
             if r is None:
                 raise NotFound("clip", clip_id)
             cur = ClipState(r.state)
@@ -566,11 +601,13 @@ class Queue:
             if new is not ClipState.UPLOADING:
                 vals.setdefault("lease_owner", None)
                 vals.setdefault("lease_expires", None)
-            c.execute(update(clips).where(clips.c.id == clip_id).values(**vals))
+            row = c.execute(update(clips).where(clips.c.id == clip_id).values(**vals).returning(*clips.c)).one()
+            if sidecar_rows is not None:
+                self._set_sidecars(c, clip_id, sidecar_rows)
             d = {"from": str(cur), "to": str(new)}
             d.update(detail or {})
             self._audit(c, f"clip.{ev}", camera=r.camera, clip=clip_id, detail=d, now=t)
-            return Clip.from_row(c.execute(select(clips).where(clips.c.id == clip_id)).one())
+            return Clip.from_row(row)
 
     def update_clip(self, clip_id: int, **values: Any) -> None:
         """Bookkeeping that is not a state change (progress of attempts, errors)."""
@@ -632,9 +669,13 @@ class Queue:
 
     def set_sidecars(self, clip_id: int, items: list[dict]) -> None:
         with self.tx() as c:
-            c.execute(sidecars.delete().where(sidecars.c.clip_id == clip_id))
-            for it in items:
-                c.execute(insert(sidecars).values(clip_id=clip_id, **it))
+            self._set_sidecars(c, clip_id, items)
+
+    @staticmethod
+    def _set_sidecars(c: Connection, clip_id: int, items: list[dict]) -> None:
+        c.execute(sidecars.delete().where(sidecars.c.clip_id == clip_id))
+        for it in items:
+            c.execute(insert(sidecars).values(clip_id=clip_id, **it))
 
     def sidecars(self, clip_id: int) -> list[dict]:
         with self.engine.connect() as c:
