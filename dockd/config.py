@@ -62,6 +62,7 @@ class StorageConfig:
     legal_hold: bool = False
     verify_after_upload: str = "head"  # "head" (checksum) or "read" (download and hash)
     timeout_s: float = 60.0
+    conditional_writes: bool = True  # the server honours If-None-Match: * on PUT
 
     @property
     def scheme(self) -> str:
@@ -274,6 +275,7 @@ def parse(raw: dict, p: Path) -> Config:
             legal_hold=s.get("legal_hold", bool, False),
             verify_after_upload=s.get("verify_after_upload", str, "head", ("head", "read")),
             timeout_s=_positive(s, "timeout_s", s.get("timeout_s", float, 60.0)),
+            conditional_writes=s.get("conditional_writes", bool, True),
         )
         if storage.part_size_mb < 5 and u.scheme == "s3":
             s.fail("part_size_mb", "must be at least 5 (the S3 minimum part size)")

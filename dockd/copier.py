@@ -13,7 +13,7 @@ staging copy written with ``O_DIRECT``, and :func:`hash_file` re-reads with
 ``O_DIRECT``. The bytes then move between the device and our buffers without
 the page cache: no copy through it, no cache to drop, nothing else evicted,
 and a re-read that provably comes from the disk. Where ``O_DIRECT`` is
-refused (tmpfs, many FUSE filesystems) or an unaligned read or write comes up
+refused (ramfs, many FUSE filesystems) or an unaligned read or write comes up
 (a file's last bytes), that file descriptor falls back to ordinary I/O; for a
 buffered staging copy, writeback is started as the copy goes
 (``sync_file_range``) so the caller's fsync is short.

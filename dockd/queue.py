@@ -658,7 +658,9 @@ class Queue:
         done = []
         for cid in ids:
             try:
+                # last_error marks the clip as tried: its next upload looks for the object first
                 self.transition(cid, ClipEvent.UPLOAD_RETRY, expect=ClipState.UPLOADING,
+                                last_error="upload interrupted (daemon stopped or lease expired)",
                                 detail={"reason": "lease released"}, now=t)
                 done.append(cid)
             except IllegalTransition:
@@ -737,6 +739,9 @@ class Queue:
             self._audit(c, "alarm.raised", detail={"kind": kind, "message": message}, now=t)
 
     def clear_alarm(self, kind: str, *, now: float | None = None) -> None:
+        with self.engine.connect() as c:  # the common case (no such alarm) takes no write lock
+            if c.execute(select(alarms.c.kind).where(alarms.c.kind == kind)).first() is None:
+                return
         with self.tx() as c:
             if c.execute(alarms.delete().where(alarms.c.kind == kind)).rowcount:
                 self._audit(c, "alarm.cleared", detail={"kind": kind}, now=now)

@@ -6,11 +6,15 @@ For each claimed clip (a lease in the queue, renewed while the upload runs):
 * HEAD first (:meth:`Backend.find`): an object with our size and checksum
   already there is success (replays and restarts never upload twice; audit
   ``upload.already_present``); a different object under our content-addressed
-  key is a conflict: quarantine and alarm, never overwrite.
+  key is a conflict: quarantine and alarm, never overwrite. The one exception
+  is a single-PUT clip's first attempt on a backend whose writes are
+  conditional (``[storage] conditional_writes``): its PUT goes first, a taken
+  key refuses it, and the HEAD that proves every upload compares what is there.
 * Upload clip, sidecars, then the signed manifest, each verified by the
-  backend (checksum sent, checksum read back). A multipart upload's id and
-  parts are kept in the queue ledger, so a restart resumes it; once the clip
-  is settled, unknown multipart uploads of its key are aborted.
+  backend (checksum sent; checksum read back, or echoed by the server for the
+  manifest). A multipart upload's id and parts are kept in the queue ledger,
+  so a restart resumes it; once the clip is settled, unknown multipart uploads
+  of its key are aborted.
 * With Object Lock configured, an object already present gets the retention
   it lacks; an object the bucket could not retain raises the ``object-lock``
   alarm (the wipe gate then keeps the clip on the camera).
@@ -58,6 +62,12 @@ class _Attempt:
 def backoff_s(attempt: int, initial: float, maximum: float) -> float:
     """Full-jitter exponential backoff: uniform(0, min(max, initial * 2**(attempt-1)))."""
     return wait_random_exponential(multiplier=initial, max=maximum)(_Attempt(attempt))
+
+
+def _first_attempt(clip: Clip) -> bool:
+    """True for a clip never tried before: no failed attempt, no error (released leases and
+    replays leave one), no multipart upload in the ledger."""
+    return clip.attempts == 0 and clip.last_error is None and clip.upload_id is None
 
 
 class QueueLedger:
@@ -160,20 +170,28 @@ class Uploader:
         assert clip.sha256 and clip.object_key and clip.manifest
         progress = (lambda n: self.on_progress(clip.camera, n)) if self.on_progress else None
         staged = Path(clip.staged_path) if clip.staged_path else None
-        obj = self.backend.find(clip.object_key, clip.size, clip.sha256, staged)  # CONFLICT if different
-        present = obj is not None
-        if obj is not None:
-            self.queue.record("upload.already_present", camera=clip.camera, clip=clip.id,
-                              detail={"object_key": clip.object_key, "checksum": obj.sha256 or obj.composite},
-                              now=self.clock())
-            if progress:
+        found = None
+        if not (_first_attempt(clip) and self.backend.conditional_writes
+                and not self.backend.multipart_for(clip.size)):
+            # A retry, resume or replay may find its own earlier upload, and a
+            # big clip's parts are worth a HEAD to save: look first.
+            found = self.backend.find(clip.object_key, clip.size, clip.sha256, staged)  # CONFLICT if different
+            if found is not None and progress:
                 progress(clip.size)
+        if found is not None:
+            obj = found
         else:
             if staged is None:
                 raise StoreFailure(ErrorClass.BAD_DIGEST, "staged copy unreadable: no staged copy recorded",
                                    "LocalRead")
+            # Never overwrites: a taken key is refused, then compared (CONFLICT if different).
             obj = self.backend.put_file(clip.object_key, staged, clip.size, clip.sha256,
                                         QueueLedger(self.queue, clip, self.clock), progress)
+        present = found is not None or obj.already_present
+        if present:
+            self.queue.record("upload.already_present", camera=clip.camera, clip=clip.id,
+                              detail={"object_key": clip.object_key, "checksum": obj.sha256 or obj.composite},
+                              now=self.clock())
         if self.lock_wanted and hasattr(self.backend, "ensure_lock"):
             obj = self.backend.ensure_lock(obj)
         m = json.loads(clip.manifest)
@@ -204,8 +222,13 @@ class Uploader:
         return obj, present
 
     def _tidy(self, clip: Clip, blog) -> None:
-        """After the key is settled: no multipart upload of it may linger (best effort)."""
+        """After the key is settled: no multipart upload of it may linger (best effort).
+
+        A clip sent by one PUT on its first attempt never started one, so there is
+        nothing to look for (start-up still sweeps the whole prefix)."""
         cur = self.queue.clip(clip.id)
+        if not cur.upload_id and _first_attempt(clip) and not self.backend.multipart_for(clip.size):
+            return
         try:
             if cur.upload_id and hasattr(self.backend, "abort"):
                 self.backend.abort(clip.object_key, cur.upload_id)

@@ -498,3 +498,147 @@ def test_clip_changed_before_copy_is_quarantined_not_forgotten(station, tmp_path
     assert s.staged == 1  # the new content is a clip of its own and is copied
     new = [c for c in station.q.clips(camera="CAM1") if c.id != clip.id]
     assert len(new) == 1 and new[0].state is ClipState.STAGED and new[0].size == 22
+
+
+# ------------------------------------------------------------------ the two-stage pipeline (copy N while finishing N-1)
+
+
+def staging_known_to_queue(st: Station) -> set[str]:
+    """Every staging file name the queue vouches for (staged clips: copy, manifest, sidecars)."""
+    names: set[str] = set()
+    for c in st.q.clips(state=ClipState.STAGED):
+        names.add(Path(c.staged_path).name)
+        names.add(st.off.manifest_path(c.id).name)
+        names.update(Path(r["staged_path"]).name for r in st.q.sidecars(c.id))
+    return names
+
+
+@pytest.mark.parametrize("second_clip", ["staged", "cancelled", "racing"])
+def test_cancel_in_the_middle_of_a_multi_clip_offload(tmp_path, second_clip):
+    """Cancel while clip 3 is copied and clip 2 is being finished by the other thread.
+
+    ``second_clip`` decides where clip 2's finishing stage is when the cancel
+    comes: already committed, not yet at its re-read (so it sees the cancel), or
+    wherever the threads happen to be."""
+    size = (1 << 20) + 123  # unaligned: the staged copy's tail goes through the page cache
+    files = {f"DCIM/100AXON/C{i}.MP4": os.urandom(size) for i in range(6)}
+    vol = make_volume(tmp_path / "vol", files)
+    cancel = threading.Event()
+    second_done = threading.Event()
+    copied: list[int] = []
+
+    def on_progress(serial, n):
+        assert serial == "CAM1"
+        copied.append(n)
+        if sum(copied) > 2 * size and not cancel.is_set():  # the 3rd clip has started copying
+            if second_clip == "staged":
+                assert second_done.wait(30)
+            cancel.set()
+
+    st = Station(tmp_path, on_progress=on_progress)
+    mtime = (vol / "DCIM/100AXON/C0.MP4").stat().st_mtime_ns
+    ids = [c.id for _, c in sorted(st.q.discover_many("CAM1", [(p, size, mtime) for p in files], now=T0).items())]
+    real_finish, real_verify = st.off._finish_stage, st.off._verify_and_publish
+
+    def finish(job):
+        try:
+            return real_finish(job)
+        finally:
+            if job.clip_id == ids[1]:
+                second_done.set()
+
+    def verify(tmp, dest, *a, **k):
+        if second_clip == "cancelled" and dest == st.off.staged_path(ids[1]):
+            assert cancel.wait(30)
+        return real_verify(tmp, dest, *a, **k)
+
+    st.off._finish_stage, st.off._verify_and_publish = finish, verify
+    threads = threading.active_count()
+    try:
+        with pytest.raises(Cancelled):
+            st.offload(vol, cancel=cancel)
+        assert threading.active_count() == threads  # the finishing thread is gone too
+        clips = st.q.clips()
+        assert [c.id for c in clips] == ids and [c.path for c in clips] == sorted(files)
+        assert not [c for c in clips if c.state is ClipState.COPYING]
+        assert {c.state for c in clips} <= {ClipState.STAGED, ClipState.DISCOVERED}
+        # clip 1 was finished before clip 2 was handed over; clip 3 was being copied when cancelled
+        assert clips[0].state is ClipState.STAGED
+        if second_clip == "staged":
+            assert clips[1].state is ClipState.STAGED
+        elif second_clip == "cancelled":
+            assert clips[1].state is ClipState.DISCOVERED and "cancelled" in clips[1].last_error
+        assert clips[2].state is ClipState.DISCOVERED and "cancelled" in clips[2].last_error
+        assert all(c.state is ClipState.DISCOVERED and c.last_error is None for c in clips[3:])
+        for c in clips:
+            if c.state is ClipState.STAGED:
+                assert Path(c.staged_path).read_bytes() == files[c.path]
+                assert st.off.manifest_path(c.id).exists()
+            else:
+                assert c.staged_path is None and c.sha256 is None
+        names = set(st.staging())
+        assert not [n for n in names if n.endswith(".tmp")]
+        assert names == staging_known_to_queue(st)  # nothing the queue does not vouch for
+        assert st.q.verify_audit()[1] is None
+        staged_first = sum(c.state is ClipState.STAGED for c in clips)
+
+        st.off.on_progress = None
+        s = st.offload(vol)
+        assert (s.staged, s.already, s.aborted, s.quarantined) == (6 - staged_first, staged_first, 0, 0)
+        for c in st.q.clips():
+            assert c.state is ClipState.STAGED and c.sha256 == sha(files[c.path])
+            assert durable.sha256_file(c.staged_path, uncached=True) == (c.sha256, size)
+            mf.check_file_hash(json.loads(st.off.manifest_path(c.id).read_bytes()), c.staged_path)
+        assert set(st.staging()) == staging_known_to_queue(st) and len(st.staging()) == 12
+    finally:
+        st.q.close()
+
+
+def test_reread_mismatch_on_one_clip_of_several_quarantines_only_that_clip(tmp_path, monkeypatch):
+    files = {f"DCIM/{n}.MP4": os.urandom(300_000 + i * 1000) for i, n in enumerate("ABCD")}
+    files["DCIM/B.XML"] = b"<meta>B</meta>"  # the bad clip's sidecar must not be left behind either
+    vol = make_volume(tmp_path / "vol", files)
+    lock = threading.Lock()
+    copied: list[int] = []
+
+    def on_progress(serial, n):
+        with lock:
+            copied.append(n)
+
+    st = Station(tmp_path, on_progress=on_progress)
+    mtime = (vol / "DCIM/A.MP4").stat().st_mtime_ns
+    ids = {p: c.id for (p, _, _), c in st.q.discover_many(
+        "CAM1", [(p, len(b), mtime) for p, b in files.items() if p.endswith(".MP4")], now=T0).items()}
+    bad = st.off.staged_path(ids["DCIM/B.MP4"]).name + durable.TMP_SUFFIX
+    real = durable.sha256_file
+    rereads: list[str] = []
+
+    def faulty(path, **kw):
+        got, n = real(path, **kw)
+        with lock:
+            rereads.append(Path(path).name)
+        return ("0" * 64, n) if Path(path).name == bad else (got, n)
+
+    monkeypatch.setattr(durable, "sha256_file", faulty)
+    try:
+        s = st.offload(vol)
+        assert (s.staged, s.quarantined, s.aborted) == (3, 1, 0)
+        assert rereads.count(bad) == 2  # re-read, copied again from the camera, re-read again
+        clip_bytes = sum(len(b) for p, b in files.items() if p.endswith(".MP4"))
+        assert sum(copied) == clip_bytes + len(files["DCIM/B.MP4"])  # only B was copied twice; no sidecar
+        b = st.q.clip(ids["DCIM/B.MP4"])
+        assert b.state is ClipState.QUARANTINED and "verification twice" in b.last_error
+        last = st.q.audit_rows(clip=b.id)[-1]
+        assert last["event"] == "clip.quarantine"
+        assert last["detail"]["copied_sha256"] == sha(files["DCIM/B.MP4"])
+        assert last["detail"]["reread_sha256"] == "0" * 64
+        assert not [n for n in st.staging() if n.startswith(f"{b.id:010d}")]
+        for p in ("DCIM/A.MP4", "DCIM/C.MP4", "DCIM/D.MP4"):
+            c = st.q.clip(ids[p])
+            assert c.state is ClipState.STAGED and c.sha256 == sha(files[p])
+            assert Path(c.staged_path).read_bytes() == files[p]
+        assert set(st.staging()) == staging_known_to_queue(st)
+        assert not [n for n in st.staging() if n.endswith(".tmp")]
+        assert st.offload(vol).already == 4  # quarantined is not retried; the others are done
+    finally:
+        st.q.close()

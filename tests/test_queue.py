@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from dockd import queue as qmod
 from dockd.errors import IllegalTransition, NotFound, SchemaTooNew
@@ -331,6 +332,124 @@ def test_concurrent_transitions_keep_the_audit_chain_linear(tmp_path):
         assert q.verify_audit() == (93, None)
     finally:
         q.close()
+
+
+# ------------------------------------------------------------------ discover_many, transition with sidecars
+
+
+def test_discover_many_creates_new_and_returns_existing_unchanged(q):
+    old = staged_clip(q, "DCIM/OLD.MP4")  # already past discovered
+    seen, _ = q.discover("CAM1", "DCIM/SEEN.MP4", 5, 9, now=T0)  # discovered earlier, never copied
+    other, _ = q.discover("CAM2", "DCIM/NEW1.MP4", 10, 1, now=T0)  # same path on another camera
+    before = {c.id: c for c in q.clips()}
+    n_audit = audit_count(q)
+    found = [("DCIM/NEW1.MP4", 10, 1), ("DCIM/OLD.MP4", 100, 1_600_000_000_123_456_789),
+             ("DCIM/NEW2.MP4", 20, 2), ("DCIM/NEW1.MP4", 10, 1),  # a duplicate in the input
+             ("DCIM/SEEN.MP4", 5, 9), ("DCIM/NEW1.MP4", 11, 1)]  # same path, new size: a clip of its own
+    got = q.discover_many("CAM1", found, now=T0 + 5)
+    assert set(got) == set(found) and len(got) == 5
+    assert got[("DCIM/OLD.MP4", 100, 1_600_000_000_123_456_789)] == before[old]
+    assert got[("DCIM/OLD.MP4", 100, 1_600_000_000_123_456_789)].state is S.STAGED
+    assert got[("DCIM/SEEN.MP4", 5, 9)] == before[seen.id]
+    new = [got[k] for k in (("DCIM/NEW1.MP4", 10, 1), ("DCIM/NEW2.MP4", 20, 2), ("DCIM/NEW1.MP4", 11, 1))]
+    assert len({c.id for c in new}) == 3 and not {c.id for c in new} & set(before)
+    assert other.id not in {c.id for c in got.values()}
+    for c in new:
+        assert c.camera == "CAM1" and c.state is S.DISCOVERED and c.created_at == c.updated_at == T0 + 5
+        assert c.attempts == 0 and c.sha256 is None
+        rows = q.audit_rows(clip=c.id)
+        assert [r["event"] for r in rows] == ["clip.discovered"]
+        assert rows[0]["camera"] == "CAM1" and rows[0]["detail"] == {
+            "path": c.path, "size": c.size, "mtime": qmod.rfc3339_ns(c.mtime_ns)}
+    assert audit_count(q) == n_audit + 3  # one per new identity, none for existing ones or duplicates
+    assert {c.id: c for c in q.clips() if c.id in before} == before  # existing rows untouched
+    # the same identities through discover() are the same clips
+    again, created = q.discover("CAM1", "DCIM/NEW2.MP4", 20, 2, now=T0 + 9)
+    assert (again, created) == (got[("DCIM/NEW2.MP4", 20, 2)], False)
+    # idempotent: a second call creates nothing
+    assert q.discover_many("CAM1", found, now=T0 + 10) == got
+    assert audit_count(q) == n_audit + 3
+    assert q.discover_many("CAM1", [], now=T0) == {}
+    assert q.verify_audit()[1] is None
+
+
+def test_discover_many_is_one_transaction(q, monkeypatch):
+    """A failure part way (here: the 2nd audit append) leaves none of the scan's clips behind."""
+    real = q._audit
+    calls = []
+
+    def flaky(c, ev, **kw):
+        calls.append(ev)
+        if len(calls) == 2:
+            raise RuntimeError("audit append failed")
+        return real(c, ev, **kw)
+
+    monkeypatch.setattr(q, "_audit", flaky)
+    with pytest.raises(RuntimeError):
+        q.discover_many("CAM1", [("DCIM/A.MP4", 1, 1), ("DCIM/B.MP4", 2, 2), ("DCIM/C.MP4", 3, 3)], now=T0)
+    monkeypatch.undo()
+    assert q.clips() == []
+    assert [r["event"] for r in q.audit_rows()] == ["camera.docked"] * 3
+    got = q.discover_many("CAM1", [("DCIM/A.MP4", 1, 1), ("DCIM/B.MP4", 2, 2)], now=T0)
+    assert len(got) == 2 and q.verify_audit()[1] is None
+
+
+def side(path: str, n: int) -> dict:
+    return {"path": path, "size": n, "mtime_ns": 7, "sha256": f"{n:02x}" * 32, "staged_path": f"/s/{path}"}
+
+
+def test_transition_with_sidecar_rows_replaces_them_in_the_same_commit(q):
+    c, _ = q.discover("CAM1", "DCIM/A.MP4", 100, 7, now=T0)
+    q.transition(c.id, E.COPY_STARTED, now=T0)
+    q.set_sidecars(c.id, [side("DCIM/A.OLD", 1)])  # e.g. left from an earlier attempt
+    rows = [side("DCIM/A.XML", 3), side("DCIM/A.GPS", 4)]
+    got = q.transition(c.id, E.STAGED, now=T0 + 1, sha256="ab" * 32, sidecar_rows=rows)
+    assert got.state is S.STAGED
+    have = q.sidecars(c.id)
+    assert [r["path"] for r in have] == ["DCIM/A.GPS", "DCIM/A.XML"]  # replaced, not appended
+    assert [{k: r[k] for k in side("x", 0)} for r in have] == [rows[1], rows[0]]
+    assert all(r["clip_id"] == c.id and r["wiped_at"] is None for r in have)
+    # visible to an independent connection: committed with the state
+    con = raw(q)
+    assert con.execute("select count(*) from sidecars where clip_id=?", (c.id,)).fetchone()[0] == 2
+    assert con.execute("select state from clips where id=?", (c.id,)).fetchone()[0] == "staged"
+    # without sidecar_rows a transition leaves them alone; an empty list clears them
+    q.claim_upload("w", lease_s=60, now=T0 + 2)
+    q.transition(c.id, E.UPLOAD_RETRY, now=T0 + 3)
+    assert len(q.sidecars(c.id)) == 2
+    q.claim_upload("w", lease_s=60, now=T0 + 4)
+    q.transition(c.id, E.UPLOAD_RETRY, now=T0 + 5, sidecar_rows=[])
+    assert q.sidecars(c.id) == []
+
+
+@pytest.mark.parametrize("fail", ["bad_row", "audit", "illegal"])
+def test_transition_with_sidecar_rows_is_atomic(q, monkeypatch, fail):
+    """If anything in the transition fails, neither the state nor the sidecars nor the audit change."""
+    c, _ = q.discover("CAM1", "DCIM/A.MP4", 100, 7, now=T0)
+    q.transition(c.id, E.COPY_STARTED, now=T0)
+    q.set_sidecars(c.id, [side("DCIM/A.OLD", 1)])
+    before_clip, before_audit, before_sides = q.clip(c.id), q.audit_rows(), q.sidecars(c.id)
+    rows = [side("DCIM/A.XML", 3), side("DCIM/A.GPS", 4)]
+    ev = E.STAGED
+    if fail == "bad_row":
+        rows.append(side("DCIM/A.XML", 5))  # the same path twice: the insert fails after the update
+        err = IntegrityError
+    elif fail == "audit":
+        def boom(*a, **k):
+            raise RuntimeError("audit append failed")
+        monkeypatch.setattr(q, "_audit", boom)
+        err = RuntimeError
+    else:
+        ev, err = E.UPLOADED, IllegalTransition
+    with pytest.raises(err):
+        q.transition(c.id, ev, now=T0 + 1, sha256="ab" * 32, staged_path="/s/1.clip", sidecar_rows=rows)
+    monkeypatch.undo()
+    assert q.clip(c.id) == before_clip and before_clip.state is S.COPYING and before_clip.sha256 is None
+    assert q.sidecars(c.id) == before_sides and [r["path"] for r in before_sides] == ["DCIM/A.OLD"]
+    assert q.audit_rows() == before_audit
+    # and the queue is usable afterwards
+    q.transition(c.id, E.STAGED, now=T0 + 2, sha256="ab" * 32, sidecar_rows=rows[:2])
+    assert [r["path"] for r in q.sidecars(c.id)] == ["DCIM/A.GPS", "DCIM/A.XML"]
 
 
 # ------------------------------------------------------------------ cameras, skips, sidecars, alarms

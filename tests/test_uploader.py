@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import json
 import os
 import random
 import socket
@@ -25,6 +26,7 @@ from botocore.exceptions import ClientError, ConnectionClosedError
 
 from dockd import config as config_mod
 from dockd import keys
+from dockd import manifest as mf
 from dockd.events import CameraInfo
 from dockd.lifecycle import ClipState
 from dockd.offloader import Offloader
@@ -223,25 +225,78 @@ def test_upload_verifies_clip_and_manifest(world, s3, tmp_path):
     assert up.run_once() is None
 
 
-def test_head_first_object_present_is_not_uploaded_again(world, s3, tmp_path):
-    cfg = world.setup()
+def _count_puts(backend) -> list[tuple[str, str]]:
+    """(key, outcome) of every put_object the backend sends: "ok" or the error code (observation only)."""
+    seen: list[tuple[str, str]] = []
+    real_put = backend.client.put_object
+
+    def counting_put(**kw):  # forwards every call
+        try:
+            r = real_put(**kw)
+        except Exception as e:
+            seen.append((kw["Key"], getattr(e, "response", {}).get("Error", {}).get("Code", repr(e))))
+            raise
+        seen.append((kw["Key"], "ok"))
+        return r
+
+    backend.client.put_object = counting_put
+    return seen
+
+
+@pytest.mark.parametrize("how", ["conditional_writes_off", "retry"])
+def test_head_first_object_present_is_not_uploaded_again(world, s3, tmp_path, how):
+    """Without conditional writes, and for any clip tried before, a HEAD comes first:
+    an object already holding our bytes is never sent again."""
+    cfg = world.setup({"conditional_writes": False} if how == "conditional_writes_off" else {})
     [clip] = stage(cfg, world.queue, make_camera(tmp_path / "cams", [200_000]))
+    if how == "retry":
+        world.queue.update_clip(clip.id, attempts=1, last_error="transient: connection reset")
     data = Path(clip.staged_path).read_bytes()
     s3.put_object(Bucket=world.bucket, Key=clip.object_key, Body=data, ChecksumSHA256=sha256_b64(data))
     backend = open_backend(cfg.storage)
-    puts: list[str] = []
-    real_put = backend.client.put_object
-
-    def counting_put(**kw):  # observation only: forwards every call
-        puts.append(kw["Key"])
-        return real_put(**kw)
-
-    backend.client.put_object = counting_put
+    puts = _count_puts(backend)
     done = world.uploader(backend).run_once()
     assert done.state is ClipState.UPLOADED
-    assert clip.object_key not in puts  # no PUT of the clip
-    assert puts == [clip.object_key + ".manifest.json"]
+    assert [k for k, _ in puts] == [clip.object_key + ".manifest.json"]  # no PUT of the clip
     assert "upload.already_present" in audit_events(world.queue, clip.id)
+
+
+def test_first_attempt_goes_straight_to_conditional_put_which_never_overwrites(world, s3, tmp_path):
+    """A clip's first upload skips the HEAD: the PUT carries If-None-Match: *, the server refuses
+    it (412) because the key is taken, and the proving HEAD finds our bytes there."""
+    cfg = world.setup()
+    [clip] = stage(cfg, world.queue, make_camera(tmp_path / "cams", [200_000]))
+    data = Path(clip.staged_path).read_bytes()
+    first = s3.put_object(Bucket=world.bucket, Key=clip.object_key, Body=data, ChecksumSHA256=sha256_b64(data))
+    before = s3.head_object(Bucket=world.bucket, Key=clip.object_key)
+    backend = open_backend(cfg.storage)
+    puts = _count_puts(backend)
+    done = world.uploader(backend).run_once()
+    assert done.state is ClipState.UPLOADED
+    assert puts[0] == (clip.object_key, "PreconditionFailed")
+    assert puts[1:] == [(clip.object_key + ".manifest.json", "ok")]
+    after = s3.head_object(Bucket=world.bucket, Key=clip.object_key)
+    assert after["LastModified"] == before["LastModified"] and after["ETag"] == first["ETag"]
+    assert "upload.already_present" in audit_events(world.queue, clip.id)
+    detail = [r for r in world.queue.audit_rows(clip=clip.id) if r["event"] == "clip.uploaded"][0]["detail"]
+    assert detail["already_present"] is True
+
+
+def test_fresh_single_put_clip_costs_three_requests(world, s3, tmp_path):
+    """The common case, counted: conditional PUT, HEAD proving size and checksum, manifest PUT
+    (its checksum echoed by the server) -- no pre-check HEAD, no multipart listing."""
+    cfg = world.setup()
+    [clip] = stage(cfg, world.queue, make_camera(tmp_path / "cams", [300_000]))
+    backend = open_backend(cfg.storage)
+    calls: list[str] = []
+    backend.client.meta.events.register("before-call.s3.*", lambda model, **kw: calls.append(model.name))
+    done = world.uploader(backend).run_once()
+    assert done.state is ClipState.UPLOADED
+    # HeadBucket: the bucket-exists check before the first write, then cached for minutes
+    assert calls == ["HeadBucket", "PutObject", "HeadObject", "PutObject"]
+    assert remote_sha256(s3, world.bucket, clip.object_key) == clip.sha256
+    man = s3.get_object(Bucket=world.bucket, Key=clip.object_key + ".manifest.json", ChecksumMode="ENABLED")
+    assert man["Body"].read() == mf.dumps(json.loads(clip.manifest))
 
 
 def test_head_first_multipart_object_of_another_part_size_is_proven_by_download(world, s3, tmp_path):

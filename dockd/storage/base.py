@@ -70,6 +70,7 @@ class RemoteObject:
     retain_until: datetime | None = None
     legal_hold: bool = False
     lock_mode: str | None = None  # "COMPLIANCE" / "GOVERNANCE" when the object is retained
+    already_present: bool = False  # a put found exactly these bytes already stored (nothing was written)
 
 
 class PartLedger(Protocol):
@@ -86,6 +87,13 @@ class PartLedger(Protocol):
 class Backend(Protocol):
     name: str
     limiter: TokenBucket | None
+    # True if a put can never replace an existing object (S3 If-None-Match: *,
+    # link(2) on a share): the uploader may then skip the HEAD before a clip's
+    # first upload, since a taken key is refused and then compared.
+    conditional_writes: bool
+
+    def multipart_for(self, size: int) -> bool:
+        """True if an object of ``size`` bytes is stored by a (resumable) multipart upload."""
 
     def head(self, key: str) -> RemoteObject | None:
         """What the storage holds under ``key`` (None if nothing). Raises StoreFailure."""

@@ -11,6 +11,7 @@ need not read the whole file; it is written only for bytes we verified.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import uuid
@@ -25,6 +26,11 @@ CHUNK = 1 << 20
 
 class FileBackend:
     name = "file"
+    conditional_writes = True  # link(2) never replaces an existing object
+
+    @staticmethod
+    def multipart_for(size: int) -> bool:
+        return False
 
     def __init__(self, cfg: StorageConfig):
         self.root = cfg.root
@@ -73,7 +79,7 @@ class FileBackend:
     def _store(self, key: str, write, size: int, sha256: str) -> RemoteObject:
         existing = self.find(key, size, sha256)  # idempotent re-put, or CONFLICT
         if existing is not None:
-            return existing
+            return dataclasses.replace(existing, already_present=True)
         dest = self._path(key)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)

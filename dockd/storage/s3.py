@@ -27,6 +27,7 @@ longer backoff across attempts is the uploader's, recorded in the queue.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import errno
 import hashlib
 import io
@@ -154,6 +155,7 @@ class S3Backend:
             s3={"addressing_style": "path", "payload_signing_enabled": False},
         )
         self.client = client or _session(cfg).client("s3", endpoint_url=cfg.endpoint_url, config=bc)
+        self.conditional_writes = cfg.conditional_writes
         self.limiter: TokenBucket | None = None  # shared bandwidth limiter (set by the uploader)
         self._lock_cache: tuple[float, bool] | None = None
         self._bucket_ok: float | None = None  # when the bucket was last seen to exist
@@ -281,33 +283,45 @@ class S3Backend:
                 digests.append(base64.b64encode(hashlib.sha256(data).digest()).decode())
         return composite_checksum(digests)
 
+    def multipart_for(self, size: int) -> bool:
+        return size >= self.threshold and size > self.part_size
+
     def put_bytes(self, key: str, data: bytes, sha256: str) -> RemoteObject:
+        """Store a small object (a manifest). The PUT carries the SHA-256, which the server
+        checks before it stores anything: a PUT that succeeds and echoes that checksum
+        back proves the bytes without another request. Otherwise a HEAD proves them."""
         self._ensure_bucket()
-        self._put_conditional(key, io.BytesIO(data), len(data), sha256)
-        return self._verify(key, len(data), sha256, None)
+        r = self._put_conditional(key, io.BytesIO(data), len(data), sha256)
+        if r is not None and r.get("ChecksumSHA256") == b64(sha256) and self.cfg.verify_after_upload == "head":
+            return RemoteObject(key=key, size=len(data), sha256=sha256, version_id=r.get("VersionId"))
+        return self._verify(key, len(data), sha256, None, existed=r is None)
 
     def put_file(self, key: str, path: Path, size: int, sha256: str, ledger: PartLedger | None = None,
                  progress=None) -> RemoteObject:
         self._ensure_bucket()
-        if size >= self.threshold and size > self.part_size:
+        if self.multipart_for(size):
             composite = self._multipart(key, path, size, sha256, ledger or _MemoryLedger(), progress)
             return self._verify(key, size, sha256, composite, path)
         with open(path, "rb") as f:
-            self._put_conditional(key, _Throttled(f, self.limiter, progress), size, sha256)
-        return self._verify(key, size, sha256, None, path)
+            r = self._put_conditional(key, _Throttled(f, self.limiter, progress), size, sha256)
+        return self._verify(key, size, sha256, None, path, existed=r is None)
 
-    def _put_conditional(self, key: str, body, size: int, sha256: str) -> None:
+    def _put_conditional(self, key: str, body, size: int, sha256: str) -> dict | None:
+        """PUT unless the key is taken: the server's response, or None if an object is already there
+        (the caller's verification then decides whether it is ours)."""
         try:
-            self._call(self.client.put_object, Bucket=self.bucket, Key=key, Body=body, ContentLength=size,
-                       ChecksumSHA256=b64(sha256), IfNoneMatch="*", **self._lock_params())
+            return self._call(self.client.put_object, Bucket=self.bucket, Key=key, Body=body, ContentLength=size,
+                              ChecksumSHA256=b64(sha256), IfNoneMatch="*", **self._lock_params())
         except StoreFailure as e:
             if e.code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                return  # an object is already there: _verify decides whether it is ours
+                return None
             raise
 
     def _verify(self, key: str, size: int, sha256: str, composite: str | None,
-                path: Path | None = None) -> RemoteObject:
-        """Prove the key now holds exactly our bytes (raise CONFLICT if it holds others)."""
+                path: Path | None = None, existed: bool = False) -> RemoteObject:
+        """Prove the key now holds exactly our bytes (raise CONFLICT if it holds others).
+
+        ``existed``: our conditional PUT was refused because the key was taken."""
         obj = self.head(key)
         if obj is None:
             raise StoreFailure(ErrorClass.TRANSIENT, f"{key}: not found right after upload", "Missing")
@@ -318,7 +332,7 @@ class S3Backend:
             got, n = self.read_sha256(key)
             if got != sha256 or n != size:
                 raise self._conflict(obj, got)
-        return obj
+        return dataclasses.replace(obj, already_present=True) if existed else obj
 
     @staticmethod
     def matches(obj: RemoteObject, size: int, sha256: str, composite: str | None) -> bool:
