@@ -56,8 +56,9 @@ class StorageConfig:
     endpoint_url: str | None = None
     region: str = "us-east-1"
     multipart_threshold_mb: int = 64
-    part_size_mb: int = 16
+    part_size_mb: int = 8
     concurrency: int = 4
+    part_concurrency: int = 6  # multipart parts in flight for the whole station (memory: this x part_size_mb)
     object_lock_days: int = 0
     legal_hold: bool = False
     verify_after_upload: str = "head"  # "head" (checksum) or "read" (download and hash)
@@ -269,8 +270,9 @@ def parse(raw: dict, p: Path) -> Config:
             endpoint_url=s.get("endpoint_url", str, None),
             region=s.get("region", str, "us-east-1"),
             multipart_threshold_mb=int(_positive(s, "multipart_threshold_mb", s.get("multipart_threshold_mb", int, 64))),
-            part_size_mb=int(_positive(s, "part_size_mb", s.get("part_size_mb", int, 16))),
+            part_size_mb=int(_positive(s, "part_size_mb", s.get("part_size_mb", int, 8))),
             concurrency=int(_positive(s, "concurrency", s.get("concurrency", int, 4))),
+            part_concurrency=int(_positive(s, "part_concurrency", s.get("part_concurrency", int, 6))),
             object_lock_days=s.get("object_lock_days", int, 0),
             legal_hold=s.get("legal_hold", bool, False),
             verify_after_upload=s.get("verify_after_upload", str, "head", ("head", "read")),

@@ -183,7 +183,8 @@ def _run(src_fd: int, size: int | None, chunk: int, dst_fd: int | None, *, cance
     if not src_direct[0]:
         _advise(src_fd, os.POSIX_FADV_SEQUENTIAL)
     dst_direct = dst_fd is not None and set_direct(dst_fd, True)
-    bufs = _take_buffers(chunk, DEPTH)
+    # Hashing alone needs only double buffering (one read while one is hashed).
+    bufs = _take_buffers(chunk, DEPTH if dst_fd is not None else 2)
     free: queue.Queue = queue.Queue()
     for b in bufs:
         free.put(b)

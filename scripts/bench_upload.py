@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tools", default="dockd,rclone,boto3", help="comma-separated subset (dockd is required)")
     ap.add_argument("--concurrency", type=int, help="dockd [storage] concurrency (default: dockd's default)")
     ap.add_argument("--part-size-mb", type=int, help="dockd [storage] part_size_mb (default: dockd's default)")
+    ap.add_argument("--part-concurrency", type=int, help="dockd [storage] part_concurrency (default: dockd's default)")
     a = ap.parse_args(argv)
     if not shutil.which("rclone") and "rclone" in a.tools:
         raise SystemExit("rclone not found (scripts/bench installs the Debian package)")
@@ -233,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         results["versions"] = {"seaweedfs": ver, "rclone": rcv}
         say(f"    SeaweedFS at {server.endpoint_url} ({ver}); {rcv}")
         say(f"    page cache dropped before each run: {drop_caches()}; load now {load1():.2f}")
-        extra = "".join(f"{k} = {v}\n" for k, v in (("concurrency", a.concurrency), ("part_size_mb", a.part_size_mb))
-                        if v)
+        extra = "".join(f"{k} = {v}\n" for k, v in (("concurrency", a.concurrency), ("part_size_mb", a.part_size_mb),
+                                                      ("part_concurrency", a.part_concurrency)) if v)
         results["dockd_storage_overrides"] = extra.strip()
         b = Bench(work, server, extra)
         for name, (src, n_files, nbytes) in sets.items():

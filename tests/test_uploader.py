@@ -709,3 +709,61 @@ def test_bandwidth_limit_is_shared_and_charged_once_per_byte(world, s3, tmp_path
     assert sum(charged) == clip.size  # every clip byte charged exactly once (no signing re-read)
     assert fake.slept == pytest.approx((clip.size - 1 * MiB) / 10_000_000.0, rel=0.01)
     assert remote_sha256(s3, world.bucket, clip.object_key) == clip.sha256
+
+
+def test_part_concurrency_bounds_parts_in_flight_for_the_whole_station(world, s3, tmp_path):
+    """Two big clips uploaded at once share ``part_concurrency`` part buffers: never more
+    parts in flight than that, and each clip still ends uploaded with its checksum proven."""
+    cfg = world.setup({"multipart_threshold_mb": 5, "part_size_mb": 5, "part_concurrency": 2})
+    clips = stage(cfg, world.queue, make_camera(tmp_path / "cams", [17 * MiB, 16 * MiB]))
+    backend = open_backend(cfg.storage)
+    active, peak, lock = [0], [0], threading.Lock()
+    real_part = backend.client.upload_part
+
+    def observing_part(**kw):  # observation only: forwards every call
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            return real_part(**kw)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    backend.client.upload_part = observing_part
+    up = world.uploader(backend)
+    threads = [threading.Thread(target=up.run_once) for _ in clips]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(not t.is_alive() for t in threads)
+    assert 1 <= peak[0] <= 2
+    for c in clips:
+        done = world.queue.clip(c.id)
+        assert done.state is ClipState.UPLOADED
+        assert remote_sha256(s3, world.bucket, c.object_key) == c.sha256
+    assert backend._part_bufs.qsize() == 2  # every buffer back in the pool
+
+
+def test_single_put_body_is_rewound_for_a_retry(world, s3, tmp_path):
+    """A transient failure after part of a single PUT's body was read resends all of it from
+    the start (the server's checksum check would refuse a body that starts mid-file)."""
+    cfg = world.setup()
+    [clip] = stage(cfg, world.queue, make_camera(tmp_path / "cams", [5 * MiB + 12345]))
+    backend = open_backend(cfg.storage)
+    real_put = backend.client.put_object
+    calls = []
+
+    def flaky_put(**kw):  # the first attempt reads 1 MiB of the body, then the connection "resets"
+        calls.append(kw["Key"])
+        if len(calls) == 1:
+            kw["Body"].read(1 << 20)
+            raise ConnectionClosedError(endpoint_url=s3.endpoint_url)
+        return real_put(**kw)
+
+    backend.client.put_object = flaky_put
+    done = world.uploader(backend).run_once()
+    assert done.state is ClipState.UPLOADED
+    assert calls[:2] == [clip.object_key, clip.object_key]
+    assert remote_sha256(s3, world.bucket, clip.object_key) == clip.sha256

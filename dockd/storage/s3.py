@@ -138,12 +138,18 @@ class S3Backend:
     name = "s3"
     LOCK_CACHE_S = 300.0
 
-    def __init__(self, cfg: StorageConfig, *, part_workers: int = 3, max_pool: int = 32, client=None):
+    def __init__(self, cfg: StorageConfig, *, max_pool: int = 32, client=None):
         self.cfg = cfg
         self.bucket = cfg.bucket
         self.part_size = cfg.part_size_mb << 20
         self.threshold = cfg.multipart_threshold_mb << 20
-        self.part_workers = part_workers
+        self.part_workers = cfg.part_concurrency
+        # Part buffers, shared by every clip this backend uploads: memory stays at
+        # part_concurrency * part_size however many clips are in flight, and no
+        # fresh pages are faulted in per part. Made on first use.
+        self._part_bufs: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(self.part_workers):
+            self._part_bufs.put(None)
         bc = BotoConfig(
             region_name=cfg.region,
             connect_timeout=min(10.0, cfg.timeout_s),
@@ -469,12 +475,11 @@ class S3Backend:
         etags: dict[int, str] = {n: v[2] for n, v in done.items()}
         full = hashlib.sha256()
         lock = threading.Lock()
-        # Parts are read into part_workers reused buffers: memory stays at
-        # part_workers * part_size whatever the file size, and no fresh pages
-        # are faulted in per part. A buffer goes back once its part is sent.
-        free: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(self.part_workers):
-            free.put(bytearray(self.part_size))
+        pool_bufs = self._part_bufs
+
+        def take() -> bytearray:
+            b = pool_bufs.get()  # waits while part_concurrency parts are in flight (any clip)
+            return b if b is not None and len(b) == self.part_size else bytearray(self.part_size)
 
         def send(number: int, data: bytearray | bytes, digest: str, buf: bytearray) -> None:
             try:
@@ -491,7 +496,7 @@ class S3Backend:
                 if progress and not self.limiter:
                     progress(len(data))
             finally:
-                free.put(buf)
+                pool_bufs.put(buf)
 
         # One sequential reader: it feeds the full-file hash (proves the staged
         # copy still has the offloaded SHA-256) and hands parts to the pool.
@@ -500,22 +505,27 @@ class S3Backend:
             with ThreadPoolExecutor(self.part_workers, thread_name_prefix="part") as pool:
                 futs = []
                 for number in range(1, n_parts + 1):
-                    buf = free.get()  # waits for a sender to finish: at most part_workers parts in memory
-                    if any(f.done() and f.exception() for f in futs):
-                        break
-                    n = reader.read_into(buf, (number - 1) * self.part_size)
-                    view = memoryview(buf)[:n]
-                    full.update(view)
-                    if number in digests:
-                        free.put(buf)
-                        if progress:
-                            progress(n)
-                        continue
-                    digests[number] = base64.b64encode(hashlib.sha256(view).digest()).decode()
-                    data = buf if n == len(buf) else bytes(view)  # the last part is shorter
-                    del view
-                    futs.append(pool.submit(send, number, data, digests[number], buf))
-                    del data
+                    buf = take()
+                    handed = False
+                    try:
+                        if any(f.done() and f.exception() for f in futs):
+                            break
+                        n = reader.read_into(buf, (number - 1) * self.part_size)
+                        view = memoryview(buf)[:n]
+                        full.update(view)
+                        if number in digests:
+                            if progress:
+                                progress(n)
+                            continue
+                        digests[number] = base64.b64encode(hashlib.sha256(view).digest()).decode()
+                        data = buf if n == len(buf) else bytes(view)  # the last part is shorter
+                        del view
+                        futs.append(pool.submit(send, number, data, digests[number], buf))
+                        handed = True
+                        del data
+                    finally:
+                        if not handed:
+                            pool_bufs.put(buf)
                 wait(futs, return_when=FIRST_EXCEPTION)
                 for f in futs:
                     if f.exception():
