@@ -176,13 +176,28 @@ def _read(fd: int, buf: mmap.mmap, direct: list[bool]) -> int:
     return os.readv(fd, [buf])
 
 
+def _write(fd: int, view: memoryview, direct: list[bool]) -> None:
+    """Write all of ``view``; a direct write refused for alignment (EINVAL) goes on the ordinary way
+    from where it stopped (a failed write(2) writes nothing, so no byte is written twice)."""
+    while view:
+        try:
+            n = os.write(fd, view)
+        except OSError as e:
+            if not direct[0] or e.errno != errno.EINVAL:
+                raise
+            set_direct(fd, False)
+            direct[0] = False
+            continue
+        view = view[n:]
+
+
 def _run(src_fd: int, size: int | None, chunk: int, dst_fd: int | None, *, cancel: threading.Event | None,
          progress: Callable[[int], None] | None) -> tuple[str, int]:
     """Read ``src_fd`` to its end (hashing, and writing to ``dst_fd`` if given): (hex SHA-256, bytes)."""
     src_direct = [set_direct(src_fd, True)]
     if not src_direct[0]:
         _advise(src_fd, os.POSIX_FADV_SEQUENTIAL)
-    dst_direct = dst_fd is not None and set_direct(dst_fd, True)
+    dst_direct = [dst_fd is not None and set_direct(dst_fd, True)]
     # Hashing alone needs only double buffering (one read while one is hashed).
     bufs = _take_buffers(chunk, DEPTH if dst_fd is not None else 2)
     free: queue.Queue = queue.Queue()
@@ -207,7 +222,6 @@ def _run(src_fd: int, size: int | None, chunk: int, dst_fd: int | None, *, cance
             filled.put(e)
 
     def writer() -> None:
-        nonlocal dst_direct
         off = 0
         try:
             while True:
@@ -216,11 +230,11 @@ def _run(src_fd: int, size: int | None, chunk: int, dst_fd: int | None, *, cance
                     written.put(None)
                     return
                 b, n = item
-                if dst_direct and n % ALIGN:  # the last, unaligned bytes go through the page cache
+                if dst_direct[0] and n % ALIGN:  # the last, unaligned bytes go through the page cache
                     set_direct(dst_fd, False)
-                    dst_direct = False
-                write_all(dst_fd, memoryview(b)[:n])
-                if not dst_direct:
+                    dst_direct[0] = False
+                _write(dst_fd, memoryview(b)[:n], dst_direct)
+                if not dst_direct[0]:
                     start_writeback(dst_fd, off, n)
                 off += n
                 free.put(b)

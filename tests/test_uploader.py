@@ -746,24 +746,28 @@ def test_part_concurrency_bounds_parts_in_flight_for_the_whole_station(world, s3
     assert backend._part_bufs.qsize() == 2  # every buffer back in the pool
 
 
-def test_single_put_body_is_rewound_for_a_retry(world, s3, tmp_path):
-    """A transient failure after part of a single PUT's body was read resends all of it from
-    the start (the server's checksum check would refuse a body that starts mid-file)."""
+@pytest.mark.parametrize("size", [5 * MiB + 12345, 9 * MiB + 7], ids=["one-piece", "streamed"])
+def test_single_put_body_is_resent_whole_on_a_retry(world, s3, tmp_path, size):
+    """A transient failure after part of a single PUT's body was sent resends all of it from the
+    start (the server's checksum check would refuse a body that starts mid-file). A clip no bigger
+    than a part goes as one buffer; a bigger one below the multipart threshold is streamed."""
     cfg = world.setup()
-    [clip] = stage(cfg, world.queue, make_camera(tmp_path / "cams", [5 * MiB + 12345]))
+    [clip] = stage(cfg, world.queue, make_camera(tmp_path / "cams", [size]))
     backend = open_backend(cfg.storage)
     real_put = backend.client.put_object
     calls = []
 
     def flaky_put(**kw):  # the first attempt reads 1 MiB of the body, then the connection "resets"
-        calls.append(kw["Key"])
+        calls.append((kw["Key"], type(kw["Body"]).__name__))
         if len(calls) == 1:
-            kw["Body"].read(1 << 20)
+            if hasattr(kw["Body"], "read"):
+                kw["Body"].read(1 << 20)
             raise ConnectionClosedError(endpoint_url=s3.endpoint_url)
         return real_put(**kw)
 
     backend.client.put_object = flaky_put
     done = world.uploader(backend).run_once()
     assert done.state is ClipState.UPLOADED
-    assert calls[:2] == [clip.object_key, clip.object_key]
+    assert [k for k, _ in calls[:2]] == [clip.object_key, clip.object_key]
+    assert calls[0][1] == ("bytes" if size <= cfg.storage.part_size_mb * MiB else "_Throttled")
     assert remote_sha256(s3, world.bucket, clip.object_key) == clip.sha256
