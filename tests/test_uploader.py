@@ -769,5 +769,26 @@ def test_single_put_body_is_resent_whole_on_a_retry(world, s3, tmp_path, size):
     done = world.uploader(backend).run_once()
     assert done.state is ClipState.UPLOADED
     assert [k for k, _ in calls[:2]] == [clip.object_key, clip.object_key]
-    assert calls[0][1] == ("bytes" if size <= cfg.storage.part_size_mb * MiB else "_Throttled")
+    assert calls[0][1] == ("bytearray" if size <= cfg.storage.part_size_mb * MiB else "_Throttled")
     assert remote_sha256(s3, world.bucket, clip.object_key) == clip.sha256
+
+
+@pytest.mark.parametrize("size", [1, 4096, 5 * MiB + 12345, 8 * MiB])
+def test_part_reader_reads_exact_sizes_directly(tmp_path, size):
+    """The staged-file reader fills a buffer of any length with O_DIRECT (tmp_path is ext4 here),
+    reading an unaligned tail by rounding the request up, not by falling back to the page cache."""
+    from dockd.storage.s3 import _PartReader
+
+    data = random.Random(size).randbytes(size)
+    p = tmp_path / "staged.clip"
+    p.write_bytes(data)
+    r = _PartReader(p)
+    try:
+        direct = r.stage is not None
+        buf = bytearray(size)
+        assert r.read_into(buf, 0) == size and bytes(buf) == data
+        assert (r.stage is not None) == direct  # no fallback happened
+        bigger = bytearray(size + 3 * 4096)  # the end of the file ends the read
+        assert r.read_into(bigger, 0) == size and bytes(bigger[:size]) == data
+    finally:
+        r.close()

@@ -316,23 +316,27 @@ class S3Backend:
         return self._verify(key, size, sha256, None, path, existed=r is None)
 
     def _put_small(self, key: str, path: Path, size: int, sha256: str, progress) -> dict | None:
-        """A clip no bigger than a part goes like one: read from the disk into a shared part
-        buffer (O_DIRECT where allowed: no page-cache copy) and sent in one piece. Progress
-        counts once the PUT is answered (a retried body is never counted twice)."""
-        buf = self._take_part_buf()
+        """A clip no bigger than a part goes like one: read from the disk (O_DIRECT where
+        allowed: no page-cache copy) into a buffer of its exact size and sent in one piece.
+        It holds one of the station's part_concurrency slots while in memory, so bodies and
+        parts together never exceed part_concurrency x part_size. Progress counts once the
+        PUT is answered (a retried body is never counted twice)."""
+        slot = self._part_bufs.get()  # waits while part_concurrency bodies/parts are in memory
+        del slot  # a pooled part buffer is let go: this body is allocated to its exact size
         try:
+            data = bytearray(size)
             reader = _PartReader(path)
             try:
-                n = reader.read_into(buf, 0)
+                n = reader.read_into(data, 0)
             finally:
                 reader.close()
-            if n != size:
+            if n != size:  # (the server checks the bytes sent against the recorded SHA-256)
                 raise StoreFailure(ErrorClass.BAD_DIGEST, f"staged copy holds {n} bytes, not {size}", "LocalRead")
-            data = bytes(memoryview(buf)[:n])
+            body = _Throttled(io.BytesIO(data), self.limiter, progress) if self.limiter else data
+            r = self._put_conditional(key, body, size, sha256)
+            del data, body
         finally:
-            self._part_bufs.put(buf)
-        body = _Throttled(io.BytesIO(data), self.limiter, progress) if self.limiter else data
-        r = self._put_conditional(key, body, size, sha256)
+            self._part_bufs.put(None)
         if progress and not self.limiter:
             progress(size)  # stored, or already there (then it is ours or _verify says CONFLICT)
         return r
@@ -660,7 +664,9 @@ class _PartReader:
         view, stage = memoryview(buf), memoryview(self.stage)
         got = 0
         while got < len(buf):
-            n = os.preadv(self.fd, [stage[:min(self.CHUNK, len(buf) - got)]], offset + got)
+            want = min(self.CHUNK, len(buf) - got)
+            # a direct read's length must be a multiple of the block size too: round up, keep ``want``
+            n = min(want, os.preadv(self.fd, [stage[:-(-want // 4096) * 4096]], offset + got))
             if not n:
                 break
             view[got:got + n] = stage[:n]
