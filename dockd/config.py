@@ -57,7 +57,7 @@ class StorageConfig:
     region: str = "us-east-1"
     multipart_threshold_mb: int = 64
     part_size_mb: int = 8
-    concurrency: int = 4
+    concurrency: int = 8
     part_concurrency: int = 6  # multipart parts in flight for the whole station (memory: this x part_size_mb)
     object_lock_days: int = 0
     legal_hold: bool = False
@@ -271,7 +271,7 @@ def parse(raw: dict, p: Path) -> Config:
             region=s.get("region", str, "us-east-1"),
             multipart_threshold_mb=int(_positive(s, "multipart_threshold_mb", s.get("multipart_threshold_mb", int, 64))),
             part_size_mb=int(_positive(s, "part_size_mb", s.get("part_size_mb", int, 8))),
-            concurrency=int(_positive(s, "concurrency", s.get("concurrency", int, 4))),
+            concurrency=int(_positive(s, "concurrency", s.get("concurrency", int, 8))),
             part_concurrency=int(_positive(s, "part_concurrency", s.get("part_concurrency", int, 6))),
             object_lock_days=s.get("object_lock_days", int, 0),
             legal_hold=s.get("legal_hold", bool, False),

@@ -208,6 +208,14 @@ def rfc3339_ns(ns: int) -> str:
 _LAST_AUDIT = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
 _INSERT_AUDIT = insert(audit_log)
 _CLIP_BY_ID = select(clips).where(clips.c.id == bindparam("cid"))
+_busy = clips.alias("busy")
+_NEXT_DUE_UPLOAD = (  # claim_upload: the camera with the fewest uploads in flight first, then first tries, oldest
+    select(clips.c.id).where(clips.c.state == ClipState.STAGED)
+    .where((clips.c.next_attempt_at.is_(None)) | (clips.c.next_attempt_at <= bindparam("t")))
+    .order_by(select(func.count()).where(_busy.c.camera == clips.c.camera,
+                                         _busy.c.state == ClipState.UPLOADING).scalar_subquery(),
+              clips.c.next_attempt_at.is_not(None), clips.c.id)
+    .limit(1))
 
 
 @dataclass(frozen=True)
@@ -622,22 +630,16 @@ class Queue:
         first-time uploads before retries, then oldest first.
         """
         t = _now(now)
-        busy = clips.alias("busy")
-        in_flight = (select(func.count()).where(busy.c.camera == clips.c.camera,
-                                                busy.c.state == ClipState.UPLOADING).scalar_subquery())
         with self.tx() as c:
-            r = c.execute(select(clips.c.id).where(clips.c.state == ClipState.STAGED)
-                          .where((clips.c.next_attempt_at.is_(None)) | (clips.c.next_attempt_at <= t))
-                          .order_by(in_flight, clips.c.next_attempt_at.is_not(None), clips.c.id).limit(1)).first()
+            r = c.execute(_NEXT_DUE_UPLOAD, {"t": t}).first()
             if r is None:
                 return None
             new = next_state(r.id, ClipState.STAGED, ClipEvent.UPLOAD_STARTED)
-            c.execute(update(clips).where(clips.c.id == r.id).values(
-                state=new, lease_owner=owner, lease_expires=t + lease_s, updated_at=t))
-            cam = c.execute(select(clips.c.camera).where(clips.c.id == r.id)).scalar_one()
-            self._audit(c, f"clip.{ClipEvent.UPLOAD_STARTED}", camera=cam, clip=r.id,
+            row = c.execute(update(clips).where(clips.c.id == r.id).values(
+                state=new, lease_owner=owner, lease_expires=t + lease_s, updated_at=t).returning(*clips.c)).one()
+            self._audit(c, f"clip.{ClipEvent.UPLOAD_STARTED}", camera=row.camera, clip=r.id,
                         detail={"from": "staged", "to": "uploading", "owner": owner}, now=t)
-            return Clip.from_row(c.execute(select(clips).where(clips.c.id == r.id)).one())
+            return Clip.from_row(row)
 
     def renew_lease(self, clip_id: int, owner: str, *, lease_s: float, now: float | None = None) -> bool:
         t = _now(now)
