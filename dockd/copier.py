@@ -113,13 +113,6 @@ def start_writeback(fd: int, offset: int, nbytes: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
 # Buffers are reused across copies: many small clips would otherwise pay page
 # faults for fresh memory on every file. They are anonymous mmaps (page
 # aligned, as O_DIRECT requires). Chunk sizes are powers of two (or bufsize),

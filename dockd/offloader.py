@@ -95,6 +95,7 @@ class _Copied:
     s: Summary
     blog: Any
     sha: str = ""
+    tries: int = 0  # copies made so far (two at most: see Offloader._copy_retrying)
 
 
 def _why(e: BaseException) -> str:
@@ -208,15 +209,7 @@ class Offloader:
         blog.info("copying", path=entry.path, size=entry.size)
         job = _Copied(cam, vol, entry, sorted(sides, key=lambda e: e.path), clip.id, cancel, s, blog)
         try:
-            for attempt in (1, 2):
-                try:
-                    job.sha = self._copy_once(vol, entry, self._tmp(self.staged_path(clip.id)), cancel, cam.serial)
-                    break
-                except WriteError as e:
-                    if attempt == 2:
-                        raise
-                    log.warning("staging write failed; copying again from the camera", camera=cam.serial,
-                                path=entry.path, error=str(e))
+            job.sha, job.tries = self._copy_retrying(vol, entry, self.staged_path(clip.id), cancel, cam.serial)
         except Cancelled:
             self._cancelled(job)
             raise
@@ -233,11 +226,7 @@ class Offloader:
         cam, entry, clip_id, s, blog = job.cam, job.entry, job.clip_id, job.s, job.blog
         dest = self.staged_path(clip_id)
         try:
-            try:
-                self._verify_and_publish(self._tmp(dest), dest, job.sha, entry.size, job.cancel)
-            except VerifyMismatch:
-                log.warning("re-read mismatch; copying again from the camera", camera=cam.serial, path=entry.path)
-                job.sha = self._stage_once(job.vol, entry, dest, job.cancel, cam.serial)
+            job.sha = self._verify_or_recopy(job.vol, entry, dest, job.sha, job.tries, job.cancel, cam.serial)
             side_rows = []
             for n, se in enumerate(job.sides):
                 sp = self.sidecar_path(clip_id, n)
@@ -296,20 +285,38 @@ class Offloader:
         return dest.with_name(dest.name + durable.TMP_SUFFIX)
 
     def _stage_verified(self, vol: Volume, entry: Entry, dest: Path, cancel: threading.Event, serial: str) -> str:
-        """Copy with hash, fsync, re-read; one retry from the source on mismatch or a write/fsync error."""
+        """Copy with hash, fsync, re-read, publish: both stages in the calling thread (sidecars)."""
+        sha, tries = self._copy_retrying(vol, entry, dest, cancel, serial)
+        return self._verify_or_recopy(vol, entry, dest, sha, tries, cancel, serial)
+
+    def _copy_retrying(self, vol: Volume, entry: Entry, dest: Path, cancel: threading.Event,
+                       serial: str) -> tuple[str, int]:
+        """Copy into ``dest``'s temporary file; a write/fsync error copies once more from the source.
+
+        Returns (SHA-256, copies made). Two copies at most per clip, whatever failed:
+        :meth:`_verify_or_recopy` spends what this one left."""
         for attempt in (1, 2):
             try:
-                return self._stage_once(vol, entry, dest, cancel, serial)
-            except VerifyMismatch:
-                if attempt == 2:
-                    raise
-                log.warning("re-read mismatch; copying again from the camera", camera=serial, path=entry.path)
+                return self._copy_once(vol, entry, self._tmp(dest), cancel, serial), attempt
             except WriteError as e:
                 if attempt == 2:
                     raise
                 log.warning("staging write failed; copying again from the camera", camera=serial,
                             path=entry.path, error=str(e))
         raise AssertionError("unreachable")
+
+    def _verify_or_recopy(self, vol: Volume, entry: Entry, dest: Path, sha: str, tries: int,
+                          cancel: threading.Event, serial: str) -> str:
+        """Verify and publish the copy; on a re-read mismatch copy once more from the source if
+        only one copy was made so far (else VerifyMismatch). Returns the published SHA-256."""
+        try:
+            self._verify_and_publish(self._tmp(dest), dest, sha, entry.size, cancel)
+            return sha
+        except VerifyMismatch:
+            if tries >= 2:
+                raise
+            log.warning("re-read mismatch; copying again from the camera", camera=serial, path=entry.path)
+        return self._stage_once(vol, entry, dest, cancel, serial)
 
     def _stage_once(self, vol: Volume, entry: Entry, dest: Path, cancel: threading.Event, serial: str) -> str:
         sha = self._copy_once(vol, entry, self._tmp(dest), cancel, serial)

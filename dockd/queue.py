@@ -517,12 +517,17 @@ class Queue:
             r = c.execute(select(clips).where(*ident)).first()
             if r:
                 return Clip.from_row(r), False
-            cid = c.execute(insert(clips).values(camera=camera, path=path, size=size, mtime_ns=mtime_ns,
-                                                 state=ClipState.DISCOVERED, attempts=0, created_at=t,
-                                                 updated_at=t)).inserted_primary_key[0]
-            self._audit(c, "clip.discovered", camera=camera, clip=cid,
-                        detail={"path": path, "size": size, "mtime": rfc3339_ns(mtime_ns)}, now=t)
-            return Clip.from_row(c.execute(select(clips).where(clips.c.id == cid)).one()), True
+            cid = self._insert_discovered(c, camera, path, size, mtime_ns, t)
+            return Clip.from_row(c.execute(_CLIP_BY_ID, {"cid": cid}).one()), True
+
+    def _insert_discovered(self, c: Connection, camera: str, path: str, size: int, mtime_ns: int, t: float) -> int:
+        """A new ``discovered`` clip with its audit event; returns its id."""
+        cid = c.execute(insert(clips).values(camera=camera, path=path, size=size, mtime_ns=mtime_ns,
+                                             state=ClipState.DISCOVERED, attempts=0, created_at=t,
+                                             updated_at=t)).inserted_primary_key[0]
+        self._audit(c, "clip.discovered", camera=camera, clip=cid,
+                    detail={"path": path, "size": size, "mtime": rfc3339_ns(mtime_ns)}, now=t)
+        return cid
 
     def discover_many(self, camera: str, found: list[tuple[str, int, int]], *,
                       now: float | None = None) -> dict[tuple[str, int, int], Clip]:
@@ -534,13 +539,8 @@ class Queue:
             have = {(r.path, r.size, r.mtime_ns) for r in c.execute(
                 select(clips.c.path, clips.c.size, clips.c.mtime_ns).where(clips.c.camera == camera))}
             for path, size, mtime_ns in dict.fromkeys(found):
-                if (path, size, mtime_ns) in have:
-                    continue
-                cid = c.execute(insert(clips).values(camera=camera, path=path, size=size, mtime_ns=mtime_ns,
-                                                     state=ClipState.DISCOVERED, attempts=0, created_at=t,
-                                                     updated_at=t)).inserted_primary_key[0]
-                self._audit(c, "clip.discovered", camera=camera, clip=cid,
-                            detail={"path": path, "size": size, "mtime": rfc3339_ns(mtime_ns)}, now=t)
+                if (path, size, mtime_ns) not in have:
+                    self._insert_discovered(c, camera, path, size, mtime_ns, t)
             want = set(found)
             out = {}
             for r in c.execute(select(clips).where(clips.c.camera == camera)):

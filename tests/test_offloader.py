@@ -350,6 +350,26 @@ def test_write_error_twice_aborts_and_leaves_nothing(tmp_path, monkeypatch):
         st.q.close()
 
 
+def test_write_error_then_reread_mismatch_spends_the_two_copy_budget(tmp_path, monkeypatch):
+    """A clip gets two copies from the camera whatever failed: a write error on the first copy
+    and a re-read mismatch on the second quarantine it (no third copy)."""
+    data = os.urandom(500_000)
+    vol = make_volume(tmp_path / "vol", {"DCIM/A.MP4": data})
+    read = []
+    st = Station(tmp_path, on_progress=lambda s, n: read.append(n))
+    monkeypatch.setattr(copier, "os", FaultyOS("write", {2}))
+    calls = wrong_hash_wrapper(monkeypatch, times=1)
+    try:
+        s = st.offload(vol)
+        assert (s.staged, s.quarantined, s.aborted) == (0, 1, 0)
+        assert len(calls) == 1  # one re-read: of the second copy
+        assert sum(read) < 2 * len(data) + 1  # the first copy stopped early, the second was whole; no third
+        assert st.q.clips()[0].state is ClipState.QUARANTINED
+        assert not [n for n in st.staging() if n.endswith(".tmp")]
+    finally:
+        st.q.close()
+
+
 def test_fsync_error_is_never_retried_on_the_same_file(tmp_path, monkeypatch):
     data = os.urandom(100_000)
     vol = make_volume(tmp_path / "vol", {"DCIM/A.MP4": data})
