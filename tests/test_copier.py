@@ -15,7 +15,6 @@ import hashlib
 import os
 import random
 import shutil
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 
 from dockd import copier, durable
 from dockd.copier import ALIGN, DEPTH, Cancelled, ShortRead, WriteError, chunk_size, copy_hash, hash_fd, set_direct
+from tests.support import scratch
 
 O_DIRECT = getattr(os, "O_DIRECT", 0)
 pytestmark = pytest.mark.skipif(not O_DIRECT, reason="O_DIRECT is Linux-only")
@@ -66,22 +66,8 @@ def kernel_allows_direct(d: Path) -> bool:
 
 
 def run_bounded(fn, timeout: float = 20.0):
-    """Run ``fn`` in a thread so that a deadlock fails the test instead of hanging the suite."""
-    box: dict = {}
-
-    def go():
-        try:
-            box["ok"] = fn()
-        except BaseException as e:  # noqa: BLE001
-            box["err"] = e
-
-    t = threading.Thread(target=go, daemon=True)
-    t.start()
-    t.join(timeout)
-    assert not t.is_alive(), "copier call did not return (deadlock?)"
-    if "err" in box:
-        raise box["err"]
-    return box["ok"]
+    """Run ``fn`` so that a deadlock fails the test instead of hanging the suite."""
+    return scratch.run_bounded(fn, timeout, "copier call did not return (deadlock?)")
 
 
 # ------------------------------------------------------------------ places
@@ -100,15 +86,8 @@ def shm_dir():
 
 @pytest.fixture(scope="module")
 def ramfs_mount(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a ramfs")
-    mnt = tmp_path_factory.mktemp("ramfs")
-    if subprocess.run(["mount", "-t", "ramfs", "-o", "mode=0700", "ramfs", str(mnt)]).returncode != 0:
-        pytest.skip("cannot mount ramfs here")
-    try:
+    with scratch.mounted("ramfs", "mode=0700", tmp_path_factory.mktemp("ramfs")) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import errno
 import hashlib
 import json
 import os
-import subprocess
 import threading
 from pathlib import Path
 
@@ -20,9 +19,9 @@ from dockd.events import CameraInfo
 from dockd.lifecycle import ClipEvent, ClipState
 from dockd.offloader import Offloader
 from dockd.queue import Queue
+from tests.support import scratch
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-IS_ROOT = os.geteuid() == 0
 SIDE_GLOBS = ["DCIM/**/*.XML", "DCIM/**/*.GPS"]
 
 
@@ -422,16 +421,10 @@ def test_cancel_mid_copy_aborts_cleanly(tmp_path):
 @pytest.fixture
 def small_fs(tmp_path):
     """A 4 MiB tmpfs mounted for the test (root only)."""
-    if not IS_ROOT:
-        pytest.skip("needs root to mount a small tmpfs")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)]).returncode != 0:
-        pytest.skip("cannot mount tmpfs here")
-    try:
+    with scratch.mounted("tmpfs", "size=4m,mode=0700", mnt):
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_disk_space_guard_pauses_and_cancels(tmp_path, small_fs):

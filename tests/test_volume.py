@@ -16,7 +16,6 @@ import socket
 import stat
 import struct
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from dockd.lifecycle import ClipState
 from dockd.offloader import Offloader
 from dockd.queue import Queue
 from dockd.volume import Entry, Limits, SourceChanged, Volume, escape, glob_regex, matches, valid_name
+from tests.support import scratch
 
 IS_ROOT = os.geteuid() == 0
 
@@ -97,22 +97,8 @@ def make_offloader(tmp_path: Path, on_progress=None, **offload) -> tuple[Offload
 
 
 def run_guarded(fn, timeout: float = 60.0):
-    """Run fn in a thread; fail (instead of hanging the suite) if it does not finish."""
-    box: dict = {}
-
-    def go():
-        try:
-            box["result"] = fn()
-        except BaseException as e:  # noqa: BLE001
-            box["error"] = e
-
-    t = threading.Thread(target=go, daemon=True)
-    t.start()
-    t.join(timeout)
-    assert not t.is_alive(), "scan/offload hung (a FIFO or device was opened?)"
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+    """Run fn; fail (instead of hanging the suite) if it does not finish."""
+    return scratch.run_bounded(fn, timeout, "scan/offload hung (a FIFO or device was opened?)")
 
 
 def bind_socket(path: Path) -> socket.socket:
