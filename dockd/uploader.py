@@ -226,9 +226,9 @@ class Uploader:
 
         A clip sent by one PUT on its first attempt never started one, so there is
         nothing to look for (start-up still sweeps the whole prefix)."""
+        if _first_attempt(clip) and not self.backend.multipart_for(clip.size):
+            return  # (a first attempt starts with no upload id, and a single PUT never takes one)
         cur = self.queue.clip(clip.id)
-        if not cur.upload_id and _first_attempt(clip) and not self.backend.multipart_for(clip.size):
-            return
         try:
             if cur.upload_id and hasattr(self.backend, "abort"):
                 self.backend.abort(clip.object_key, cur.upload_id)
