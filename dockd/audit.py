@@ -40,8 +40,13 @@ def first_bad(rows: Iterable[dict], start_prev: str = GENESIS, start_seq: int = 
             return expect, f"sequence gap: expected {expect}, found {r['seq']} (row deleted or reordered)"
         if r["prev_hash"] != prev:
             return r["seq"], "prev_hash does not match the previous row (row deleted, inserted or reordered)"
-        c = content(r["seq"], r["at"], r["event"], r["camera"], r["clip"], r["detail"])
-        if link(prev, c) != r["hash"]:
+        if not isinstance(r["detail"], dict):  # the queue hands back an unparseable detail as its raw text
+            return r["seq"], "detail is not a JSON object (row altered)"
+        try:
+            h = link(prev, content(r["seq"], r["at"], r["event"], r["camera"], r["clip"], r["detail"]))
+        except (TypeError, ValueError, AttributeError):  # a value JCS cannot encode, a non-text hash, ...
+            return r["seq"], "content cannot be canonicalised (row altered)"
+        if h != r["hash"]:
             return r["seq"], "content does not match its hash (row altered)"
         prev, expect = r["hash"], expect + 1
     return None

@@ -26,7 +26,9 @@ from datetime import UTC, datetime
 import structlog
 
 from . import audit as chain
+from . import ijson
 from . import manifest as mf
+from .errors import ManifestInvalid
 from .keys import StationKey
 from .queue import Queue, rfc3339
 from .storage.base import Backend
@@ -84,7 +86,12 @@ def check_segment(lines: bytes, head: dict, pub) -> tuple[bool, str]:
         return False, "head signature does not verify"
     if hashlib.sha256(lines).hexdigest() != head["sha256"]:
         return False, "segment bytes do not match the head's sha256"
-    rows = [json.loads(x) for x in lines.decode().splitlines() if x.strip()]
+    try:
+        rows = [ijson.loads(x) for x in lines.decode("utf-8").splitlines() if x.strip()]
+    except (ijson.Invalid, UnicodeDecodeError) as e:
+        return False, f"segment row is not strict JSON: {e}"
+    if not rows or not all(isinstance(r, dict) and {"seq", "prev_hash", "hash"} <= r.keys() for r in rows):
+        return False, "segment rows are not audit rows"
     bad = chain.first_bad(rows, start_prev=head["prev_hash_of_first"], start_seq=head["first_seq"])
     if bad:
         return False, f"chain broken at seq {bad[0]}: {bad[1]}"
@@ -102,7 +109,12 @@ def check_heads(queue: Queue, pub) -> tuple[int, str] | None:
 
     hashes = {r["seq"]: r["hash"] for r in queue.audit_rows()}
     for h in queue.audit_heads():
-        st = json.loads(h["statement"])
+        try:
+            st = mf.parse(h["statement"], "signed head")
+        except ManifestInvalid as e:
+            return h["seq"], f"signed head is not strict JSON ({e})"
+        if not isinstance(st, dict) or not isinstance(st.get("signature"), dict):
+            return h["seq"], "signed head is not a signed statement"
         if not keys.verify(pub, mf.canonical_body(st), st.get("signature", {}).get("value", "")):
             return h["seq"], "signed head does not verify with the station key"
         if st.get("seq") != h["seq"] or st.get("hash") != h["hash"]:

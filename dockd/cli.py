@@ -202,10 +202,14 @@ def show(c: Ctx, clip_id: int, as_json: bool) -> None:
 @click.option("--since", help="Only events at or after this RFC 3339 time (e.g. 2026-11-21T00:00:00Z).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one event each, with their hashes.")
 @click.option("--verify", "verify_chain", is_flag=True, help="Recompute the hash chain; exit 1 at the first bad row.")
+@click.option("--remote", is_flag=True,
+              help="With --verify: also compare the chain with the signed anchors in storage (catches a cut tail).")
 @pass_ctx
 def audit(c: Ctx, camera: str | None, clip_id: int | None, since: str | None, as_json: bool,
-          verify_chain: bool) -> None:
+          verify_chain: bool, remote: bool) -> None:
     """The hash-chained audit log."""
+    if remote and not verify_chain:
+        raise UsageError("--remote goes with --verify")
     q = c.queue(must_exist=True)
     if verify_chain:
         from . import keys as keys_mod
@@ -221,7 +225,10 @@ def audit(c: Ctx, camera: str | None, clip_id: int | None, since: str | None, as
             if badh:
                 click.echo(f"audit chain BROKEN at seq {badh[0]}: {badh[1]}")
                 sys.exit(EXIT_FAILED)
-        click.echo(f"audit chain intact: {n} rows, {len(heads)} signed heads verified")
+        if not remote:
+            click.echo(f"audit chain intact: {n} rows, {len(heads)} signed heads verified")
+            return
+        _audit_remote(c, q, n, len(heads))
         return
     rows = q.audit_rows(camera=camera, clip=clip_id, since=since)
     for r in rows:
@@ -231,6 +238,33 @@ def audit(c: Ctx, camera: str | None, clip_id: int | None, since: str | None, as
             who = " ".join(x for x in (f"camera={r['camera']}" if r["camera"] else "",
                                        f"clip={r['clip']}" if r["clip"] is not None else "") if x)
             click.echo(f"{r['seq']:>6} {r['at']} {r['event']:<24} {who} {json.dumps(r['detail'], sort_keys=True)}")
+
+
+def _audit_remote(c: Ctx, q, n: int, n_heads: int) -> None:
+    """The local chain (already intact) against the anchors in storage; exit 1 on TRUNCATED or BROKEN."""
+    from . import anchors
+    from . import keys as keys_mod
+    from .errors import StorageError, StorageNotConfigured
+    from .storage import open_backend
+    from .storage.base import StoreFailure
+
+    cfg = c.cfg
+    if cfg.storage is None:
+        raise StorageNotConfigured(cfg.path)
+    try:
+        got = anchors.collect(open_backend(cfg.storage), cfg.storage.prefix, cfg.station.id,
+                              keys_mod.load(cfg.data_dir).public)
+    except StoreFailure as e:
+        raise StorageError(str(e)) from None
+    last_seq, _ = q.last_audit()
+    bad = anchors.compare(last_seq, q.audit_hashes_at(a.seq for a in got.anchors), got.anchors)
+    if bad:
+        click.echo(f"audit chain {bad[0]} at seq {bad[1]}: {bad[2]}")
+        sys.exit(EXIT_FAILED)
+    newest = max((a.seq for a in got.anchors), default=0)
+    ignored = f"; {got.ignored} objects ignored (not signed by this station's key)" if got.ignored else ""
+    click.echo(f"audit chain intact: {n} rows, {n_heads} signed heads verified, {len(got.anchors)} anchors in "
+               f"storage agree (newest seq {newest}; rows after it are not anchored yet){ignored}")
 
 
 # ---------------------------------------------------------------- keys and manifests
@@ -268,25 +302,20 @@ def manifest_verify(c: Ctx, manifest_file: Path, clip_file: Path | None, pubkey:
     """Check a manifest's signature (and a clip against it). Exit 0 valid, 1 invalid."""
     from . import keys as keys_mod
     from . import manifest as mf
-    from .errors import ManifestInvalid
+    from .localfile import read_regular
 
-    try:
-        m = json.loads(manifest_file.read_bytes())
-    except OSError as e:
-        raise UsageError(f"{manifest_file}: {e.strerror}") from None
-    except ValueError as e:
-        raise ManifestInvalid(f"{manifest_file}: not JSON ({e})") from None
+    m = mf.read(str(manifest_file))  # regular file, <= 1 MiB, strict I-JSON (no duplicate names, ...)
     if pubkey is not None:
-        try:
-            pub = keys_mod.load_public_pem(pubkey.read_bytes())
-        except OSError as e:
-            raise UsageError(f"{pubkey}: {e.strerror}") from None
+        pem = read_regular(pubkey, 64 << 10)
+        if pem is None:
+            raise UsageError(f"{pubkey}: larger than 64 KiB, not a PEM public key")
+        pub = keys_mod.load_public_pem(pem)
     else:
         pub = keys_mod.load(c.cfg.data_dir).public
     mf.check(m, pub)
     if clip_file is not None:
         try:
-            mf.check_file_hash(m, str(clip_file))
+            mf.check_file_hash(m, str(clip_file))  # regular files only: a FIFO or /dev/zero is refused
         except OSError as e:
             raise UsageError(f"{clip_file}: {e.strerror}") from None
     what = f" and {clip_file} matches it" if clip_file else ""

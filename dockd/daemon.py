@@ -107,6 +107,9 @@ class Daemon:
         self._record_start(key)
         self._drop_privileges()
         self.key = key
+        # Checked beside the work, never before it: a broken chain raises an alarm, evidence keeps moving.
+        chain_check = threading.Thread(target=self._check_audit_chain, name="audit-check", daemon=True)
+        chain_check.start()
         self.backend = open_backend(self.cfg.storage) if self.cfg.storage else None
         self.metrics = self._start_metrics()
         self.offloader = Offloader(self.cfg, q, key, clock=self.clock, on_progress=self.meters.offloaded,
@@ -156,6 +159,7 @@ class Daemon:
             for w in list(self.work.values()):
                 if w.mount:
                     self.mounter.unmount(w.mount, lazy=True)
+            chain_check.join()
             q.record("daemon.stopped", detail={"owner": self.owner}, now=self.clock())
             self._sign_audit_head()
             self._write_status()
@@ -170,6 +174,8 @@ class Daemon:
         q = self.queue
         cfg_hash = hashlib.sha256(self.cfg.path.read_bytes()).hexdigest() if self.cfg.path.exists() else None
         prev = [r for r in q.audit_rows() if r["event"] == "daemon.started"][-1:]
+        if prev and not isinstance(prev[0]["detail"], dict):  # an altered row: the chain check raises the alarm
+            prev = []
         if prev and prev[0]["detail"].get("config_sha256") != cfg_hash:
             q.record("config.changed", detail={"from": prev[0]["detail"].get("config_sha256"), "to": cfg_hash},
                      now=self.clock())
@@ -179,6 +185,32 @@ class Daemon:
         q.record("daemon.started", detail={"owner": self.owner, "version": __version__, "config": str(self.cfg.path),
                                            "config_sha256": cfg_hash, "key_id": key.key_id, "drain": self.drain},
                  now=self.clock())
+
+    def _check_audit_chain(self) -> None:
+        """Recompute the audit chain and check the signed heads once at start.
+
+        Broken: alarm ``audit-chain`` ("BROKEN at seq N: reason", in status and
+        metrics) and an error log line; intact: the alarm is cleared. Never
+        raises: a damaged log must not keep evidence on the cameras."""
+        from .auditlog import check_heads
+
+        q = self.queue
+        try:
+            n, bad = q.verify_audit()
+            if bad is None and q.audit_heads():
+                bad = check_heads(q, self.key.public)
+            if bad is None:
+                q.clear_alarm("audit-chain", now=self.clock())
+                log.info("audit chain intact", rows=n)
+                return
+            msg = f"audit chain BROKEN at seq {bad[0]}: {bad[1]}"
+        except Exception as e:  # noqa: BLE001 - a check that cannot run is itself an alarm
+            msg = f"audit chain could not be checked: {type(e).__name__}: {e}"
+        log.error("audit chain alarm", message=msg)
+        try:
+            q.raise_alarm("audit-chain", msg, now=self.clock())
+        except Exception:  # noqa: BLE001
+            log.exception("could not raise the audit-chain alarm")
 
     def _drop_privileges(self) -> None:
         """Mount through the helper process (if udev cameras need mounting), then give up every capability.

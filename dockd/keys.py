@@ -69,7 +69,7 @@ def verify(pub: Ed25519PublicKey, data: bytes, sig_b64: str) -> bool:
     try:
         pub.verify(base64.b64decode(sig_b64, validate=True), data)
         return True
-    except (InvalidSignature, ValueError):
+    except (InvalidSignature, ValueError, TypeError):  # TypeError: a non-text signature from hostile JSON
         return False
 
 

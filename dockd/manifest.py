@@ -16,15 +16,37 @@ tools::
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import rfc8785
 
-from . import keys
+from . import ijson, keys
 from .durable import sha256_fd
 from .errors import ManifestInvalid
+from .localfile import open_regular, read_regular
 
 FORMAT = "dockd.manifest/1"
+MAX_BYTES = ijson.MAX_BYTES  # a manifest is a few KiB; anything past 1 MiB is not one of ours
+
+
+def parse(raw: bytes | str, what: str = "manifest") -> Any:
+    """Strict I-JSON parse of signed JSON (see :mod:`dockd.ijson`); ManifestInvalid naming the reason."""
+    try:
+        return ijson.loads(raw, max_bytes=MAX_BYTES)
+    except ijson.Invalid as e:
+        raise ManifestInvalid(f"{what}: {e}") from None
+
+
+def read(path: str, what: str | None = None) -> Any:
+    """Parse the manifest file ``path``: regular files only (no FIFO, device or symlink), at most 1 MiB.
+
+    UsageError (exit 2) if it cannot be opened or is not a regular file;
+    ManifestInvalid (exit 1) if it is too big or not strict I-JSON."""
+    raw = read_regular(path, MAX_BYTES)
+    if raw is None:
+        raise ManifestInvalid(f"{what or path}: larger than {MAX_BYTES} bytes")
+    return parse(raw, what or str(path))
 
 
 def canonical_body(manifest: dict[str, Any]) -> bytes:
@@ -40,8 +62,12 @@ def sign(body: dict[str, Any], key: keys.StationKey) -> dict[str, Any]:
 
 
 def build(*, sha256: str, size: int, path: str, mtime: str, camera: dict[str, Any], station_id: str,
-          offloaded_at: str, verify: str, sidecars: list[dict[str, Any]], dockd_version: str) -> dict[str, Any]:
-    return {
+          offloaded_at: str, verify: str, sidecars: list[dict[str, Any]], dockd_version: str,
+          audit: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest body. ``audit`` = ``{"seq", "hash"}``: the station's audit chain head when the clip
+    was staged. Signed into the manifest, it anchors the chain outside the station's database: storage
+    holding this manifest proves the local chain once reached ``seq`` with that hash."""
+    m = {
         "format": FORMAT,
         "clip": {"sha256": sha256, "size": size, "path": path, "mtime": mtime},
         "sidecars": sidecars,
@@ -51,6 +77,20 @@ def build(*, sha256: str, size: int, path: str, mtime: str, camera: dict[str, An
         "verify": verify,
         "software": f"dockd {dockd_version}",
     }
+    if audit is not None:
+        m["audit"] = {"seq": int(audit["seq"]), "hash": str(audit["hash"])}
+    return m
+
+
+def audit_anchor(manifest: Any) -> tuple[int, str] | None:
+    """The ``(seq, hash)`` audit anchor of a (checked) manifest, or None if it carries none or a malformed one."""
+    a = manifest.get("audit") if isinstance(manifest, dict) else None
+    if not isinstance(a, dict):
+        return None
+    seq, h = a.get("seq"), a.get("hash")
+    if type(seq) is not int or seq < 1 or not isinstance(h, str) or len(h) != 64:
+        return None
+    return seq, h
 
 
 def dumps(manifest: dict[str, Any]) -> bytes:
@@ -75,9 +115,24 @@ def check(manifest: Any, pub: keys.Ed25519PublicKey | None = None) -> None:
             raise ManifestInvalid("signature does not verify (manifest altered or wrong key)")
 
 
+def check_signature(statement: Any, pub: keys.Ed25519PublicKey) -> None:
+    """Raise ManifestInvalid unless ``statement`` (a manifest, audit head, ...) is signed by ``pub``."""
+    if not isinstance(statement, dict):
+        raise ManifestInvalid("not a JSON object")
+    sig = statement.get("signature")
+    if not isinstance(sig, dict) or sig.get("alg") != "Ed25519" or not isinstance(sig.get("value"), str):
+        raise ManifestInvalid("missing or malformed signature member")
+    if sig.get("key_id") != keys.key_id_of(pub) or not keys.verify(pub, canonical_body(statement), sig["value"]):
+        raise ManifestInvalid("signature does not verify with the station key")
+
+
 def check_file_hash(manifest: dict[str, Any], data_path: str) -> None:
-    with open(data_path, "rb") as f:
-        got, n = sha256_fd(f.fileno())
+    """Size and SHA-256 of the regular file ``data_path`` against the manifest (UsageError: not a regular file)."""
+    fd = open_regular(data_path)
+    try:
+        got, n = sha256_fd(fd)
+    finally:
+        os.close(fd)
     clip = manifest["clip"]
     if n != clip["size"]:
         raise ManifestInvalid(f"clip size {n} does not match manifest size {clip['size']}")

@@ -251,12 +251,15 @@ class Offloader:
 
         sha = job.sha
         mtime = rfc3339_ns(entry.mtime_ns)
+        # The chain head as of now, signed into the manifest: it leaves the station with the clip and anchors
+        # the audit log outside this database (`dockd audit --verify --remote`).
+        a_seq, a_hash = self.queue.last_audit()
         body = mf.build(sha256=sha, size=entry.size, path=entry.path, mtime=mtime, camera=cam.manifest_fields(),
                         station_id=self.cfg.station.id, offloaded_at=rfc3339(self.clock()),
                         verify=self.cfg.offload.verify,
                         sidecars=[{"path": r["path"], "size": r["size"], "sha256": r["sha256"],
                                    "mtime": rfc3339_ns(r["mtime_ns"])} for r in side_rows],
-                        dockd_version=__version__)
+                        dockd_version=__version__, audit={"seq": a_seq, "hash": a_hash} if a_seq else None)
         signed = mf.sign(body, self.key)
         try:
             durable.write_atomic(self.manifest_path(clip_id), mf.dumps(signed), mode=0o600)

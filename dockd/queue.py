@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -48,6 +48,7 @@ from sqlalchemy import (
 )
 
 from . import audit as chain
+from . import ijson
 from .errors import IllegalTransition, NotFound, SchemaTooNew, UsageError
 from .lifecycle import ClipEvent, ClipState, next_state
 
@@ -308,6 +309,17 @@ def _now(now: float | None) -> float:
     return time.time() if now is None else now
 
 
+
+def _detail(raw: object) -> object:
+    """An audit row's ``detail`` column parsed; a row someone altered into non-JSON (or deep, huge, ...)
+    comes back as its raw text, not a dict, so that readers carry on and the chain check names the row."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    try:
+        return ijson.loads(raw)
+    except (ijson.Invalid, TypeError):
+        return raw if isinstance(raw, str) else repr(raw)
+
 class Queue:
     """The queue database at ``path``. Thread-safe: one connection per operation."""
 
@@ -402,7 +414,16 @@ class Queue:
         if since:
             q = q.where(audit_log.c.at >= normalise_time(since))
         with self.engine.connect() as c:
-            return [dict(r._mapping, detail=json.loads(r.detail)) for r in c.execute(q)]
+            return [dict(r._mapping, detail=_detail(r.detail)) for r in c.execute(q)]
+
+    def audit_hashes_at(self, seqs: Iterable[int]) -> dict[int, str]:
+        """``{seq: hash}`` of the audit rows at ``seqs`` that exist (looked up 500 at a time)."""
+        want, out = sorted(set(seqs)), {}
+        with self.engine.connect() as c:
+            for i in range(0, len(want), 500):
+                q = select(audit_log.c.seq, audit_log.c.hash).where(audit_log.c.seq.in_(want[i:i + 500]))
+                out.update({r.seq: r.hash for r in c.execute(q)})
+        return out
 
     def last_audit(self) -> tuple[int, str]:
         with self.engine.connect() as c:

@@ -15,6 +15,7 @@ import dataclasses
 import os
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from .. import durable
@@ -160,3 +161,23 @@ class FileBackend:
 
     def abort_unknown_uploads(self, known: set[str], prefix: str | None = None, key: str | None = None) -> list[str]:
         return []
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """Keys of the regular files under ``prefix`` (a directory prefix ending in ``/``); our checksum
+        side files and temporary files are not objects. Symlinks are neither followed nor listed."""
+        top = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        for d, dirs, files in os.walk(top):  # followlinks=False
+            dirs.sort()
+            rel = Path(d).relative_to(self.root).as_posix()
+            for f in sorted(files):
+                if f.endswith(".sha256") or f.startswith(".") or os.path.islink(os.path.join(d, f)):
+                    continue
+                yield f if rel == "." else f"{rel}/{f}"
+
+    def get_bytes(self, key: str, limit: int) -> bytes | None:
+        from ..localfile import read_regular
+
+        try:
+            return read_regular(self._path(key), limit)
+        except Exception as e:  # noqa: BLE001 - UsageError from a non-regular file: not an object we wrote
+            raise StoreFailure(ErrorClass.PERMANENT, f"{key}: {e}", "OSError") from e

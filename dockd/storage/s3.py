@@ -37,6 +37,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -433,6 +434,26 @@ class S3Backend:
 
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Bucket=self.bucket, Key=key)
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """Every key under ``prefix``, page by page (1000 keys held at a time)."""
+        kw: dict = {}
+        while True:
+            r = self._call(self.client.list_objects_v2, Bucket=self.bucket, Prefix=prefix, **kw)
+            for o in r.get("Contents", []):
+                yield o["Key"]
+            if not r.get("IsTruncated") or not r.get("NextContinuationToken"):
+                return
+            kw = {"ContinuationToken": r["NextContinuationToken"]}
+
+    def get_bytes(self, key: str, limit: int) -> bytes | None:
+        """The object's bytes, or None if it holds more than ``limit`` (never more than limit+1 are read)."""
+        def fetch() -> bytes | None:
+            body = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit}")["Body"]
+            data = body.read(limit + 1)
+            body.close()
+            return None if len(data) > limit else data
+        return self._call(fetch)
 
     # -- multipart
 
