@@ -90,12 +90,15 @@ def compare(last_seq: int, local: Mapping[int, str], anchors: Iterable[Anchor]) 
     """First problem by seq: ``("TRUNCATED" | "BROKEN", seq, reason)``, or None if every anchor agrees.
 
     ``last_seq`` is the local chain's last seq; ``local`` maps the anchors'
-    seqs to the local rows' hashes (missing: no such row)."""
-    for a in sorted(anchors, key=lambda a: a.seq):
+    seqs to the local rows' hashes (missing: no such row). A truncation names
+    the newest anchor beyond the local end: how far storage proves the chain went."""
+    ordered = sorted(anchors, key=lambda a: a.seq)
+    for a in ordered:
         if a.seq > last_seq:
+            newest = ordered[-1]
             return ("TRUNCATED", last_seq + 1,
                     f"the local chain ends at seq {last_seq}, but storage holds the station's signed anchor "
-                    f"for seq {a.seq} in {a.where} (rows deleted from the end)")
+                    f"for seq {newest.seq} in {newest.where} (rows deleted from the end)")
         h = local.get(a.seq)
         if h is None:
             return "BROKEN", a.seq, f"no local row at seq {a.seq}, anchored in {a.where}"

@@ -261,3 +261,130 @@ def test_file_backend_lists_objects_only(tmp_path):
     assert sorted(b.list_keys("p/st1/")) == ["p/st1/CAM/2026/01/01/a.mp4", "p/st1/CAM/2026/01/01/a.mp4.manifest.json",
                                              "p/st1/_audit/d.head.json"]
     assert b.get_bytes("p/st1/_audit/d.head.json", 10) == b"{}" and b.get_bytes("p/st1/_audit/d.head.json", 1) is None
+
+
+def _backup(src: Path, dst: Path) -> None:
+    """A consistent copy of a WAL-mode queue (sqlite3 backup API), either way round."""
+    a, b = sqlite3.connect(src), sqlite3.connect(dst)
+    with b:
+        a.backup(b)
+    a.close()
+    b.close()
+
+
+def _rechain_from(db: Path, seq: int, detail: dict) -> None:
+    """A forger with write access to the database: alter row ``seq`` and recompute every later link,
+    and delete the signed heads, so that the local check passes."""
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    rows = [dict(r) for r in con.execute("select * from audit where seq >= ? order by seq", (seq,))]
+    prev = rows[0]["prev_hash"]
+    with con:
+        for r in rows:
+            d = detail if r["seq"] == seq else json.loads(r["detail"])
+            h = chain.link(prev, chain.content(r["seq"], r["at"], r["event"], r["camera"], r["clip"], d))
+            con.execute("update audit set detail = ?, prev_hash = ?, hash = ? where seq = ?",
+                        (json.dumps(d, sort_keys=True), prev, h, r["seq"]))
+            prev = h
+        con.execute("delete from audit_heads")
+    con.close()
+
+
+def test_remote_check_detects_a_cut_tail_and_a_rewritten_history(tmp_path, seaweed, bucket, key):
+    """Manifests in storage carry the chain head at staging time: deleting the tail of the local chain
+    (and its signed heads) passes the local check, but not `audit --verify --remote`."""
+    watch = tmp_path / "dock"
+    cam = watch / "CAM1" / "DCIM" / "100"
+    cam.mkdir(parents=True)
+    for i in range(3):
+        (cam / f"V{i}.MP4").write_bytes(CLIP + bytes([i]) * 1000)
+    storage = (f'\n[storage]\nurl = "s3://{bucket}/pre"\nendpoint_url = "{seaweed.endpoint_url}"\n'
+               f'region = "{seaweed.region}"\n')
+    cfg, data = _station(tmp_path, f'\n[sources]\nwatch_dirs = ["{watch}"]\ndrop_privileges = false\n{storage}')
+    env = {k: v for k, v in os.environ.items() if k not in ("DOCKD_CONFIG", "DOCKD_DEBUG")}
+    env.update(seaweed.env(), AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull,
+               AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+
+    def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([DOCKD, "--config", str(cfg), *args], capture_output=True, text=True, env=env,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    assert cli("run", "--drain").returncode == 0
+    db = data / "queue.db"
+    q = Queue(db)
+    try:
+        clips = q.clips()
+        assert [c.state for c in clips] == ["wiped"] * 3
+        anchored = sorted(mf.audit_anchor(json.loads(c.manifest))[0] for c in clips)
+        hashes = q.audit_hashes_at(anchored)
+        for c in clips:  # each anchor is the chain head just before the clip's `staged` row
+            seq, h = mf.audit_anchor(json.loads(c.manifest))
+            assert hashes[seq] == h
+        last_seq = q.last_audit()[0]
+    finally:
+        q.close()
+    assert anchored[0] > 5 and anchored[-1] < last_seq, anchored
+
+    # Objects in storage not signed by this station are not anchors (and are counted, not trusted).
+    s3 = seaweed.client()
+    other = keys.load_or_create(tmp_path / "other")[0]
+    fake = mf.sign(body(audit={"seq": 10**6, "hash": "f" * 64}), other)
+    s3.put_object(Bucket=bucket, Key="pre/st1/CAM1/2026/01/01/x.mp4.manifest.json", Body=mf.dumps(fake))
+    s3.put_object(Bucket=bucket, Key="pre/st1/CAM1/2026/01/01/y.mp4.manifest.json", Body=b'{"a":1,"a":2}')
+    r = cli("audit", "--verify", "--remote")
+    assert r.returncode == 0, r
+    assert r.stdout.startswith(f"audit chain intact: {last_seq} rows") and "3 anchors in storage agree" in r.stdout
+    assert f"newest seq {anchored[-1]}" in r.stdout and "2 objects ignored" in r.stdout, r.stdout
+
+    # 1. The tail cut after seq 5, heads deleted: the local check cannot tell; storage can.
+    _backup(db, tmp_path / "orig.db")
+    sql(db, "delete from audit where seq > 5")
+    sql(db, "delete from audit_heads")
+    r = cli("audit", "--verify")
+    assert r.returncode == 0 and r.stdout.startswith("audit chain intact: 5 rows"), r  # the documented limit
+    r = cli("audit", "--verify", "--remote")
+    assert r.returncode == 1, r
+    assert r.stdout.startswith("audit chain TRUNCATED at seq 6: the local chain ends at seq 5"), r.stdout
+    assert f"anchor for seq {anchored[-1]} in pre/st1/CAM1/" in r.stdout and len(r.stdout.splitlines()) == 1
+
+    # 2. History rewritten at an anchored row and re-chained to the end: locally intact, remotely BROKEN.
+    _backup(tmp_path / "orig.db", db)
+    _rechain_from(db, anchored[1], {"forged": True})
+    assert cli("audit", "--verify").returncode == 0
+    r = cli("audit", "--verify", "--remote")
+    assert r.returncode == 1, r
+    assert r.stdout.startswith(f"audit chain BROKEN at seq {anchored[1]}: local hash differs from the station's "
+                               "signed anchor in pre/st1/CAM1/"), r.stdout
+
+    # --remote needs --verify and a [storage]
+    r = cli("audit", "--remote")
+    assert r.returncode == 2 and "--remote goes with --verify" in r.stderr
+
+
+def test_segment_heads_are_anchors_too(key):
+    head = mf.sign({"type": "dockd.audit-segment/1", "station": "st1", "day": "2026-01-01", "first_seq": 7,
+                    "last_seq": 20, "prev_hash_of_first": "a" * 64, "last_hash": "b" * 64, "sha256": "c" * 64,
+                    "rows": 14}, key)
+    st = mf.parse(mf.dumps(head))
+    mf.check_signature(st, key.public)
+    got = anchors.from_statement(st, "pre/st1/_audit/2026-01-01.head.json")
+    assert sorted((a.seq, a.hash) for a in got) == [(6, "a" * 64), (20, "b" * 64)]
+    assert anchors.from_statement({"type": "dockd.audit-segment/1", "last_seq": True, "last_hash": "b" * 64}, "k") == []
+
+
+@pytest.mark.parametrize("statement", ["{", '{"seq": 3, "seq": 3}', "[]", '{"signature": {"value": 5}}'])
+def test_a_bad_signed_head_row_is_broken_not_a_crash(tmp_path, statement):
+    from dockd.auditlog import signed_head
+
+    cfg, data = _station(tmp_path)
+    k = keys.load_or_create(data)[0]
+    q = Queue(data / "queue.db")
+    for i in range(3):
+        q.record("test.event", detail={"i": i}, now=1_700_000_000 + i)
+    assert signed_head(q, k, "st1", 1_700_000_010)["seq"] == 3
+    q.close()
+    assert run("--config", str(cfg), "audit", "--verify").stdout.startswith("audit chain intact: 3 rows, 1 signed")
+    sql(data / "queue.db", "update audit_heads set statement = ?", statement)
+    r = run("--config", str(cfg), "audit", "--verify")
+    assert r.returncode == 1 and r.stdout.startswith("audit chain BROKEN at seq 3: signed head "), r
+    assert not r.stderr
