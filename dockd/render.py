@@ -177,8 +177,10 @@ def print_clip(d: dict) -> None:
     for col in ("seq", "at", "event", "detail"):
         ev.add_column(col, overflow="fold")
     for e in d["events"]:
+        det = e["detail"]  # an altered row's detail comes back as its raw text: shown, never as markup
         ev.add_row(str(e["seq"]), e["at"], e["event"],
-                   ", ".join(f"{k}={v}" for k, v in e["detail"].items() if k not in ("from",)))
+                   ", ".join(f"{k}={v}" for k, v in det.items() if k not in ("from",)) if isinstance(det, dict)
+                   else Text(f"(not a JSON object: row altered) {det[:200]}"))
     con.print(ev)
     if d.get("skipped_on_camera"):
         sk = Table(title=f"skipped on camera {d['camera']}", title_justify="left")

@@ -222,6 +222,13 @@ def test_daemon_starts_with_a_broken_chain_raises_an_alarm_and_offloads(tmp_path
         assert [c.state for c in q.clips()] == ["staged"]  # evidence still came off the camera
     finally:
         q.close()
+    # `show` of a clip whose audit row was altered: the row is shown as altered, nothing crashes
+    sql(data / "queue.db", "update audit set detail = ? where event = 'clip.discovered'", "[bold]{x")
+    for args in (["show", "1"], ["show", "1", "--json"]):
+        r = run("--config", str(cfg), *args)
+        assert r.returncode == 0 and not r.stderr and "[bold]{x" in r.stdout, (args, r)
+    r = run("--config", str(cfg), "audit", "--verify")
+    assert r.returncode == 1 and r.stdout.startswith("audit chain BROKEN at seq 1: detail is not a JSON object"), r
 
 
 # ------------------------------------------------------------------ anchors in storage
