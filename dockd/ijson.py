@@ -34,10 +34,11 @@ MAX_BYTES = 1 << 20  # 1 MiB: a manifest or head is a few KiB
 MAX_DEPTH = 32
 MAX_SAFE_INT = 2**53 - 1
 
-# A JSON string literal (the parser checks it properly later); removing them
-# leaves only structural brackets to count for the depth check.
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
-_BRACKET = re.compile(r"[\[\]{}]")
+# One linear pass: a string literal (its closing quote optional, so that an
+# unterminated string consumes the rest instead of being rescanned from every
+# later quote, which is quadratic) or a bracket. The parser checks strings
+# properly later; here they only hide the brackets inside them.
+_TOKEN = re.compile(r'"(?:[^"\\]+|\\.)*"?|[\[\]{}]', re.S)
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
@@ -74,8 +75,7 @@ def _float(text: str) -> float:
 
 def depth(text: str) -> int:
     """Greatest bracket nesting of ``text`` (strings ignored), without recursion."""
-    stripped = _STRING.sub("", text)
-    steps = (_DEPTH_STEP[m.group()] for m in _BRACKET.finditer(stripped))
+    steps = (_DEPTH_STEP.get(m.group(), 0) for m in _TOKEN.finditer(text))
     return max(accumulate(steps, initial=0))
 
 

@@ -136,6 +136,15 @@ def test_hostile_values_are_invalid_not_internal_errors(files, payload, reason):
     assert reason in r.stderr
 
 
+def test_unterminated_string_full_of_escaped_quotes_does_not_hang(files):
+    """Each escaped quote could start a string literal: a scanner that retries from each one is quadratic
+    (hours for this file); the depth check is one linear pass."""
+    man, _, pub = files
+    man.write_text('{"note": "' + '\\"' * 400_000)
+    assert man.stat().st_size < ijson.MAX_BYTES
+    one_error(run("manifest", "verify", str(man), "--pubkey", str(pub), timeout=60), 1, "not JSON (Unterminated")
+
+
 def test_fifo_device_symlink_and_oversize_are_refused_without_hanging(files, tmp_path):
     man, clip, pub = files
     fifo = tmp_path / "fifo"
