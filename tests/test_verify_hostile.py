@@ -404,3 +404,29 @@ def test_a_bad_signed_head_row_is_broken_not_a_crash(tmp_path, statement):
     r = run("--config", str(cfg), "audit", "--verify")
     assert r.returncode == 1 and r.stdout.startswith("audit chain BROKEN at seq 3: signed head "), r
     assert not r.stderr
+
+
+def test_check_segment_never_raises_on_hostile_segments(tmp_path, key):
+    from dockd.auditlog import check_segment
+
+    q = Queue(tmp_path / "q.db")
+    for i in range(3):
+        q.record("test.event", detail={"i": i}, now=1_700_000_000 + i)
+    rows = q.audit_rows()
+    q.close()
+    good = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+
+    def head(lines: bytes, **kw) -> dict:
+        h = {"type": "dockd.audit-segment/1", "first_seq": 1, "last_seq": 3, "prev_hash_of_first": chain.GENESIS,
+             "last_hash": rows[-1]["hash"], "sha256": hashlib.sha256(lines).hexdigest(), "rows": 3}
+        h.update(kw)
+        return mf.sign(h, key)
+
+    assert check_segment(good, head(good), key.public) == (True, "3 rows intact")
+    for lines, why in [(b'{"seq": 1, "seq": 1}\n', "not strict JSON"), (b"[" * 50_000 + b"\n", "not strict JSON"),
+                       (b"\xff\n", "not strict JSON"), (b"[1]\n", "not audit rows"), (b'{"seq": 1}\n', "not audit")]:
+        ok, reason = check_segment(lines, head(lines), key.public)
+        assert not ok and why in reason, (lines[:20], reason)
+    ok, reason = check_segment(good, {k: v for k, v in head(good).items() if k != "signature"}, key.public)
+    assert not ok and "signature" in reason
+    assert check_segment(good, {"signature": {"value": 7}}, key.public) == (False, "head signature does not verify")
