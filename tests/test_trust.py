@@ -427,6 +427,10 @@ def test_cli_rotation_needs_enrolment_and_keeps_old_manifests_valid(tmp_path, ag
 
     before = tmp_path / "before.json"
     before.write_bytes(mf.dumps(mf.sign(manifest_by(old.private, rfc3339(_t.time())), old)))
+    q = Queue(data / "queue.db")
+    q.record("test.event", detail={"before": "rotation"})
+    assert signed_head(q, old, "st-01", now=_t.time()) is not None
+    q.close()
     r = dockd("--config", str(cfg), "keys", "rotate")
     assert r.returncode == 0 and old.key_id in r.stdout, r
     new = keys.load(data)
@@ -447,6 +451,17 @@ def test_cli_rotation_needs_enrolment_and_keeps_old_manifests_valid(tmp_path, ag
     assert doc["enrolment"]["ok"] is True
     r = dockd("manifest", "verify", str(before), "--trust", str(tdir), "--root", str(pin))
     assert r.returncode == 0, r  # signed by the old key while it was valid
+    q = Queue(data / "queue.db")
+    assert signed_head(q, new, "st-01", now=_t.time()) is not None
+    q.close()
+    # heads signed by the old and the new key: each checks with its own key and its own enrolment
+    r = dockd("--config", str(cfg), "audit", "--verify", "--trust", str(tdir))
+    assert r.returncode == 0 and "2 signed heads verified" in r.stdout, r
+    r = dockd("trust", "revoke", new.key_id, "--from", "2000-01-01", "--reason", "test", "--root-key", str(root_key),
+              "--dir", str(tdir))
+    assert r.returncode == 0, r
+    r = dockd("--config", str(cfg), "audit", "--verify", "--trust", str(tdir))
+    assert r.returncode == 1 and "revoked" in r.stdout, r
     q = Queue(data / "queue.db")
     assert [x["detail"] for x in q.audit_rows() if x["event"] == "key.rotated"] == [
         {"from": old.key_id, "to": new.key_id}]
@@ -523,15 +538,14 @@ def test_publish_and_verify_through_storage(tmp_path, s3env, bucket, agency_dir)
 # ------------------------------------------------------------------ README recipe: openssl and jq only
 
 
-README_TRUST_RECIPE = """set -e
-jq -cjS 'del(.signature)' log/00000001.json > body.jcs
-jq -r .signature.value log/00000001.json | base64 -d > sig.bin
-openssl pkeyutl -verify -rawin -pubin -inkey agency-root.pub.pem -in body.jcs -sigfile sig.bin
-test "$(jq -cjS . log/00000000.json | sha256sum | cut -d' ' -f1)" = "$(jq -r .prev log/00000001.json)"
-jq -r .public_key log/00000001.json > station.pub.pem
-test "ed25519:$(openssl pkey -pubin -in station.pub.pem -outform DER | sha256sum | cut -c1-16)" = "$(jq -r .key_id log/00000001.json)"
-jq -r '.kind, .subject.name, (.roles | join(",")), .valid_from, .valid_until' log/00000001.json
-"""
+def readme_trust_recipe() -> str:
+    """The commands of the README's "Checking a trust statement without dockd" block, verbatim."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Checking a trust statement without dockd", 1)[1]
+    block = section.split("```", 2)[1]
+    cmds = [line[2:] for line in block.splitlines() if line.startswith("$ ")]
+    assert len(cmds) >= 7
+    return "set -e\n" + "\n".join(cmds) + "\n"
 
 
 def test_readme_trust_recipe_with_openssl_and_jq(tmp_path, agency_dir):
@@ -539,9 +553,7 @@ def test_readme_trust_recipe_with_openssl_and_jq(tmp_path, agency_dir):
     one-character change."""
     if not (shutil.which("jq") and shutil.which("openssl")):
         pytest.skip("jq or openssl missing")
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    for line in README_TRUST_RECIPE.splitlines()[1:]:
-        assert line.split(" > ")[0] in readme, f"README does not show: {line}"
+    recipe = readme_trust_recipe()
     tdir, root_key = agency_dir
     cfg = station_config(tmp_path)
     k = keys.load(tmp_path / "st-01" / "data")
@@ -549,7 +561,7 @@ def test_readme_trust_recipe_with_openssl_and_jq(tmp_path, agency_dir):
     assert dockd("trust", "enrol", str(tmp_path / "req.json"), "--root-key", str(root_key), "--dir", str(tdir),
                  "--role", "station", "--until", "2099-01-01").returncode == 0
     shutil.copy(tdir / "root.pub.pem", tdir / "agency-root.pub.pem")
-    r = subprocess.run(["bash", "-c", README_TRUST_RECIPE], cwd=tdir, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["bash", "-c", recipe], cwd=tdir, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "Signature Verified Successfully" in r.stdout, r.stdout + r.stderr
     assert "enrol\nst-01\nstation\n" in r.stdout and (tdir / "station.pub.pem").read_text() == keys.public_pem(k.public)
     # the root statement verifies the same way (its body is JCS too)
@@ -557,8 +569,28 @@ def test_readme_trust_recipe_with_openssl_and_jq(tmp_path, agency_dir):
     assert (tdir / "body.jcs").read_bytes() == trust.signed_body(json.loads((tdir / "log" / "00000001.json").read_text()))
     assert rfc8785.dumps({k: v for k, v in st0.items() if k != "signature"}) == subprocess.run(
         ["jq", "-cjS", "del(.signature)", "log/00000000.json"], cwd=tdir, capture_output=True).stdout
+    r = subprocess.run(["bash", "-c", "jq -j .public_key log/00000000.json | diff - agency-root.pub.pem"], cwd=tdir,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "", r
     # tampering: a later end of validity
     p = tdir / "log" / "00000001.json"
     p.write_text(p.read_text().replace("2099-01-01", "2199-01-01"))
-    r = subprocess.run(["bash", "-c", README_TRUST_RECIPE], cwd=tdir, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["bash", "-c", recipe], cwd=tdir, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "Signature Verified Successfully" not in r.stdout
+
+
+def test_config_trust_root_pubkey(tmp_path):
+    from dockd import config
+    from dockd.errors import ConfigError
+
+    p = tmp_path / "c.toml"
+    p.write_text('[station]\nid = "s"\n[trust]\nroot_pubkey = "/etc/dockd/agency-root.pub.pem"\n')
+    assert config.load(p).trust.root_pubkey == Path("/etc/dockd/agency-root.pub.pem")
+    p.write_text('[station]\nid = "s"\n[trust]\nroot_pubkey = "agency-root.pub.pem"\n')
+    with pytest.raises(ConfigError, match=r"\[trust\] root_pubkey: must be an absolute path"):
+        config.load(p)
+    p.write_text('[station]\nid = "s"\n[trust]\nroot = "/x"\n')
+    with pytest.raises(ConfigError, match=r"\[trust\] root: unknown key"):
+        config.load(p)
+    p.write_text('[station]\nid = "s"\n')
+    assert config.load(p).trust.root_pubkey is None
