@@ -19,6 +19,9 @@ from . import trust, trustlog
 from .errors import EXIT_FAILED, ManifestInvalid, TrustInvalid, UsageError
 
 
+MAX_MANIFEST = 16 << 20  # a manifest lists a clip and its sidecars; far below this
+
+
 def _now() -> str:
     from .queue import rfc3339
 
@@ -60,7 +63,7 @@ def manifest_verify_trusted(c, manifest_file: Path, clip_file: Path | None, pubk
     if pubkey is not None:
         raise UsageError("--pubkey and --trust exclude each other: with --trust the key comes from the trust log")
     try:
-        m = trust.loads(manifest_file.read_bytes(), str(manifest_file))
+        m = trust.loads(trustlog.read_limited(manifest_file, MAX_MANIFEST), str(manifest_file), MAX_MANIFEST)
     except OSError as e:
         raise UsageError(f"{manifest_file}: {e.strerror}") from None
     except TrustInvalid as e:
@@ -194,6 +197,18 @@ def register(main: click.Group, keys: click.Group) -> None:
             else:
                 what = f"agency {json.dumps(s['agency'])} root {s['root_key_id']}"
             click.echo(f"{s['seq']:>6} {s['issued_at']} {s['kind']:<7} {what}")
+
+    @trust_grp.command("root")
+    @click.option("--root", "root_pem", type=click.Path(dir_okay=False, path_type=Path),
+                  help="A root public key file (default: [trust] root_pubkey).")
+    @click.option("--pem", is_flag=True, help="Also print the key as PEM.")
+    @pass_ctx
+    def trust_root(c, root_pem: Path | None, pem: bool) -> None:
+        """Print the pinned agency root's key id (what the agency publishes for verifiers to compare)."""
+        pub = _root_pub(c, root_pem)
+        click.echo(keys_mod.key_id_of(pub))
+        if pem:
+            click.echo(keys_mod.public_pem(pub).rstrip())
 
     @trust_grp.command("check")
     @click.argument("key_id")

@@ -59,10 +59,10 @@ _KEY_ID = re.compile(r"^ed25519:[0-9a-f]{16}$")
 # ---------------------------------------------------------------- parsing and forms
 
 
-def loads(data: bytes, what: str = "statement") -> Any:
-    """Strict JSON: bounded size, UTF-8, no duplicate members, no NaN/Infinity. Raises TrustInvalid."""
-    if len(data) > MAX_STATEMENT:
-        raise TrustInvalid(f"{what} is {len(data)} bytes, more than the {MAX_STATEMENT} allowed")
+def loads(data: bytes, what: str = "statement", limit: int = MAX_STATEMENT) -> Any:
+    """Strict JSON: at most ``limit`` bytes, UTF-8, no duplicate members, no NaN/Infinity. Raises TrustInvalid."""
+    if len(data) > limit:
+        raise TrustInvalid(f"{what} is {len(data)} bytes, more than the {limit} allowed")
 
     def pairs(items):
         d = {}

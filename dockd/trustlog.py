@@ -65,6 +65,11 @@ def _read_regular(p: Path, limit: int) -> bytes:
     return data
 
 
+def read_limited(p: Path, limit: int) -> bytes:
+    """A regular file's bytes (no symlink, no FIFO), at most ``limit``; OSError-free (UsageError/TrustInvalid)."""
+    return _read_regular(Path(p), limit)
+
+
 def read_json_file(p: Path, what: str) -> Any:
     return trust.loads(_read_regular(Path(p), trust.MAX_STATEMENT), f"{what} {p}")
 

@@ -5,6 +5,7 @@ station that is not enrolled, storage (real SeaweedFS) and the README's openssl/
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -594,3 +595,39 @@ def test_config_trust_root_pubkey(tmp_path):
         config.load(p)
     p.write_text('[station]\nid = "s"\n')
     assert config.load(p).trust.root_pubkey is None
+
+
+def test_read_small_is_bounded_and_follows_no_symlink(tmp_path, s3env, bucket):
+    """The backends' small-object read used for the trust log: missing -> None, bigger than the limit ->
+    refused, a symlink on a file share is not followed."""
+    from dockd import config
+    from dockd.storage import open_backend
+    from dockd.storage.base import StoreFailure
+
+    share = tmp_path / "share"
+    share.mkdir()
+    p = tmp_path / "c.toml"
+    for url, extra in ((f"file://{share}", ""), (f"s3://{bucket}/ev", f'endpoint_url = "{s3env.endpoint_url}"\n')):
+        p.write_text(f'[station]\nid = "s"\n[storage]\nurl = "{url}"\n{extra}')
+        cfg = config.load(p)
+        b = open_backend(cfg.storage)
+        key = "/".join(x for x in (cfg.storage.prefix, "_trust", "log", "00000000.json") if x)
+        assert b.read_small(key, 100) is None
+        b.put_bytes(key, b"x" * 100, hashlib.sha256(b"x" * 100).hexdigest())
+        assert b.read_small(key, 100) == b"x" * 100
+        with pytest.raises(StoreFailure, match="more than 99"):
+            b.read_small(key, 99)
+    (share / "_trust" / "log" / "00000001.json").symlink_to(share / "_trust" / "log" / "00000000.json")
+    fb = open_backend(config.parse({"station": {"id": "s"}, "storage": {"url": f"file://{share}"}}, p).storage)
+    with pytest.raises(StoreFailure):
+        fb.read_small("_trust/log/00000001.json", 100)
+
+
+def test_cli_trust_root_prints_the_pinned_key_id(tmp_path, agency_dir):
+    tdir, _ = agency_dir
+    r = dockd("trust", "root", "--root", str(tdir / "root.pub.pem"), "--pem")
+    st0 = json.loads((tdir / "log" / "00000000.json").read_text())
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == st0["root_key_id"], r
+    assert r.stdout.splitlines()[1] == "-----BEGIN PUBLIC KEY-----"
+    cfg = station_config(tmp_path)
+    one_line_error(dockd("--config", str(cfg), "trust", "root"), "no pinned agency root", code=2)
