@@ -307,7 +307,7 @@ def load(root_pub: Ed25519PublicKey, statements: Sequence[bytes]) -> TrustState:
             st = loads(raw, f"trust statement {i}")
             if not isinstance(st, dict) or st.get("type") != TYPE:
                 raise ValueError(f"not a trust statement (type must be {TYPE!r})")
-            if st.get("seq") != i:
+            if type(st.get("seq")) is not int or st["seq"] != i:
                 raise ValueError(f"has seq {st.get('seq')!r} where {i} was expected (removed or reordered)")
             if st.get("prev") != prev:
                 raise ValueError("prev does not match the previous statement's digest (removed, reordered or altered)")

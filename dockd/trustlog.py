@@ -337,6 +337,25 @@ def install(data_dir: Path, root_pub: Ed25519PublicKey, raws: list[bytes]) -> tr
     return state
 
 
+_CACHE: dict[str, tuple[tuple, trust.TrustState]] = {}
+
+
+def _installed_state(root_pubkey: Path, ld: Path) -> trust.TrustState:
+    """The installed copy, verified once per change (``status --watch`` asks every second)."""
+    try:
+        stamp = (str(root_pubkey), os.stat(root_pubkey).st_mtime_ns,
+                 tuple(sorted((e.name, e.stat(follow_symlinks=False).st_mtime_ns, e.stat(follow_symlinks=False).st_size)
+                              for e in os.scandir(ld))))
+    except OSError as e:
+        raise UsageError(f"{ld}: {e.strerror or e}") from None
+    hit = _CACHE.get(str(ld))
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    state = trust.load(load_public(root_pubkey), read_dir(ld))
+    _CACHE[str(ld)] = (stamp, state)
+    return state
+
+
 def station_trust(data_dir: Path, root_pubkey: Path | None, key_id: str, now: str) -> dict[str, Any]:
     """Is this station's key enrolled now (by the installed trust log)? For ``status`` and ``doctor``."""
     out: dict[str, Any] = {"key_id": key_id, "enrolled": False, "detail": ""}
@@ -348,7 +367,7 @@ def station_trust(data_dir: Path, root_pubkey: Path | None, key_id: str, now: st
         out["detail"] = f"key {key_id} not enrolled: no trust log installed (dockd keys install)"
         return out
     try:
-        state = trust.load(load_public(root_pubkey), read_dir(ld))
+        state = _installed_state(root_pubkey, ld)
     except (TrustInvalid, UsageError, KeyError_) as e:
         out["detail"] = f"key {key_id} not enrolled: installed trust log unusable: {e}"
         return out

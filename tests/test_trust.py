@@ -631,3 +631,36 @@ def test_cli_trust_root_prints_the_pinned_key_id(tmp_path, agency_dir):
     assert r.stdout.splitlines()[1] == "-----BEGIN PUBLIC KEY-----"
     cfg = station_config(tmp_path)
     one_line_error(dockd("--config", str(cfg), "trust", "root"), "no pinned agency root", code=2)
+
+
+def test_cli_bad_inputs_are_one_line_errors(tmp_path, agency_dir):
+    tdir, root_key = agency_dir
+    enrol = ["trust", "enrol", None, "--root-key", str(root_key), "--dir", str(tdir), "--role", "station",
+             "--until", "2099-01-01"]
+
+    def run(req: Path, *args):
+        return dockd(*[str(req) if a is None else a for a in enrol], *args)
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    one_line_error(run(bad), "not valid JSON")
+    bad.write_text('{"type": "dockd.enrol-request/1", "type": "x"}')
+    one_line_error(run(bad), "duplicate member 'type'")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    one_line_error(run(fifo), "not a regular file")
+    cfg = station_config(tmp_path)
+    assert dockd("--config", str(cfg), "keys", "request", "--out", str(tmp_path / "req.json")).returncode == 0
+    one_line_error(run(tmp_path / "req.json", "--from", "2099-06-01"), "valid_from is not before valid_until")
+    one_line_error(dockd(*[str(tmp_path / "req.json") if a is None else a for a in enrol[:-1]], "soon"),
+                   "--until: 'soon' is not a date", code=2)
+    other = tmp_path / "other.ed25519"
+    trustlog.create_private(other)
+    one_line_error(dockd(*[str(tmp_path / "req.json") if a is None else a for a in enrol[:3]], "--root-key",
+                         str(other), *enrol[5:]), "seq 0: not signed by the pinned root")
+    os.chmod(root_key, 0o644)
+    one_line_error(run(tmp_path / "req.json"), "must be 0600")
+    os.chmod(root_key, 0o600)
+    assert run(tmp_path / "req.json").returncode == 0
+    one_line_error(dockd("trust", "revoke", "ed25519:0000000000000000", "--from", "2026-01-01", "--reason", "x",
+                         "--root-key", str(root_key), "--dir", str(tdir)), "not enrolled", code=2)
