@@ -280,7 +280,8 @@ class TrustState:
             raise TrustInvalid(f"rotation: previous key {old!r} is not enrolled; enrol the new key as a fresh request")
         rv = self.revocations.get(old)
         if rv is not None and time_ns(req["requested_at"]) >= time_ns(rv.from_):
-            raise TrustInvalid(f"rotation: previous key {old} was revoked from {rv.from_}; its signature proves nothing")
+            raise TrustInvalid(f"rotation: previous key {old} was revoked from {rv.from_}; "
+                               "its signature proves nothing")
         c = req["continuity"]
         if not isinstance(c, dict) or c.get("key_id") != old or not isinstance(c.get("value"), str) \
                 or not keys.verify(pub, continuity_body(req), c["value"]):
