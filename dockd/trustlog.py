@@ -281,9 +281,13 @@ def rotate(data_dir: Path, station_id: str, now: str, before_swap=None) -> tuple
     cur = keys.load(data_dir)
     nxt = kd / "station.next.ed25519"
     new = load_private(nxt) if nxt.exists() else create_private(nxt)
-    req = make_request(new, "station", station_id, now, previous=cur.private)
-    new_id = req["key_id"]
-    write_new(request_path(data_dir, new_id), dumps(req))
+    new_id = keys.key_id_of(new.public_key())
+    rp = request_path(data_dir, new_id)
+    if rp.exists():  # a rotation that died half-way: finish it with the request it already made
+        req = trust.check_request(read_json_file(rp, "request"))[1]
+    else:
+        req = make_request(new, "station", station_id, now, previous=cur.private)
+        write_new(rp, dumps(req))
     old_hex = _hex(cur.key_id)
     retired = kd / f"station.{old_hex}.retired.ed25519"
     try:

@@ -662,3 +662,21 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, agency_dir):
     assert run(tmp_path / "req.json").returncode == 0
     one_line_error(dockd("trust", "revoke", "ed25519:0000000000000000", "--from", "2026-01-01", "--reason", "x",
                          "--root-key", str(root_key), "--dir", str(tdir)), "not enrolled", code=2)
+
+
+def test_rotation_interrupted_before_the_swap_resumes_with_the_same_new_key(tmp_path):
+    d = tmp_path / "data"
+    old, _ = keys.load_or_create(d)
+
+    def crash(o, n):
+        raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        trustlog.rotate(d, "st", "2026-06-01T00:00:00Z", before_swap=crash)
+    assert keys.load(d).key_id == old.key_id  # nothing swapped yet: the old key still signs
+    seen = []
+    old_id, new_id, req = trustlog.rotate(d, "st", "2026-06-01T00:05:00Z", before_swap=lambda o, n: seen.append(n))
+    assert old_id == old.key_id and keys.load(d).key_id == new_id == seen[0]
+    assert req["requested_at"] == "2026-06-01T00:00:00Z"  # the request made the first time
+    assert not (d / "keys" / "station.next.ed25519").exists()
+    assert set(trustlog.known_public_keys(d)) == {old_id, new_id}
