@@ -109,7 +109,9 @@ def check_heads(queue: Queue, pub, verifier=None) -> tuple[int, str] | None:
     for h in queue.audit_heads():
         st = json.loads(h["statement"])
         sig = st.get("signature", {})
-        k = pubs.get(sig.get("key_id")) or next(iter(pubs.values()))
+        k = pubs.get(sig.get("key_id"))
+        if k is None:
+            return h["seq"], f"signed head names key {sig.get('key_id')!r}, not one of this station's keys"
         if not keys.verify(k, mf.canonical_body(st), sig.get("value", "")):
             return h["seq"], "signed head does not verify with the station key"
         if verifier is not None:

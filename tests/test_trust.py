@@ -285,6 +285,8 @@ def test_audit_heads_checked_by_the_trust_log_across_a_rotation(tmp_path):
     known = trustlog.known_public_keys(d)
     assert set(known) == {old_id, new_id}
     assert check_heads(q, known) is None  # each head checks with the key that signed it
+    bad = check_heads(q, {new_id: known[new_id]})  # the old key unknown: named, not a crash
+    assert bad is not None and f"names key '{old_id}', not one of this station's keys" in bad[1]
     a = Agency()
     a.enrol(trustlog.make_request(keys.load(d).private, "station", "st", "2026-06-01T00:00:00Z"), roles=("station",))
     bad = check_heads(q, known, a.state)  # the old key was never enrolled
