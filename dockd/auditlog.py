@@ -104,13 +104,18 @@ def check_segment(lines: bytes, head: dict, pub) -> tuple[bool, str]:
     return True, f"{len(rows)} rows intact"
 
 
-def check_heads(queue: Queue, pub) -> tuple[int, str] | None:
+def check_heads(queue: Queue, pub, verifier=None) -> tuple[int, str] | None:
     """Every signed head must verify and match the chain at its seq; catches a truncated tail.
 
+    ``pub`` is the station's public key, or a dict of its keys by key id (heads
+    signed before a rotation verify with the retired key). With ``verifier``
+    (a :class:`dockd.trust.TrustState`) each head must also be signed by a key
+    the agency had enrolled for ``station`` at the head's own ``at``.
     Returns ``(seq, reason)`` for the first bad head, or None.
     """
     from . import keys
 
+    pubs = pub if isinstance(pub, dict) else {keys.key_id_of(pub): pub}
     hashes = {r["seq"]: r["hash"] for r in queue.audit_rows()}
     for h in queue.audit_heads():
         try:
@@ -119,8 +124,16 @@ def check_heads(queue: Queue, pub) -> tuple[int, str] | None:
             return h["seq"], f"signed head is not strict JSON ({e})"
         if not isinstance(st, dict) or not isinstance(st.get("signature"), dict):
             return h["seq"], "signed head is not a signed statement"
-        if not keys.verify(pub, mf.canonical_body(st), st.get("signature", {}).get("value", "")):
+        sig = st["signature"]
+        k = pubs.get(sig.get("key_id"))
+        if k is None:
+            return h["seq"], f"signed head names key {sig.get('key_id')!r}, not one of this station's keys"
+        if not keys.verify(k, mf.canonical_body(st), sig.get("value", "")):
             return h["seq"], "signed head does not verify with the station key"
+        if verifier is not None:
+            v = verifier.verify_signed(st, "station", "at")
+            if not v.ok:
+                return h["seq"], f"signed head: {v.reason}"
         if st.get("seq") != h["seq"] or st.get("hash") != h["hash"]:
             return h["seq"], "signed head statement differs from its row"
         if h["seq"] not in hashes:

@@ -204,16 +204,21 @@ def show(c: Ctx, clip_id: int, as_json: bool) -> None:
 @click.option("--verify", "verify_chain", is_flag=True, help="Recompute the hash chain; exit 1 at the first bad row.")
 @click.option("--remote", is_flag=True,
               help="With --verify: also compare the chain with the signed anchors in storage (catches a cut tail).")
+@click.option("--trust", "trust_src", metavar="DIR|storage",
+              help="With --verify: each signed head's key must be enrolled for `station` at the head's time.")
+@click.option("--root", "root_pem", type=click.Path(dir_okay=False, path_type=Path),
+              help="The agency root public key to pin (default: [trust] root_pubkey).")
 @pass_ctx
 def audit(c: Ctx, camera: str | None, clip_id: int | None, since: str | None, as_json: bool,
-          verify_chain: bool, remote: bool) -> None:
+          verify_chain: bool, remote: bool, trust_src: str | None, root_pem: Path | None) -> None:
     """The hash-chained audit log."""
     if remote and not verify_chain:
         raise UsageError("--remote goes with --verify")
     q = c.queue(must_exist=True)
     if verify_chain:
-        from . import keys as keys_mod
         from .auditlog import check_heads
+        from .cli_trust import trust_state
+        from .trustlog import known_public_keys
 
         n, bad = q.verify_audit()
         if bad:
@@ -221,7 +226,8 @@ def audit(c: Ctx, camera: str | None, clip_id: int | None, since: str | None, as
             sys.exit(EXIT_FAILED)
         heads = q.audit_heads()
         if heads:
-            badh = check_heads(q, keys_mod.load(c.cfg.data_dir).public)
+            badh = check_heads(q, known_public_keys(c.cfg.data_dir),
+                               trust_state(c, trust_src, root_pem) if trust_src else None)
             if badh:
                 click.echo(f"audit chain BROKEN at seq {badh[0]}: {badh[1]}")
                 sys.exit(EXIT_FAILED)
@@ -297,9 +303,19 @@ def manifest() -> None:
               help="Also check this file's size and SHA-256 against the manifest.")
 @click.option("--pubkey", type=click.Path(dir_okay=False, path_type=Path),
               help="Station public key PEM (default: this station's key, if a config is readable).")
+@click.option("--trust", "trust_src", metavar="DIR|storage",
+              help="Check against the agency trust log instead: the signing key must have been enrolled for "
+                   "`station` and not revoked at the manifest's offloaded_at.")
+@click.option("--root", "root_pem", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --trust: the agency root public key to pin (default: [trust] root_pubkey).")
 @pass_ctx
-def manifest_verify(c: Ctx, manifest_file: Path, clip_file: Path | None, pubkey: Path | None) -> None:
+def manifest_verify(c: Ctx, manifest_file: Path, clip_file: Path | None, pubkey: Path | None,
+                    trust_src: str | None, root_pem: Path | None) -> None:
     """Check a manifest's signature (and a clip against it). Exit 0 valid, 1 invalid."""
+    if trust_src is not None:
+        from .cli_trust import manifest_verify_trusted
+
+        return manifest_verify_trusted(c, manifest_file, clip_file, pubkey, trust_src, root_pem)
     from . import keys as keys_mod
     from . import manifest as mf
     from .localfile import read_regular
@@ -394,6 +410,11 @@ def doctor(c: Ctx, as_json: bool) -> None:
             click.echo(f"{'PASS' if r['ok'] else 'FAIL'}  {r['check']:<14} {r['detail']}"
                        + ("" if r["ok"] else f"  -> {r['fix']}"))
     sys.exit(0 if all(r["ok"] for r in results) else EXIT_FAILED)
+
+
+from . import cli_trust  # noqa: E402 - registers `dockd trust` and the key enrolment commands on `main`
+
+cli_trust.register(main, keys)
 
 
 def entry() -> None:

@@ -140,6 +140,11 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class TrustConfig:
+    root_pubkey: Path | None = None  # the agency root's public key every check pins (docs: README "Trust model")
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     station: StationConfig
@@ -150,6 +155,7 @@ class Config:
     cameras: tuple[CameraProfile, ...] = ()
     hooks: HooksConfig = field(default_factory=HooksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -361,6 +367,13 @@ def parse(raw: dict, p: Path) -> Config:
         me.fail("listen", f"must be HOST:PORT or empty, got {metrics.listen!r}")
     me.done()
 
+    tr = _Section(p, "trust", top.table.pop("trust", {}))
+    root_pub = tr.get("root_pubkey", str, None)
+    if root_pub is not None and not root_pub.startswith("/"):
+        tr.fail("root_pubkey", f"must be an absolute path, got {root_pub!r}")
+    trust_cfg = TrustConfig(root_pubkey=Path(root_pub) if root_pub else None)
+    tr.done()
+
     if top.table:
         k = sorted(top.table)[0]
         raise ConfigError(p, f"[{k}]: unknown section" if isinstance(top.table[k], dict) else f"{k}: unknown key")
@@ -375,4 +388,5 @@ def parse(raw: dict, p: Path) -> Config:
         cameras=tuple(profiles),
         hooks=hooks,
         metrics=metrics,
+        trust=trust_cfg,
     )

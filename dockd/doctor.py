@@ -44,6 +44,13 @@ def run_checks(config_path: str | None) -> list[dict]:
         out.append(_r("station_key", True, f"{k.key_id}, mode 0600"))
     except DockdError as e:
         out.append(_r("station_key", False, str(e), "start dockd once to create it; restore it from backup if lost"))
+    else:
+        from .trustlog import station_status
+
+        t = station_status(cfg)
+        out.append(_r("enrolment", t["enrolled"], t["detail"],
+                      "send `dockd keys request` to the agency's trust administrator, then `dockd keys install "
+                      "storage` (ingest goes on meanwhile; manifests name the key id)"))
 
     from .daemon import queue_path
     from .queue import MIGRATIONS, Queue

@@ -77,3 +77,7 @@ class ManifestInvalid(DockdError):
 
 class KeyError_(DockdError):
     """station key: {}"""
+
+
+class TrustInvalid(DockdError):
+    """trust: {}"""

@@ -66,7 +66,15 @@ def status_dict(cfg: Config, q: Queue) -> dict:
         "free_bytes": free,
         "oldest_pending_at": rfc3339(oldest),
         "oldest_pending_age_s": round(time.time() - oldest, 1) if oldest else None,
+        "key": _key_status(cfg),
     }
+
+
+def _key_status(cfg: Config) -> dict:
+    """The station key and whether the agency's installed trust log enrols it (ingest goes on either way)."""
+    from .trustlog import station_status
+
+    return station_status(cfg)
 
 
 def _bar(done: int, total: int, rate: float, width: int = 20) -> Text:
@@ -119,6 +127,9 @@ def _summary(st: dict) -> Text:
         txt.append(f"free space: {human_bytes(st['free_bytes'])}\n")
     if st["oldest_pending_at"]:
         txt.append(f"oldest clip not yet uploaded: {st['oldest_pending_at']}\n")
+    k = st.get("key")
+    if k:
+        txt.append(f"station key: {k['detail']}\n", style=None if k["enrolled"] else "yellow")
     for a in st["alarms"]:
         txt.append(f"ALARM {a['kind']}: {a['message']}\n", style="bold red")
     return txt

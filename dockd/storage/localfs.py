@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import threading
 import uuid
 from collections.abc import Iterator
@@ -148,6 +149,28 @@ class FileBackend:
             return durable.sha256_file(self._path(key), uncached=True)
         except OSError as e:
             raise StoreFailure(ErrorClass.TRANSIENT, f"{key}: {e.strerror or e}", "OSError") from e
+
+    def read_small(self, key: str, limit: int) -> bytes | None:
+        """The bytes of a small object, None if there is none; never follows a symlink, never reads more
+        than ``limit`` bytes (StoreFailure(PERMANENT) if the object is bigger)."""
+        p = self._path(key)
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StoreFailure(ErrorClass.PERMANENT, f"{p}: {e.strerror or e}", "OSError") from e
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreFailure(ErrorClass.PERMANENT, f"{p}: not a regular file", "NotFile")
+            data = b""
+            while len(data) <= limit and (chunk := os.read(fd, limit + 1 - len(data))):
+                data += chunk
+        finally:
+            os.close(fd)
+        if len(data) > limit:
+            raise StoreFailure(ErrorClass.PERMANENT, f"{key}: more than {limit} bytes", "TooBig")
+        return data
 
     def check(self) -> None:
         if not self.root.is_dir():

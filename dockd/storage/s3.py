@@ -455,6 +455,31 @@ class S3Backend:
             return None if len(data) > limit else data
         return self._call(fetch)
 
+    def read_small(self, key: str, limit: int) -> bytes | None:
+        """The bytes of a small object (a trust statement), None if there is none; StoreFailure(PERMANENT)
+        if it is bigger than ``limit`` bytes (never read unbounded)."""
+        try:
+            r = self._call(self.client.get_object, Bucket=self.bucket, Key=key)
+        except StoreFailure as e:
+            if e.code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        body = r["Body"]
+        try:
+            if r.get("ContentLength", 0) > limit:
+                raise StoreFailure(ErrorClass.PERMANENT, f"{key}: {r['ContentLength']} bytes, more than {limit}",
+                                   "TooBig")
+            data = body.read(limit + 1)
+        except StoreFailure:
+            raise
+        except Exception as e:  # noqa: BLE001 - transport errors are classified like every other call
+            raise classify(e, self.bucket) from e
+        finally:
+            body.close()
+        if len(data) > limit:
+            raise StoreFailure(ErrorClass.PERMANENT, f"{key}: more than {limit} bytes", "TooBig")
+        return data
+
     # -- multipart
 
     def _part_len(self, size: int, number: int) -> int:
