@@ -15,13 +15,20 @@ Any failure before step 4 deletes the temporary file and commits
 the next dock; a hash mismatch on re-read is retried once from the source and
 then ``quarantined`` with both hashes. The staging directory never holds a
 file under a final name that the queue doesn't know or that wasn't verified.
+
+Disk space: before step 2 a clip takes its size from the station-wide
+:class:`~dockd.space.SpaceLedger` (one for all cameras) and waits, ``offloading``
+with the reason, while it does not fit beside the copies in flight and the
+reserve; it gives the space back once staged or aborted. A full disk during a
+copy (ENOSPC) is a pause and a fresh copy when space returns, never a failed
+copy and never one of the clip's two copies.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +47,7 @@ from .events import CameraInfo
 from .keys import StationKey
 from .lifecycle import ClipEvent, ClipState
 from .queue import Clip, Queue, rfc3339, rfc3339_ns
+from .space import SpaceLedger
 from .storage.base import object_key
 from .volume import Entry, Limits, SourceChanged, Volume, escape
 
@@ -53,7 +61,13 @@ class VerifyMismatch(Exception):
 
 
 class DiskFull(Exception):
-    """Not enough free space in the staging area for the next clip."""
+    """The clip can never fit: it needs more than the whole staging disk minus the reserve."""
+
+
+# A full staging disk is a pause, never a failed copy (see Offloader._copy_room).
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# Promised per file written besides its bytes (filesystem metadata; the manifest is one file).
+_FILE_OVERHEAD = 64 << 10
 
 
 @dataclass
@@ -96,6 +110,7 @@ class _Copied:
     blog: Any
     sha: str = ""
     tries: int = 0  # copies made so far (two at most: see Offloader._copy_retrying)
+    held: int = 0  # bytes promised by the station's SpaceLedger, given back once staged or aborted
 
 
 def _why(e: BaseException) -> str:
@@ -105,7 +120,7 @@ def _why(e: BaseException) -> str:
 class Offloader:
     def __init__(self, cfg: Config, queue: Queue, key: StationKey, *, clock: Callable[[], float] = time.time,
                  on_progress: Callable[[str, int], None] | None = None,
-                 on_status: Callable[[str, str | None], None] | None = None):
+                 on_status: Callable[[str, str | None], None] | None = None, space: SpaceLedger | None = None):
         self.cfg, self.queue, self.key, self.clock = cfg, queue, key, clock
         self.staging = cfg.data_dir / "staging"
         self.staging.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -115,6 +130,9 @@ class Offloader:
         self.limits = Limits(int(o.max_file_size_gb * (1 << 30)), o.max_depth, o.max_entries)
         self.bufsize = o.buffer_kb * 1024
         self.reserve = o.reserve_free_mb << 20
+        # One ledger for every camera this offloader serves (the daemon has one offloader).
+        self.space = space or SpaceLedger(self.staging, self.reserve)
+        self.space_poll_s = 1.0  # how often a paused copy looks at the disk again
 
     # -- staging paths (named by clip id; never from camera names)
 
@@ -202,27 +220,58 @@ class Offloader:
         """Commit ``copying``, then copy and hash the clip into its fsynced temporary file.
 
         Returns the job for :meth:`_finish_stage`, or None if the copy was aborted
-        (the clip is back to ``discovered``). Raises Cancelled (after cleaning up)."""
-        self.wait_for_space(cam.serial, entry.size + sum(x.size for x in sides), cancel)
-        clip = self.queue.transition(clip.id, ClipEvent.COPY_STARTED, now=self.clock())
+        (the clip is back to ``discovered``) or can never fit. Raises Cancelled (after
+        cleaning up). Its size is taken from the station's space ledger first."""
+        need = entry.size + sum(x.size for x in sides) + _FILE_OVERHEAD * (len(sides) + 2)
+        try:
+            held = self.wait_for_space(cam.serial, need, cancel)
+        except DiskFull as e:
+            msg = f"not copied: {e}"
+            self.queue.record("offload.too_large", camera=cam.serial, clip=clip.id,
+                              detail={"reason": msg, "need": need}, now=self.clock())
+            log.error(msg, clip=clip.id, camera=cam.serial)
+            s.count(aborted=1, error=f"{escape(entry.path)}: {msg}")
+            return None
+        try:
+            clip = self.queue.transition(clip.id, ClipEvent.COPY_STARTED, now=self.clock())
+        except BaseException:
+            self.space.release(held)
+            raise
         blog = log.bind(clip=clip.id, camera=cam.serial)
         blog.info("copying", path=entry.path, size=entry.size)
-        job = _Copied(cam, vol, entry, sorted(sides, key=lambda e: e.path), clip.id, cancel, s, blog)
+        job = _Copied(cam, vol, entry, sorted(sides, key=lambda e: e.path), clip.id, cancel, s, blog, held=held)
         try:
-            job.sha, job.tries = self._copy_retrying(vol, entry, self.staged_path(clip.id), cancel, cam.serial)
-        except Cancelled:
-            self._cancelled(job)
+            try:
+                job.sha, job.tries = self._copy_retrying(vol, entry, self.staged_path(clip.id), cancel, cam.serial)
+            except Cancelled:
+                self._cancelled(job)
+                raise
+            except (SourceChanged, ShortRead, WriteError, OSError) as e:
+                self._abort(clip.id, entry, len(sides), f"copy aborted: {_why(e)}", blog, s)
+                self._release(job)
+                return None
+        except BaseException:
+            self._release(job)  # whatever went wrong, the promise is given back
             raise
-        except (SourceChanged, ShortRead, WriteError, OSError) as e:
-            self._abort(clip.id, entry, len(sides), f"copy aborted: {_why(e)}", blog, s)
-            return None
         return job
+
+    def _release(self, job: _Copied) -> None:
+        """Give the job's promised space back to the station (once)."""
+        held, job.held = job.held, 0
+        self.space.release(held)
 
     def _finish_stage(self, job: _Copied) -> None:
         """Verify the copied clip (re-read), publish it, stage its sidecars, sign, commit ``staged``.
 
         Never raises for a bad clip (it is quarantined or put back to
-        ``discovered``); raises Cancelled after cleaning up."""
+        ``discovered``); raises Cancelled after cleaning up. Gives the job's
+        promised space back once it is settled, whatever happened."""
+        try:
+            self._finish_held(job)
+        finally:
+            self._release(job)
+
+    def _finish_held(self, job: _Copied) -> None:
         cam, entry, clip_id, s, blog = job.cam, job.entry, job.clip_id, job.s, job.blog
         dest = self.staged_path(clip_id)
         try:
@@ -261,12 +310,20 @@ class Offloader:
                                    "mtime": rfc3339_ns(r["mtime_ns"])} for r in side_rows],
                         dockd_version=__version__, audit={"seq": a_seq, "hash": a_hash} if a_seq else None)
         signed = mf.sign(body, self.key)
-        try:
-            durable.write_atomic(self.manifest_path(clip_id), mf.dumps(signed), mode=0o600)
-        except OSError as e:
-            self._abort(clip_id, entry, len(job.sides),
-                        f"copy aborted: writing the manifest failed: {e.strerror or e}", blog, s)
-            return
+        while True:
+            try:
+                durable.write_atomic(self.manifest_path(clip_id), mf.dumps(signed), mode=0o600)
+                break
+            except OSError as e:
+                if e.errno not in _NO_SPACE:
+                    self._abort(clip_id, entry, len(job.sides),
+                                f"copy aborted: writing the manifest failed: {e.strerror or e}", blog, s)
+                    return
+                try:
+                    self._pause_until_room(cam.serial, job.cancel, f"writing a manifest: {e.strerror}")
+                except Cancelled:
+                    self._cancelled(job)
+                    raise
         prefix = self.cfg.storage.prefix if self.cfg.storage else ""
         key = object_key(prefix, self.cfg.station.id, cam.serial, entry.mtime_ns, sha, entry.ext)
         self.queue.transition(clip_id, ClipEvent.STAGED, now=self.clock(), sha256=sha, sidecar_rows=side_rows,
@@ -282,6 +339,7 @@ class Offloader:
         self._cleanup(job.clip_id, len(job.sides))
         self.queue.transition(job.clip_id, ClipEvent.COPY_ABORTED, now=self.clock(),
                               last_error="copy cancelled (undocked or stopping)", detail={"reason": "cancelled"})
+        self._release(job)
 
     @staticmethod
     def _tmp(dest: Path) -> Path:
@@ -300,7 +358,7 @@ class Offloader:
         :meth:`_verify_or_recopy` spends what this one left."""
         for attempt in (1, 2):
             try:
-                return self._copy_once(vol, entry, self._tmp(dest), cancel, serial), attempt
+                return self._copy_room(vol, entry, self._tmp(dest), cancel, serial), attempt
             except WriteError as e:
                 if attempt == 2:
                     raise
@@ -313,7 +371,7 @@ class Offloader:
         """Verify and publish the copy; on a re-read mismatch copy once more from the source if
         only one copy was made so far (else VerifyMismatch). Returns the published SHA-256."""
         try:
-            self._verify_and_publish(self._tmp(dest), dest, sha, entry.size, cancel)
+            self._verify_and_publish(self._tmp(dest), dest, sha, entry.size, cancel, serial)
             return sha
         except VerifyMismatch:
             if tries >= 2:
@@ -322,9 +380,21 @@ class Offloader:
         return self._stage_once(vol, entry, dest, cancel, serial)
 
     def _stage_once(self, vol: Volume, entry: Entry, dest: Path, cancel: threading.Event, serial: str) -> str:
-        sha = self._copy_once(vol, entry, self._tmp(dest), cancel, serial)
-        self._verify_and_publish(self._tmp(dest), dest, sha, entry.size, cancel)
+        sha = self._copy_room(vol, entry, self._tmp(dest), cancel, serial)
+        self._verify_and_publish(self._tmp(dest), dest, sha, entry.size, cancel, serial)
         return sha
+
+    def _copy_room(self, vol: Volume, entry: Entry, tmp: Path, cancel: threading.Event, serial: str) -> str:
+        """:meth:`_copy_once`, where a full staging disk (ENOSPC, EDQUOT) is a pause, not a failure:
+        the partial file is gone, the camera waits (``offloading``, with the reason) until the space
+        is free again and the copy starts over. Such a copy is not one of the clip's two copies."""
+        while True:
+            try:
+                return self._copy_once(vol, entry, tmp, cancel, serial)
+            except WriteError as e:
+                if e.errno not in _NO_SPACE:
+                    raise
+                self._pause_until_room(serial, cancel, f"{escape(entry.path)}: {e}")
 
     def _copy_once(self, vol: Volume, entry: Entry, tmp: Path, cancel: threading.Event, serial: str) -> str:
         """Copy and hash ``entry`` into ``tmp`` (fsynced, cache dropped); return the SHA-256 read."""
@@ -353,10 +423,12 @@ class Offloader:
             os.close(src)
         return sha
 
-    def _verify_and_publish(self, tmp: Path, dest: Path, sha: str, size: int, cancel: threading.Event) -> None:
+    def _verify_and_publish(self, tmp: Path, dest: Path, sha: str, size: int, cancel: threading.Event,
+                            serial: str = "") -> None:
         """Re-read ``tmp`` from the disk (``verify = "reread"``) and rename it to ``dest``, durably.
 
-        A mismatch deletes ``tmp`` and raises VerifyMismatch."""
+        A mismatch deletes ``tmp`` and raises VerifyMismatch. A rename refused for want of
+        space (a directory block to grow) waits for space and renames again."""
         try:
             if self.cfg.offload.verify == "reread":
                 if cancel.is_set():
@@ -364,7 +436,14 @@ class Offloader:
                 got, n = durable.sha256_file(tmp, bufsize=self.bufsize, uncached=True)
                 if got != sha or n != size:
                     raise VerifyMismatch(sha, got)
-            durable.publish(tmp, dest)
+            while True:
+                try:
+                    durable.publish(tmp, dest)
+                    break
+                except OSError as e:
+                    if e.errno not in _NO_SPACE or not tmp.exists():
+                        raise
+                    self._pause_until_room(serial, cancel, f"renaming a verified copy: {e.strerror}")
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -384,27 +463,52 @@ class Offloader:
             for q in (p, p.with_name(p.name + durable.TMP_SUFFIX)):
                 q.unlink(missing_ok=True)
 
-    # -- disk-space guard
+    # -- disk-space guard (one SpaceLedger for every camera: see dockd/space.py)
 
-    def wait_for_space(self, serial: str, need: int, cancel: threading.Event, poll_s: float = 5.0) -> None:
-        """Block (cancellably) until staging has ``need`` bytes plus the reserve free."""
-        paused = False
+    def wait_for_space(self, serial: str, need: int, cancel: threading.Event, poll_s: float | None = None) -> int:
+        """Block (cancellably) until ``need`` bytes are promised to this copy by the station's space
+        ledger (free - promised to other copies - reserve >= need); return the bytes promised, for
+        :meth:`SpaceLedger.release` once the copy is staged or aborted.
+
+        Raises DiskFull at once if ``need`` plus the reserve exceeds the whole disk (it would wait
+        forever) and Cancelled if ``cancel`` is set while waiting."""
+        poll = self.space_poll_s if poll_s is None else poll_s
+        ok, free = self.space.take(need)
+        if ok:
+            return need
+        total = self.space.total()
+        if need + self.reserve > total:
+            raise DiskFull(f"needs {need >> 20} MiB plus reserve {self.reserve >> 20} MiB; "
+                           f"the staging disk holds {total >> 20} MiB")
+        msg = (f"paused: staging disk full ({free >> 20} MiB free, {self.space.reserved >> 20} MiB promised to "
+               f"copies in flight, clip needs {need >> 20} MiB plus reserve {self.reserve >> 20} MiB)")
+        self._paused(serial, msg)
         while True:
-            free = shutil.disk_usage(self.staging).free
-            if free - need >= self.reserve:
-                if paused and self.on_status:
-                    self.on_status(serial, None)
-                return
-            if not paused:
-                msg = (f"paused: staging disk full ({free >> 20} MiB free, clip needs {need >> 20} MiB "
-                       f"plus reserve {self.reserve >> 20} MiB)")
-                log.warning(msg, camera=serial)
-                self.queue.record("offload.paused", camera=serial, detail={"reason": msg}, now=self.clock())
-                if self.on_status:
-                    self.on_status(serial, msg)
-                paused = True
-            if cancel.wait(poll_s):
+            if cancel.is_set():
                 raise Cancelled()
+            ok, _ = self.space.take(need, wait=poll)
+            if ok:
+                if self.on_status:
+                    self.on_status(serial, None)
+                return need
+
+    def _pause_until_room(self, serial: str, cancel: threading.Event, why: str) -> None:
+        """After ENOSPC: wait (cancellably; at least one poll, so a disk that lies is not hammered)
+        until the space promised to every copy in flight and the reserve are free again."""
+        self._paused(serial, f"paused: staging disk full ({why}); copying again when space returns")
+        while True:
+            if cancel.wait(self.space_poll_s):
+                raise Cancelled()
+            if self.space.whole():
+                break
+        if self.on_status:
+            self.on_status(serial, None)
+
+    def _paused(self, serial: str, msg: str) -> None:
+        log.warning(msg, camera=serial)
+        self.queue.record("offload.paused", camera=serial, detail={"reason": msg}, now=self.clock())
+        if self.on_status:
+            self.on_status(serial, msg)
 
     # -- crash recovery
 

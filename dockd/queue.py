@@ -48,7 +48,7 @@ from sqlalchemy import (
 )
 
 from . import audit as chain
-from . import ijson
+from . import ijson, timefmt
 from .errors import IllegalTransition, NotFound, SchemaTooNew, UsageError
 from .lifecycle import ClipEvent, ClipState, next_state
 
@@ -199,9 +199,9 @@ def normalise_time(text: str) -> str:
 
 
 def rfc3339_ns(ns: int) -> str:
-    """Nanosecond-exact RFC 3339 UTC time (JSON numbers can't hold epoch nanoseconds exactly)."""
-    sec, frac = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+    """Nanosecond-exact RFC 3339 UTC time (JSON numbers can't hold epoch nanoseconds exactly);
+    the one conversion of :mod:`dockd.timefmt`, shared with object keys and manifests."""
+    return timefmt.rfc3339_ns(ns)
 
 
 # Statements of the hot paths (every clip state change), built once: building

@@ -21,6 +21,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from . import timefmt
+
+# Sizes are recorded in JSON (manifest, queue JSON, audit) that jq and JavaScript read as
+# doubles: above 2**53 - 1 a size would not be exact there (I-JSON, RFC 7493).
+MAX_SIZE = (1 << 53) - 1
+
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
@@ -248,6 +254,13 @@ class Volume:
                 return
             if st.st_size > limits.max_file_size:
                 out.skipped.append(Skip(shown, f"larger than the limit ({st.st_size} > {limits.max_file_size} bytes)"))
+                return
+            if st.st_size > MAX_SIZE:
+                out.skipped.append(Skip(shown, f"size out of range ({st.st_size} > {MAX_SIZE} bytes)"))
+                return
+            if (why := timefmt.check_ns(st.st_mtime_ns)) is not None:
+                # one bad timestamp skips that file, not the camera (it could not be queued or dated)
+                out.skipped.append(Skip(shown, why))
                 return
             e = Entry(path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
             (out.clips if is_clip else side).append(e)

@@ -436,7 +436,8 @@ def test_disk_space_guard_pauses_and_cancels(tmp_path, small_fs):
         statuses.append((serial, reason))
         cancel.set()  # the technician undocks while we wait
 
-    st = Station(tmp_path, data_dir=small_fs / "data", on_status=on_status, reserve_free_mb=8)
+    st = Station(tmp_path, data_dir=small_fs / "data", on_status=on_status, reserve_free_mb=2)
+    (small_fs / "ballast").write_bytes(b"\1" * (3 << 20))  # 1 MiB left: less than the reserve
     box = {}
 
     def go():
@@ -456,7 +457,7 @@ def test_disk_space_guard_pauses_and_cancels(tmp_path, small_fs):
         assert c.state is ClipState.DISCOVERED  # never started copying
         assert st.staging() == []
         paused = [r for r in st.q.audit_rows() if r["event"] == "offload.paused"]
-        assert len(paused) == 1 and "reserve 8 MiB" in paused[0]["detail"]["reason"]
+        assert len(paused) == 1 and "reserve 2 MiB" in paused[0]["detail"]["reason"]
     finally:
         st.q.close()
 
@@ -484,18 +485,21 @@ def test_disk_space_guard_resumes_when_space_is_freed(tmp_path, small_fs):
         st_.q.close()
 
 
-def test_staging_fills_up_mid_copy(tmp_path, small_fs):
-    """ENOSPC while writing is a write error: temp removed, clip back to discovered, nothing wedged."""
-    vol = make_volume(tmp_path / "vol", {"DCIM/A.MP4": os.urandom(6 << 20)})
+def test_a_clip_bigger_than_the_staging_disk_is_refused_not_waited_for(tmp_path, small_fs):
+    """It could never fit: no copy is started, the reason is reported, the other clips go on, nothing wedged.
+    (ENOSPC during a copy is a pause instead: tests/test_space.py.)"""
+    vol = make_volume(tmp_path / "vol", {"DCIM/A.MP4": os.urandom(6 << 20), "DCIM/B.MP4": b"small"})
     st = Station(tmp_path, data_dir=small_fs / "data", reserve_free_mb=0)
-    # the clip is bigger than the whole filesystem but the guard is told it fits: lie about the size
-    st.off.wait_for_space = lambda *a, **k: None
     try:
-        s = st.offload(vol)
-        assert (s.staged, s.aborted) == (0, 1)
-        assert "No space left on device" in s.errors[0]
-        assert st.q.clips()[0].state is ClipState.DISCOVERED
-        assert st.staging() == []
+        s = scratch.run_bounded(lambda: st.offload(vol), 60, "offload waited for space that can never come")
+        assert (s.staged, s.aborted) == (1, 1)
+        assert s.errors[0].startswith("DCIM/A.MP4: not copied: needs 6 MiB plus reserve 0 MiB; "
+                                      "the staging disk holds 4 MiB")
+        a, b = st.q.clips()
+        assert a.state is ClipState.DISCOVERED and b.state is ClipState.STAGED
+        assert [r["event"] for r in st.q.audit_rows(clip=a.id)] == ["clip.discovered", "offload.too_large"]
+        assert not [n for n in st.staging() if n.startswith(f"{a.id:010d}")]
+        assert st.off.space.reserved == 0
     finally:
         st.q.close()
 

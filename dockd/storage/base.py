@@ -23,17 +23,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from .. import timefmt
+
 
 def object_key(prefix: str, station: str, serial: str, mtime_ns: int, sha256: str, ext: str) -> str:
     """``{prefix}/{station}/{serial}/{YYYY}/{MM}/{DD}/{sha256}{ext}``, date from the clip's mtime in UTC."""
-    d = datetime.fromtimestamp(mtime_ns / 1e9, UTC)
     parts = [prefix] if prefix else []
-    parts += [station, serial, f"{d:%Y}", f"{d:%m}", f"{d:%d}", f"{sha256}{ext}"]
+    parts += [station, serial, *timefmt.date_parts(mtime_ns), f"{sha256}{ext}"]
     return "/".join(parts)
 
 
