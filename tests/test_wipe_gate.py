@@ -54,9 +54,10 @@ def bench(tmp_path):
         q.close()
 
 
-def run_gate(cfg, q, cam, clock, clips=None, lock_ok=lambda: False):
+def run_gate(cfg, q, cam, clock, clips=None, lock_ok=lambda: False, hook=None):
     with Volume(cam) as vol:
-        return wipe_clips(cfg, q, vol, clips if clips is not None else q.clips(), lock_ok=lock_ok, clock=clock)
+        return wipe_clips(cfg, q, vol, clips if clips is not None else q.clips(), lock_ok=lock_ok, clock=clock,
+                          hook=hook)
 
 
 def events(q: Queue, clip: int, name: str) -> list[dict]:
