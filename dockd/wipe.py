@@ -209,12 +209,11 @@ def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | Non
     except OSError as e:
         _back(queue, clip, _why(e), [], res, blog, clock)
         return
-    how = "after deletion"
-    if gated is None:
-        how = "deleted on re-check" if any(there.values()) else "found gone on re-check"
+    resumed = gated is None
+    gated = dict(gated or {})
+    if resumed:
         if any(there.values()):
             reason = gate_refusal()
-            gated = {}
             if reason is None:
                 try:
                     for sc in sides:
@@ -240,7 +239,7 @@ def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | Non
     deleted = []
     try:
         for sc in sides:
-            e = gated.get(sc["path"]) if gated else None
+            e = gated.get(sc["path"])
             if there[sc["path"]] and e is not None:
                 vol.unlink(e, sync=False)
                 deleted.append(sc["path"])
@@ -259,7 +258,7 @@ def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | Non
             _back(queue, clip, f"deletion failed: {getattr(e, 'strerror', None) or e}", gone, res, blog, clock,
                   vol=vol)
             return
-        deleted.append(clip.path)  # gone after all (removed meanwhile): settle it below
+        there[clip.path] = False  # gone after all (removed meanwhile): settle it below
     # Make the deletions durable before saying they happened.
     gone = [p for p in paths if there[p] is False or p in deleted]
     try:
@@ -275,11 +274,15 @@ def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | Non
     for sc in sides:
         if sc["path"] in gone:
             queue.mark_sidecar_wiped(clip.id, sc["path"], now=clock())
+    if clip.path in deleted:
+        how = "deleted on re-check" if resumed else "after deletion"
+    else:
+        how = "found gone on re-check" if resumed else "found gone"
     receipt = {"object_key": clip.object_key, "sha256": clip.sha256, "size": clip.size, "path": clip.path,
                "confirmed": how, "dir_synced": synced}
-    if gated:  # a check of the bytes on the camera happened in this pass, just before the unlink
+    if clip.path in gated:  # its bytes on the camera were checked in this pass, just before the unlink
         receipt["checked"] = "sha256" if by_hash else "stat"
-    if how != "after deletion":
+    if resumed:
         receipt["resumed"] = ("still on the camera after its recorded wipe" if clip.wiped_at is not None
                               else "an interrupted wipe")
     kept = [p for p in paths if there[p] is None]

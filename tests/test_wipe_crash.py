@@ -248,6 +248,18 @@ def test_interrupted_wipe_with_wiping_now_off_goes_back_to_uploaded(bench, tmp_p
     assert q.clip(victim.id).state is ClipState.UPLOADED and (cam / victim.path).exists()
 
 
+def test_interrupted_wipe_re_check_includes_object_lock(bench, tmp_path):
+    cfg, q, cam, clips, clock = bench()
+    victim = clips[0]
+    with pytest.raises(Crash):
+        run_gate(cfg, q, cam, clock, hook=crash_at("intent", victim.id))
+    locked = make_config(tmp_path, storage={"url": cfg.storage.url, "object_lock_days": 1}, name="lock.toml")
+    res = run_gate(locked, q, cam, clock, clips=[q.clip(victim.id)], lock_ok=lambda: False)
+    assert res.wiped == [] and [cid for cid, _ in res.refused] == [victim.id]
+    assert q.clip(victim.id).state is ClipState.UPLOADED and (cam / victim.path).exists()
+    assert "Object Lock" in q.clip(victim.id).last_error and [a["kind"] for a in q.alarms()] == ["object-lock"]
+
+
 def _fsync_failing_on_dirs(monkeypatch, err: int) -> None:
     """os.fsync that fails with ``err`` for directories (what some filesystems answer); files unchanged."""
     real = os.fsync
