@@ -248,6 +248,23 @@ def test_interrupted_wipe_with_wiping_now_off_goes_back_to_uploaded(bench, tmp_p
     assert q.clip(victim.id).state is ClipState.UPLOADED and (cam / victim.path).exists()
 
 
+def test_interrupted_wipe_is_not_found_gone_through_a_swapped_directory(bench, tmp_path):
+    """Hostile camera: the clip's directory is moved away and replaced by a symlink after the intent.
+    Absence is not proven (links are never followed), so the clip goes back to uploaded, not wiped."""
+    cfg, q, cam, clips, clock = bench()
+    victim = clips[0]
+    with pytest.raises(Crash):
+        run_gate(cfg, q, cam, clock, hook=crash_at("intent", victim.id))
+    media = (cam / victim.path).parent
+    media.rename(tmp_path / "moved")
+    media.symlink_to(tmp_path / "moved")
+    res = run_gate(cfg, q, cam, clock, clips=[q.clip(victim.id)])
+    assert res.wiped == [] and [cid for cid, _ in res.refused] == [victim.id]
+    c = q.clip(victim.id)
+    assert c.state is ClipState.UPLOADED and c.last_error.startswith("wipe refused: cannot check source")
+    assert (tmp_path / "moved" / Path(victim.path).name).exists() and events(q, victim.id, "clip.wiped") == []
+
+
 def test_interrupted_wipe_re_check_includes_object_lock(bench, tmp_path):
     cfg, q, cam, clips, clock = bench()
     victim = clips[0]
