@@ -44,7 +44,7 @@ from .status import Meters, write_status
 from .storage import open_backend
 from .uploader import Uploader
 from .volume import Volume
-from .wipe import prune_staging, wipe_clips
+from .wipe import interrupted_wipes, prune_staging, reopen_wiped, wipe_clips
 
 log = structlog.get_logger("dockd.daemon")
 
@@ -116,9 +116,10 @@ class Daemon:
                                    on_status=self._paused)
         rec = self.offloader.recover()
         released = q.release_leases(now=self.clock())  # we hold the data-dir lock: every lease is stale
+        wiping = interrupted_wipes(q, clock=self.clock)  # settled by their camera's next pass (docked: now)
         self.mounter.cleanup_stale()
-        if rec["reset"] or released:
-            log.info("recovered", reset_copies=rec["reset"], released_leases=released)
+        if rec["reset"] or released or wiping:
+            log.info("recovered", reset_copies=rec["reset"], released_leases=released, interrupted_wipes=wiping)
         self._abort_orphans()
 
         pool = ThreadPoolExecutor(self.cfg.offload.parallel_cameras, thread_name_prefix="camera")
@@ -362,7 +363,8 @@ class Daemon:
         for serial, w in list(self.work.items()):
             if w.future is not None and w.future.done() and not w.cancel.is_set():
                 uploaded = {c.id for c in q.clips(camera=serial, state=ClipState.UPLOADED)}
-                if uploaded - w.refused and self._wiping():
+                wiping = {c.id for c in q.clips(camera=serial, state=ClipState.WIPING)}
+                if (uploaded - w.refused and self._wiping()) or wiping - w.refused:
                     w2 = CameraWork(w.docked)
                     self.work[serial] = w2
                     w2.future = pool.submit(self._camera_guarded, w2)
@@ -456,8 +458,13 @@ class Daemon:
         log.info("offload done", camera=serial, staged=summary.staged, already=summary.already,
                  skipped=len(summary.skipped), bytes=summary.bytes, seconds=round(summary.seconds, 2))
         self._notify()
-        last_wipe = time.monotonic()
         refused = False  # the last wipe pass kept clips back: retry only every WIPE_BATCH_S, never spin
+        # Wipes interrupted by a crash or undock, and clips recorded wiped that this dock's scan found
+        # still on the camera, are settled first: until then the camera is `wiping`, never `ready`.
+        reopen_wiped(self.queue, summary.wiped_present, clock=self.clock)
+        if self.queue.clips(camera=serial, state=ClipState.WIPING):
+            self._wipe(w, root, [ClipState.WIPING])  # what it refuses is uploaded again: the loop decides
+        last_wipe = time.monotonic()
         while not w.cancel.is_set() and not self.stop_evt.is_set():
             counts = self.queue.camera_counts(serial)
             # A clip still ``discovered`` after the pass had its copy aborted (read error, file changed) or
@@ -465,7 +472,7 @@ class Daemon:
             counts.pop(ClipState.DISCOVERED, None)
             pending = any(counts.get(s) for s in (ClipState.COPYING, ClipState.STAGED, ClipState.UPLOADING)
                           if self.cfg.storage is not None or s is not ClipState.STAGED)  # no storage: staged is final
-            if counts.get(ClipState.UPLOADED) and self._wiping() and (
+            if ((counts.get(ClipState.UPLOADED) and self._wiping()) or counts.get(ClipState.WIPING)) and (
                     (not pending and not refused) or time.monotonic() - last_wipe > WIPE_BATCH_S):
                 res = self._wipe(w, root)
                 refused = bool(res.refused)
@@ -508,10 +515,10 @@ class Daemon:
             w.mount = None
         self._work_state(w, state, reason)
 
-    def _wipe(self, w: CameraWork, root: Path):
+    def _wipe(self, w: CameraWork, root: Path, states: list[ClipState] | None = None):
         serial = w.docked.camera.serial
         self._work_state(w, CameraState.WIPING)
-        clips = self.queue.clips(camera=serial, state=ClipState.UPLOADED)
+        clips = self.queue.clips(camera=serial, state=states or [ClipState.UPLOADED, ClipState.WIPING])
         if w.mount is not None:
             self.mounter.remount_rw(w.mount)
             root = w.mount.path
@@ -599,7 +606,8 @@ class Daemon:
     def _status_line(self) -> str:
         c = self.queue.counts()
         docked = sum(1 for cam in self.queue.cameras() if cam.docked)
-        return (f"{docked} docked; {c['staged'] + c['uploading']} to upload, {c['uploaded']} to wipe, "
+        to_wipe = c["uploaded"] + c["wiping"]
+        return (f"{docked} docked; {c['staged'] + c['uploading']} to upload, {to_wipe} to wipe, "
                 f"{c['failed']} failed, {c['quarantined']} quarantined")
 
     def _write_status(self) -> None:

@@ -2,15 +2,21 @@
 
 A clip moves::
 
-    discovered -> copying -> staged -> uploading -> uploaded -> wiped
-                     |                    |
-                     v                    v
-                 quarantined            failed  (replayable: -> staged)
+    discovered -> copying -> staged -> uploading -> uploaded -> wiping -> wiped
+                     |                     |           ^          | ^       |
+                     v                     v           '----------' '-------'
+                quarantined             failed         (wipe_aborted) (wipe_redo)
+                                  (replayable: -> staged)
 
 The state names are part of the CLI contract (``dockd queue --state``), so
-they never change spelling. The only way into ``wiped`` is from ``uploaded``,
-and the only way into ``uploaded`` is from ``uploading`` after the storage
-adapter proved the bytes arrived. The queue applies every transition through
+they never change spelling. A wipe is an intent and a confirmation: the only
+way into ``wiping`` is from ``uploaded`` (or from ``wiped`` when a later dock
+finds the file still on the camera), committed before anything is deleted;
+the only way into ``wiped`` is from ``wiping``, committed with the receipt
+only after the deletion (and the fsync of the camera directory). The only way
+into ``uploaded`` is from ``uploading`` after the storage adapter proved the
+bytes arrived, or back from ``wiping`` when the deletion failed or the gate
+refused on a re-check. The queue applies every transition through
 :func:`next_state` and commits it with its audit event before acting on it.
 """
 
@@ -27,6 +33,7 @@ class ClipState(StrEnum):
     STAGED = "staged"
     UPLOADING = "uploading"
     UPLOADED = "uploaded"
+    WIPING = "wiping"
     WIPED = "wiped"
     FAILED = "failed"
     QUARANTINED = "quarantined"
@@ -42,7 +49,10 @@ class ClipEvent(StrEnum):
     UPLOAD_FAILED = "upload_failed"  # attempts exhausted or permanent error
     REPLAY = "replay"  # a technician puts a failed clip back
     QUARANTINE = "quarantine"  # rejected input or conflicting evidence
-    WIPED = "wiped"  # deleted from the camera after the wipe gate
+    WIPE_STARTED = "wipe_started"  # the gate passed: the intent to delete, committed before any unlink
+    WIPED = "wiped"  # deleted from the camera (unlinked, directory fsynced): the receipt
+    WIPE_ABORTED = "wipe_aborted"  # deletion failed, or the gate refused on a re-check: still on the camera
+    WIPE_REDO = "wipe_redo"  # a dock found a clip recorded as wiped still on the camera
 
 
 S = ClipState
@@ -62,7 +72,10 @@ TRANSITIONS: dict[tuple[ClipState, ClipEvent], ClipState] = {
     (S.UPLOADING, E.UPLOAD_FAILED): S.FAILED,
     (S.UPLOADING, E.QUARANTINE): S.QUARANTINED,
     (S.FAILED, E.REPLAY): S.STAGED,
-    (S.UPLOADED, E.WIPED): S.WIPED,
+    (S.UPLOADED, E.WIPE_STARTED): S.WIPING,
+    (S.WIPING, E.WIPED): S.WIPED,
+    (S.WIPING, E.WIPE_ABORTED): S.UPLOADED,
+    (S.WIPED, E.WIPE_REDO): S.WIPING,
 }
 
 # States in which the clip still needs work before its camera may be released.
@@ -86,19 +99,20 @@ def next_state(clip_id: object, state: ClipState | str, event: ClipEvent | str) 
 
 
 def may_wipe(state: ClipState | str, *, storage_configured: bool, wipe_mode: str) -> bool:
-    """The lifecycle half of the wipe gate: only ``uploaded`` clips, only with storage, only if allowed.
+    """The lifecycle half of the wipe gate: only with storage, only if allowed, only ``uploaded`` clips
+    (a new wipe) or ``wiping`` ones (an interrupted wipe whose file is still there, gated again).
 
     The other half (the source still has the recorded size, mtime and hash) needs
     I/O and lives in :mod:`dockd.wipe`.
     """
-    return storage_configured and wipe_mode == "after-upload" and ClipState(state) is S.UPLOADED
+    return storage_configured and wipe_mode == "after-upload" and ClipState(state) in (S.UPLOADED, S.WIPING)
 
 
 class CameraState(StrEnum):
     DOCKED = "docked"  # seen, not yet mounted/scanned
     OFFLOADING = "offloading"  # copying clips to staging
     UPLOADING = "uploading"  # all clips staged; waiting for central storage
-    WIPING = "wiping"
+    WIPING = "wiping"  # uploaded clips being deleted, or a wipe not yet confirmed
     READY = "ready"  # every clip wiped (or nothing to do): free to take
     HOLDING = "holding"  # offloaded, but wiping is off (wipe = never or no storage)
     ATTENTION = "attention"  # some clip failed or was quarantined; camera keeps it
@@ -116,6 +130,9 @@ def camera_state(counts: dict[str, int], *, offloading_done: bool, storage_confi
         return CameraState.OFFLOADING
     if any(counts.get(s, 0) for s in NEEDS_ATTENTION):
         return CameraState.ATTENTION
+    if counts.get(S.WIPING, 0):
+        # A wipe whose deletion is not confirmed (whatever the policy now): the file may still be there.
+        return CameraState.WIPING
     wiping = storage_configured and wipe_mode == "after-upload"
     if not wiping:
         if any(counts.get(s, 0) for s in (S.DISCOVERED, S.COPYING)):

@@ -81,6 +81,7 @@ class Summary:
     seconds: float = 0.0
     skipped: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    wiped_present: list[int] = field(default_factory=list)  # recorded wiped, yet still on the camera
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count(self, *, error: str | None = None, **add: int) -> None:
@@ -178,6 +179,8 @@ class Offloader:
                         clip = known[(entry.path, entry.size, entry.mtime_ns)]
                         if clip.state is not ClipState.DISCOVERED:
                             s.count(already=1)
+                            if clip.state is ClipState.WIPED:  # never counted as done: see wipe.reopen_wiped
+                                s.wiped_present.append(clip.id)
                             continue
                         job = self._copy_stage(cam, vol, entry, scan.sidecars.get(entry.path, []), clip, cancel, s)
                         if pending is not None:
@@ -523,7 +526,8 @@ class Offloader:
         keep: set[str] = set()
         # quarantined clips keep their staged copy and manifest: they are evidence under investigation
         for c in self.queue.clips(state=[ClipState.STAGED, ClipState.UPLOADING, ClipState.UPLOADED,
-                                         ClipState.FAILED, ClipState.WIPED, ClipState.QUARANTINED]):
+                                         ClipState.WIPING, ClipState.FAILED, ClipState.WIPED,
+                                         ClipState.QUARANTINED]):
             if c.staged_path:
                 keep.add(Path(c.staged_path).name)
                 keep.add(self.manifest_path(c.id).name)

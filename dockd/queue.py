@@ -516,8 +516,9 @@ class Queue:
         current = (clips.c.state != ClipState.WIPED) | (clips.c.wiped_at >= since)
         reached = {
             "found": list(ClipState),
-            "staged": [ClipState.STAGED, ClipState.UPLOADING, ClipState.UPLOADED, ClipState.WIPED, ClipState.FAILED],
-            "uploaded": [ClipState.UPLOADED, ClipState.WIPED],
+            "staged": [ClipState.STAGED, ClipState.UPLOADING, ClipState.UPLOADED, ClipState.WIPING, ClipState.WIPED,
+                       ClipState.FAILED],
+            "uploaded": [ClipState.UPLOADED, ClipState.WIPING, ClipState.WIPED],
             "wiped": [ClipState.WIPED],
         }
         out = {}
@@ -625,7 +626,7 @@ class Queue:
             new = next_state(clip_id, cur, ev)
             stamp = {ClipState.STAGED: "staged_at", ClipState.UPLOADED: "uploaded_at", ClipState.WIPED: "wiped_at"}
             vals = dict(values, state=new, updated_at=t)
-            if new in stamp and ev is not ClipEvent.UPLOAD_RETRY and ev is not ClipEvent.REPLAY:
+            if new in stamp and ev not in (ClipEvent.UPLOAD_RETRY, ClipEvent.REPLAY, ClipEvent.WIPE_ABORTED):
                 vals[stamp[new]] = t
             if new is not ClipState.UPLOADING:
                 vals.setdefault("lease_owner", None)

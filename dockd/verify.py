@@ -14,8 +14,8 @@ from .storage.base import ErrorClass, StoreFailure
 
 def verify_clips(cfg: Config, q: Queue, ids: list[int] | None, *, remote: bool, deep: bool) -> list[dict]:
     if ids is None:
-        clips = q.clips(state=[ClipState.STAGED, ClipState.UPLOADING, ClipState.UPLOADED, ClipState.WIPED,
-                               ClipState.FAILED])
+        clips = q.clips(state=[ClipState.STAGED, ClipState.UPLOADING, ClipState.UPLOADED, ClipState.WIPING,
+                               ClipState.WIPED, ClipState.FAILED])
     else:
         clips = [q.clip(i) for i in ids]
     backend = open_backend(cfg.storage) if (remote and cfg.storage) else None
@@ -39,7 +39,7 @@ def verify_clips(cfg: Config, q: Queue, ids: list[int] | None, *, remote: bool, 
             if backend is None:
                 checks.append("remote: no [storage] configured")
                 ok = False
-            elif c.state in (ClipState.UPLOADED, ClipState.WIPED):
+            elif c.state in (ClipState.UPLOADED, ClipState.WIPING, ClipState.WIPED):
                 try:
                     obj = backend.head(c.object_key)
                     if obj is None:

@@ -14,6 +14,7 @@ it (the offloader names staged files by clip id).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -326,13 +327,58 @@ class Volume:
         finally:
             os.close(pfd)
 
-    def unlink(self, entry: Entry) -> None:
-        """Delete ``entry`` from the camera (the wipe); the caller has passed the wipe gate."""
+    def present(self, path: str) -> bool:
+        """Whether anything is at ``path`` on the volume (links not followed).
+
+        False only when the file or one of its directories does not exist (ENOENT);
+        any other failure (a directory replaced by a link or a file, EIO) raises
+        OSError: absence is then not proven."""
+        *dirs, name = path.split("/")
+        fd = os.dup(self.fd)
+        try:
+            for d in dirs:
+                try:
+                    nfd = os.open(d, O_DIR, dir_fd=fd)
+                except FileNotFoundError:
+                    return False
+                os.close(fd)
+                fd = nfd
+            try:
+                os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            return True
+        finally:
+            os.close(fd)
+
+    def unlink(self, entry: Entry, *, sync: bool = True) -> None:
+        """Delete ``entry`` from the camera (the wipe); the caller has passed the wipe gate.
+
+        ``sync=False`` leaves the directory fsync to the caller (:meth:`sync_parent`), so a
+        wipe can tell "unlinked" from "unlink durable"."""
         pfd, name = self._parent(entry)
         try:
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
             self.check_same(entry, st, same_inode=False)
             os.unlink(name, dir_fd=pfd)
+            if sync:
+                os.fsync(pfd)
+        finally:
+            os.close(pfd)
+
+    def sync_parent(self, path: str) -> bool:
+        """fsync the directory holding ``path`` (makes an unlink in it durable).
+
+        Returns False when this filesystem cannot fsync a directory (EINVAL, ENOTSUP:
+        tolerated, nothing more can be done); raises OSError for a real failure (EIO)
+        and SourceChanged if the directory is gone or replaced."""
+        pfd, _ = self._parent(Entry(path, 0, 0, 0, 0))
+        try:
             os.fsync(pfd)
+            return True
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+                return False
+            raise
         finally:
             os.close(pfd)

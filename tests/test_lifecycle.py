@@ -38,18 +38,21 @@ LEGAL = [
     (S.UPLOADING, E.UPLOAD_FAILED, S.FAILED),
     (S.UPLOADING, E.QUARANTINE, S.QUARANTINED),
     (S.FAILED, E.REPLAY, S.STAGED),
-    (S.UPLOADED, E.WIPED, S.WIPED),
+    (S.UPLOADED, E.WIPE_STARTED, S.WIPING),
+    (S.WIPING, E.WIPED, S.WIPED),
+    (S.WIPING, E.WIPE_ABORTED, S.UPLOADED),
+    (S.WIPED, E.WIPE_REDO, S.WIPING),
 ]
 LEGAL_KEYS = {(s, e) for s, e, _ in LEGAL}
 ILLEGAL = [(s, e) for s in ClipState for e in ClipEvent if (s, e) not in LEGAL_KEYS]
 
 
 def test_state_and_event_spellings_are_the_cli_contract():
-    assert [str(s) for s in ClipState] == ["discovered", "copying", "staged", "uploading", "uploaded", "wiped",
-                                           "failed", "quarantined"]
+    assert [str(s) for s in ClipState] == ["discovered", "copying", "staged", "uploading", "uploaded", "wiping",
+                                           "wiped", "failed", "quarantined"]
     assert {str(e) for e in ClipEvent} == {"copy_started", "copy_aborted", "staged", "upload_started",
                                            "upload_retry", "uploaded", "upload_failed", "replay", "quarantine",
-                                           "wiped"}
+                                           "wipe_started", "wiped", "wipe_aborted", "wipe_redo"}
 
 
 def test_table_is_exactly_the_documented_one():
@@ -79,11 +82,13 @@ def test_unknown_state_or_event_is_an_illegal_transition_not_a_value_error(state
         next_state(7, state, event)
 
 
-def test_wiped_and_quarantined_are_terminal():
-    for terminal in (S.WIPED, S.QUARANTINED):
-        for e in ClipEvent:
+def test_quarantined_is_terminal_and_wiped_only_reopens_for_a_redo():
+    for e in ClipEvent:
+        with pytest.raises(IllegalTransition):
+            next_state(1, S.QUARANTINED, e)
+        if e is not E.WIPE_REDO:  # a dock found the file still on the camera: wiping again
             with pytest.raises(IllegalTransition):
-                next_state(1, terminal, e)
+                next_state(1, S.WIPED, e)
 
 
 def test_state_groups():
@@ -105,20 +110,24 @@ def test_property_wiped_only_after_uploaded_and_uploaded_only_after_uploading(ev
             assert (state, ev) not in TRANSITIONS
             continue
         if new is S.WIPED:
-            assert state is S.UPLOADED and ev is E.WIPED
+            assert state is S.WIPING and ev is E.WIPED
+        if new is S.WIPING:
+            assert (state, ev) in ((S.UPLOADED, E.WIPE_STARTED), (S.WIPED, E.WIPE_REDO))
         if new is S.UPLOADED:
-            assert state is S.UPLOADING and ev is E.UPLOADED
+            assert (state, ev) in ((S.UPLOADING, E.UPLOADED), (S.WIPING, E.WIPE_ABORTED))
         history.append(new)
         state = new
-    # Over the whole walk: every `wiped` is immediately preceded by `uploaded`,
-    # every `uploaded` by `uploading`, and nothing follows `wiped`.
+    # Over the whole walk: every `wiped` is immediately preceded by the intent (`wiping`), the first
+    # `wiping` by `uploaded`, the first `uploaded` by `uploading`, and `wiped` is left only for `wiping`.
     for prev, cur in zip(history, history[1:]):
         if cur is S.WIPED:
-            assert prev is S.UPLOADED
-        if cur is S.UPLOADED:
-            assert prev is S.UPLOADING
-    if S.WIPED in history:
-        assert history[-1] is S.WIPED and history.count(S.WIPED) == 1
+            assert prev is S.WIPING
+        if prev is S.WIPED:
+            assert cur is S.WIPING
+    if S.WIPING in history:
+        assert history[history.index(S.WIPING) - 1] is S.UPLOADED
+    if S.UPLOADED in history:
+        assert history[history.index(S.UPLOADED) - 1] is S.UPLOADING
 
 
 @given(st.lists(st.sampled_from(list(ClipEvent)), max_size=40))
@@ -133,8 +142,9 @@ def test_property_no_path_to_wiped_skips_the_upload_proof(events):
             continue
         seen.append(state)
     if state is S.WIPED:
-        i_up = len(seen) - 2
-        assert seen[i_up] is S.UPLOADED and seen[i_up - 1] is S.UPLOADING
+        assert seen[-2] is S.WIPING
+        i_up = seen.index(S.UPLOADED)
+        assert seen[i_up - 1] is S.UPLOADING and seen.index(S.WIPING) > i_up
         assert S.STAGED in seen[:i_up - 1] and S.COPYING in seen[:i_up - 1]
 
 
@@ -142,7 +152,7 @@ def test_property_no_path_to_wiped_skips_the_upload_proof(events):
 @pytest.mark.parametrize("storage", [True, False])
 @pytest.mark.parametrize("mode", ["after-upload", "never"])
 def test_may_wipe(state, storage, mode):
-    expected = state is S.UPLOADED and storage and mode == "after-upload"
+    expected = state in (S.UPLOADED, S.WIPING) and storage and mode == "after-upload"
     assert may_wipe(state, storage_configured=storage, wipe_mode=mode) is expected
     assert may_wipe(str(state), storage_configured=storage, wipe_mode=mode) is expected
 
@@ -164,6 +174,10 @@ POLICY = [
     ({"discovered": 1}, True, WIPE, C.UPLOADING),
     ({"copying": 1}, True, WIPE, C.UPLOADING),
     ({"uploaded": 2}, True, WIPE, C.WIPING),
+    ({"wiping": 1}, True, WIPE, C.WIPING),  # an intent not yet confirmed: never ready
+    ({"wiping": 1}, True, HOLD_NEVER, C.WIPING),
+    ({"wiping": 1}, True, HOLD_NOSTORE, C.WIPING),
+    ({"wiping": 1, "failed": 1}, True, WIPE, C.ATTENTION),
     ({"uploaded": 0, "staged": 0}, True, WIPE, C.READY),
     ({"failed": 1, "uploaded": 5}, True, WIPE, C.ATTENTION),
     ({"quarantined": 1}, True, WIPE, C.ATTENTION),
@@ -192,6 +206,6 @@ def test_property_camera_is_never_ready_while_it_holds_unfinished_clips(counts, 
     if unfinished:
         assert cs is not C.READY
     if cs is C.WIPING:
-        assert counts.get("uploaded", 0) and storage and mode == "after-upload"
+        assert counts.get("wiping", 0) or (counts.get("uploaded", 0) and storage and mode == "after-upload")
     if any(counts.get(str(s), 0) for s in NEEDS_ATTENTION) and done:
         assert cs is C.ATTENTION

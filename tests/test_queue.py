@@ -218,11 +218,16 @@ def test_full_walk_stamps_times_and_clears_leases(q):
     done = q.transition(cid, E.UPLOADED, now=T0 + 30)
     assert done.uploaded_at == T0 + 30 and done.lease_owner is None and done.lease_expires is None
     assert q.renew_lease(cid, "w1", lease_s=60, now=T0 + 31) is False
+    with pytest.raises(IllegalTransition):  # no receipt without a committed intent
+        q.transition(cid, E.WIPED, now=T0 + 35)
+    back = q.transition(q.transition(cid, E.WIPE_STARTED, now=T0 + 36).id, E.WIPE_ABORTED, now=T0 + 37)
+    assert back.state is S.UPLOADED and back.uploaded_at == T0 + 30 and back.wiped_at is None  # not re-stamped
+    assert q.transition(cid, E.WIPE_STARTED, now=T0 + 38).state is S.WIPING
     w = q.transition(cid, E.WIPED, now=T0 + 40)
     assert w.wiped_at == T0 + 40 and w.state is S.WIPED
     assert [r["event"] for r in q.audit_rows(clip=cid)] == [
         "clip.discovered", "clip.copy_started", "clip.staged", "clip.upload_started", "clip.uploaded",
-        "clip.wiped"]
+        "clip.wipe_started", "clip.wipe_aborted", "clip.wipe_started", "clip.wiped"]
     assert q.verify_audit()[1] is None
 
 

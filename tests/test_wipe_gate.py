@@ -54,9 +54,10 @@ def bench(tmp_path):
         q.close()
 
 
-def run_gate(cfg, q, cam, clock, clips=None, lock_ok=lambda: False):
+def run_gate(cfg, q, cam, clock, clips=None, lock_ok=lambda: False, hook=None):
     with Volume(cam) as vol:
-        return wipe_clips(cfg, q, vol, clips if clips is not None else q.clips(), lock_ok=lock_ok, clock=clock)
+        return wipe_clips(cfg, q, vol, clips if clips is not None else q.clips(), lock_ok=lock_ok, clock=clock,
+                          hook=hook)
 
 
 def events(q: Queue, clip: int, name: str) -> list[dict]:
@@ -73,9 +74,12 @@ def test_wipe_after_verified_upload_writes_a_receipt(bench):
         [ev] = events(q, c.id, "clip.wiped")
         receipt = ev["detail"]["receipt"]
         assert receipt == {"object_key": c.object_key, "sha256": c.sha256, "size": c.size, "path": c.path,
-                           "checked": "sha256"}
+                           "checked": "sha256", "confirmed": "after deletion", "dir_synced": True}
         [up] = events(q, c.id, "clip.uploaded")
-        assert up["seq"] < ev["seq"]  # the verified upload is on record before the wipe
+        [intent] = events(q, c.id, "clip.wipe_started")
+        # the verified upload, then the intent, are on record before the receipt
+        assert up["seq"] < intent["seq"] < ev["seq"]
+        assert intent["detail"]["intent"] == {"path": c.path, "sidecars": [], "checked": "sha256"}
     n, bad = q.verify_audit()
     assert bad is None and n > 0
 
