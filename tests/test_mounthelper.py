@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import select
 import signal
 import subprocess
@@ -305,6 +306,14 @@ def bench():
         pytest.skip(why)
 
 
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for t in Path(f"/proc/{pid}/task").iterdir():
@@ -341,6 +350,10 @@ mv {hook_out}.tmp {hook_out}
         assert len(dropped) == 1 and dropped[0]["cap_eff"] == dropped[0]["cap_prm"] == "0" * 16, dropped
         hpid = dropped[0]["mount_helper_pid"]
         assert dropped[0]["mount_helper_cap_eff"] == f"{SYS_ADMIN:016x}"
+        if not _user_exists("dockd"):  # a development machine: uid 0 stays, and the daemon says so
+            assert dropped[0]["user"] is None and dropped[0]["uid"] == 0
+            assert [e for e in bed.logs() if e.get("event", "").startswith("no such user to run as")
+                    and e.get("user") == "dockd" and e.get("level") == "warning"]
 
         # The daemon: no capability in any thread, no way back; the helper: CAP_SYS_ADMIN only.
         for task in Path(f"/proc/{pid}/task").iterdir():
