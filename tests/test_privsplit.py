@@ -192,3 +192,19 @@ def test_data_dir_not_owned_by_the_user_is_refused_in_one_line(user, workdir):
                    f"(uid {uid}): chown -R {name}: {data} (scripts/install does) (to run without privilege "
                    "separation set [sources] drop_privileges = false)"], r.stderr
     assert not (data / "queue.db").exists()
+
+
+def test_doctor_accepts_a_data_dir_owned_by_the_daemon_user(user, workdir):
+    from dockd.doctor import run_checks
+
+    name, uid, gid = user
+    data = workdir / "data"
+    data.mkdir(mode=0o710)
+    cfg = workdir / "dockd.toml"
+    cfg.write_text(f'[station]\nid = "priv-1"\ndata_dir = "{data}"\n\n[sources]\nuser = "{name}"\n')
+    os.chown(data, uid, gid)
+    r = next(x for x in run_checks(str(cfg)) if x["check"] == "data_dir")
+    assert r["ok"] and f"owner uid {uid}, mode 0710" in r["detail"], r
+    os.chown(data, uid + 1, gid)  # someone else's
+    r = next(x for x in run_checks(str(cfg)) if x["check"] == "data_dir")
+    assert not r["ok"], r
