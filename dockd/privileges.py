@@ -115,18 +115,19 @@ def check_owned(data_dir: Path, user: tuple[int, int], name: str) -> None:
 
 
 def carry_credentials() -> None:
-    """Keep systemd's root-only ``$CREDENTIALS_DIRECTORY/aws-credentials`` readable after the uid switch.
+    """Keep root's storage credentials file readable after the uid switch.
 
-    LoadCredential= files belong to the unit's User= (root, who starts the
-    mount helper), mode 0400. Before switching, the file is copied into a
-    memfd of this process only, and ``AWS_SHARED_CREDENTIALS_FILE`` points at it
-    (a process may always open its own ``/proc/self/fd``); the secret never
-    touches a disk or the environment.
+    systemd's LoadCredential= files (``$CREDENTIALS_DIRECTORY/aws-credentials``)
+    belong to the unit's User= (root, who starts the mount helper), mode 0400;
+    an operator's are in root's home. Before switching, the file is copied
+    into a memfd of this process only, and ``AWS_SHARED_CREDENTIALS_FILE``
+    points at it (a process may always open its own ``/proc/self/fd``); the
+    secret never touches a disk or the environment.
     """
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not cred_dir or os.environ.get("AWS_SHARED_CREDENTIALS_FILE"):
+    if os.environ.get("AWS_SHARED_CREDENTIALS_FILE"):
         return
-    src = Path(cred_dir) / "aws-credentials"
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    src = Path(cred_dir) / "aws-credentials" if cred_dir else Path("~/.aws/credentials").expanduser()
     try:
         data = src.read_bytes()
     except FileNotFoundError:
@@ -136,6 +137,32 @@ def carry_credentials() -> None:
     fd = os.memfd_create("aws-credentials", os.MFD_CLOEXEC)
     os.write(fd, data)
     os.environ["AWS_SHARED_CREDENTIALS_FILE"] = f"/proc/self/fd/{fd}"
+
+
+def become_data_dir_owner(data_dir: Path, name: str) -> bool:
+    """For a command run by root on a station: act as ``name`` if it owns ``data_dir`` (True if switched).
+
+    Whatever the command creates there (queue journal files, staged clips of
+    ``dockd import``) then stays the daemon user's, who could not use root's
+    files. A data dir that user does not own (a development machine, or before
+    scripts/install) is left as it is.
+    """
+    user = target_user(name)
+    if user is None:
+        return False
+    try:
+        if os.lstat(data_dir).st_uid != user[0]:
+            return False
+    except OSError:
+        return False
+    carry_credentials()
+    try:
+        os.setgroups([])
+        os.setresgid(user[1], user[1], user[1])
+        os.setresuid(user[0], user[0], user[0])
+    except OSError as e:
+        raise PrivilegeError(f"switching to {name}: {e.strerror}") from None
+    return True
 
 
 def limit_to(keep: frozenset[int] = frozenset(), *, user: tuple[int, int] | None = None) -> dict[str, int]:

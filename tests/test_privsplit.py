@@ -15,6 +15,7 @@ Root only (real mounts, loop devices, /dev/fuse, useradd).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -208,3 +209,31 @@ def test_doctor_accepts_a_data_dir_owned_by_the_daemon_user(user, workdir):
     os.chown(data, uid + 1, gid)  # someone else's
     r = next(x for x in run_checks(str(cfg)) if x["check"] == "data_dir")
     assert not r["ok"], r
+
+
+def test_root_cli_on_a_station_acts_as_the_daemon_user(user, workdir):
+    """``dockd import`` (and every command opening the queue) run by root leaves nothing the daemon can't use."""
+    name, uid, gid = user
+    data = workdir / "data"
+    data.mkdir(mode=0o710)
+    os.chown(data, uid, gid)
+    src = workdir / "card" / "DCIM" / "100CAMERA"
+    src.mkdir(parents=True)
+    (src / "CLIP0001.MP4").write_bytes(b"\0\0\0\x18ftypmp42" + os.urandom(4096))
+    for d in (workdir / "card", workdir / "card" / "DCIM", src):
+        d.chmod(0o755)
+    (src / "CLIP0001.MP4").chmod(0o644)
+    cfg = workdir / "dockd.toml"
+    cfg.write_text(f'[station]\nid = "priv-1"\ndata_dir = "{data}"\n\n[sources]\nuser = "{name}"\n')
+    cfg.chmod(0o644)
+    argv = [*_readable_python(workdir), *dbmod.dockd_argv(), "--config", str(cfg)]
+    r = subprocess.run([*argv, "import", str(workdir / "card"), "--camera", "CARD01", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    made = [p for p in data.rglob("*")]
+    assert made and all(p.lstat().st_uid == uid for p in made), [(str(p), p.lstat().st_uid) for p in made]
+    staged = [p for p in (data / "staging").rglob("*") if p.is_file() and p.stat().st_size > 4096]
+    assert (data / "queue.db") in made and staged, made  # the queue, and the staged clip the daemon will upload
+    r = subprocess.run([*argv, "queue", "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and [c["state"] for c in json.loads(r.stdout)] == ["staged"], r.stdout + r.stderr
+    assert all(p.lstat().st_uid == uid for p in data.rglob("*"))
