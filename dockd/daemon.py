@@ -211,7 +211,7 @@ class Daemon:
         if self.cfg.sources.udev and os.geteuid() == 0 and privileges.has(privileges.CAP_SYS_ADMIN):
             try:
                 self.mounter = helper = MountClient(self.cfg.data_dir / "mnt", config=self.cfg.path, owner=user)
-            except mounts.MountError as e:
+            except (mounts.MountError, OSError) as e:  # OSError: e.g. joining the group without CAP_SETGID
                 raise privileges.PrivilegeError(f"the mount helper did not start: {e}") from None
         try:
             if user is not None:
