@@ -29,11 +29,12 @@ number right before each run (:func:`dockd.mounts.same_device`).
 ``--owner UID:GID`` (when the daemon runs as an unprivileged user) makes
 every camera volume show its files as that user's, owner-only
 (``uid=,gid=,fmask=0177,dmask=0077``), so the daemon can read them and
-delete them for the wipe. Log lines of a request travel back in its response and are
-logged by the daemon. On ``shutdown`` it lazily unmounts whatever is still
-mounted and exits; if stdin closes without one (the daemon crashed) it exits
-and leaves the mounts to the next start's stale-mount cleanup, as a crash
-always did.
+delete them for the wipe.
+
+Log lines of a request travel back in its response and are logged by the
+daemon. On ``shutdown`` it lazily unmounts whatever is still mounted and
+exits; if stdin closes without one (the daemon crashed) it exits and leaves
+the mounts to the next start's stale-mount cleanup, as a crash always did.
 """
 
 from __future__ import annotations
