@@ -35,10 +35,18 @@ class Ctx:
             self._cfg = config_mod.load(self.config_path)
         return self._cfg
 
+    def as_data_dir_owner(self) -> None:
+        """Root on a station acts on the data dir as the daemon's user ([sources] user), so files stay its."""
+        if self.cfg.sources.drop_privileges:
+            from .privileges import become_data_dir_owner
+
+            become_data_dir_owner(self.cfg.data_dir, self.cfg.sources.user)
+
     def queue(self, *, must_exist: bool = False):
         from .daemon import queue_path
         from .queue import Queue
 
+        self.as_data_dir_owner()
         p = queue_path(self.cfg)
         if not p.exists():
             if must_exist:
@@ -107,6 +115,7 @@ def import_(c: Ctx, directory: Path, serial: str, as_json: bool) -> None:
         raise UsageError(f"{directory}: not a directory")
     cfg = c.cfg
     logs.configure("warning")
+    c.as_data_dir_owner()
     with DataDirLock(cfg.data_dir):
         q = c.queue()
         key, created = keys.load_or_create(cfg.data_dir)

@@ -98,6 +98,7 @@ class SourcesConfig:
     udev: bool = False
     watch_dirs: tuple[Path, ...] = ()
     drop_privileges: bool = True  # mount through dockd.mounthelper; the daemon keeps no capabilities
+    user: str = "dockd"  # with drop_privileges: the daemon switches to this user (if it exists) at start
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,7 @@ def parse(raw: dict, p: Path) -> Config:
         udev=so.get("udev", bool, False),
         watch_dirs=tuple(Path(d) for d in so.strings("watch_dirs", ())),
         drop_privileges=so.get("drop_privileges", bool, True),
+        user=so.get("user", str, "dockd"),
     )
     so.done()
 

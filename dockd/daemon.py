@@ -90,14 +90,18 @@ class Daemon:
     # -- life
 
     def run(self) -> int:
-        with self.lock:
-            self.queue = Queue(queue_path(self.cfg))
-            try:
-                return self._run()
-            finally:
-                if hasattr(self.mounter, "close"):  # the mount helper: unmounts what is left, exits
-                    self.mounter.close()
-                self.queue.close()
+        self._config_sha256()  # read while still root: the config may be root's alone
+        self._privileges = self._drop_privileges()  # before the data dir is touched: it is the daemon user's
+        try:
+            with self.lock:
+                self.queue = Queue(queue_path(self.cfg))
+                try:
+                    return self._run()
+                finally:
+                    self.queue.close()
+        finally:
+            if hasattr(self.mounter, "close"):  # the mount helper: unmounts what is left, exits
+                self.mounter.close()
 
     def _run(self) -> int:
         q = self.queue
@@ -105,7 +109,8 @@ class Daemon:
         if created:
             q.record("key.created", detail={"key_id": key.key_id}, now=self.clock())
         self._record_start(key)
-        self._drop_privileges()
+        if self._privileges is not None:
+            self.queue.record("privileges.dropped", detail=self._privileges, now=self.clock())
         self.key = key
         # Checked beside the work, never before it: a broken chain raises an alarm, evidence keeps moving.
         chain_check = threading.Thread(target=self._check_audit_chain, name="audit-check", daemon=True)
@@ -173,7 +178,7 @@ class Daemon:
 
     def _record_start(self, key: keys.StationKey) -> None:
         q = self.queue
-        cfg_hash = hashlib.sha256(self.cfg.path.read_bytes()).hexdigest() if self.cfg.path.exists() else None
+        cfg_hash = self._config_sha256()
         prev = [r for r in q.audit_rows() if r["event"] == "daemon.started"][-1:]
         if prev and not isinstance(prev[0]["detail"], dict):  # an altered row: the chain check raises the alarm
             prev = []
@@ -199,7 +204,9 @@ class Daemon:
         try:
             n, bad = q.verify_audit()
             if bad is None and q.audit_heads():
-                bad = check_heads(q, self.key.public)
+                from .trustlog import known_public_keys  # heads signed before a key rotation check too
+
+                bad = check_heads(q, known_public_keys(self.cfg.data_dir))
             if bad is None:
                 q.clear_alarm("audit-chain", now=self.clock())
                 log.info("audit chain intact", rows=n)
@@ -213,28 +220,57 @@ class Daemon:
         except Exception:  # noqa: BLE001
             log.exception("could not raise the audit-chain alarm")
 
-    def _drop_privileges(self) -> None:
-        """Mount through the helper process (if udev cameras need mounting), then give up every capability.
+    def _config_sha256(self) -> str | None:
+        if not hasattr(self, "_cfg_sha256"):
+            p = self.cfg.path
+            self._cfg_sha256 = hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else None
+        return self._cfg_sha256
 
-        Runs before the daemon starts any thread: capabilities belong to threads.
+    def _drop_privileges(self) -> dict | None:
+        """Start the mount helper (if udev cameras need mounting), switch to ``[sources] user``, drop every capability.
+
+        Runs before the daemon opens its data dir (then owned by that user) and
+        before it starts any thread (capabilities belong to threads). Returns
+        the ``privileges.dropped`` audit detail, recorded once the queue is open.
         """
         if not (self._separate and self.cfg.sources.drop_privileges):
-            return
+            return None
         from . import privileges
         from .mounthelper import MountClient
 
+        name = self.cfg.sources.user
+        user = privileges.target_user(name)
+        if user is not None:
+            privileges.check_owned(self.cfg.data_dir, user, name)
         helper = None
         if self.cfg.sources.udev and os.geteuid() == 0 and privileges.has(privileges.CAP_SYS_ADMIN):
             try:
-                self.mounter = helper = MountClient(self.cfg.data_dir / "mnt")
-            except mounts.MountError as e:
+                self.mounter = helper = MountClient(self.cfg.data_dir / "mnt", config=self.cfg.path, owner=user)
+            except (mounts.MountError, OSError) as e:  # OSError: e.g. joining the group without CAP_SETGID
                 raise privileges.PrivilegeError(f"the mount helper did not start: {e}") from None
-        caps = privileges.limit_to(frozenset())
+        try:
+            if user is not None:
+                privileges.carry_credentials()
+            caps = privileges.limit_to(frozenset(), user=user)
+            if user is not None and helper is not None:
+                # The helper (uid 0, group ``user``'s, no CAP_DAC_*) must traverse the data dir and create
+                # mount points in mnt/; sticky: the daemon cannot rename or remove what the helper made there.
+                os.chmod(self.cfg.data_dir, 0o710)
+                (self.cfg.data_dir / "mnt").mkdir(mode=0o700, exist_ok=True)
+                os.chmod(self.cfg.data_dir / "mnt", 0o1770)
+        except BaseException:
+            if helper is not None:
+                helper.close()
+            raise
         detail = {"cap_eff": f"{caps['CapEff']:016x}", "cap_prm": f"{caps['CapPrm']:016x}",
                   "cap_bnd": f"{caps['CapBnd']:016x}", "mount_helper_pid": helper.pid if helper else None,
-                  "mount_helper_cap_eff": f"{helper.caps:016x}" if helper else None}
-        self.queue.record("privileges.dropped", detail=detail, now=self.clock())
+                  "mount_helper_cap_eff": f"{helper.caps:016x}" if helper else None,
+                  "user": name if user else None, "uid": os.getuid(), "gid": os.getgid()}
+        if user is None and os.getuid() == 0:
+            log.warning("no such user to run as: the daemon stays uid 0, without capabilities (it can still open "
+                        "root-owned files and devices)", user=name)
         log.info("privileges dropped", **detail)
+        return detail
 
     def _start_metrics(self):
         if not self.cfg.metrics.listen:

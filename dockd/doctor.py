@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 from . import config as config_mod
-from . import keys
+from . import keys, privileges
 from .errors import DockdError
 
 UDEV_RULE = Path("/etc/udev/rules.d/70-dockd.rules")
@@ -32,7 +32,11 @@ def run_checks(config_path: str | None) -> list[dict]:
     d = cfg.data_dir
     try:
         st = os.stat(d, follow_symlinks=False)
-        safe = stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+        # Its owner is whoever runs dockd: this process, or the user the daemon switches to.
+        owners = {os.geteuid()}
+        if cfg.sources.drop_privileges and (user := privileges.target_user(cfg.sources.user)):
+            owners.add(user[0])
+        safe = stat.S_ISDIR(st.st_mode) and st.st_uid in owners and not st.st_mode & 0o022
         out.append(_r("data_dir", safe, f"{d} owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}",
                       f"chown the data dir to the dockd user and chmod 0700 {d}"))
     except FileNotFoundError:

@@ -1,6 +1,6 @@
 """Privilege separation for mounting: a small root helper process, and the daemon's client for it.
 
-The daemon starts ``python -I -m dockd.mounthelper --base DATA_DIR/mnt`` once,
+The daemon starts ``python -I -m dockd.mounthelper --base DATA_DIR/mnt --config FILE`` once,
 before it drops every capability of its own (:mod:`dockd.privileges`). The
 helper keeps CAP_SYS_ADMIN only and runs :class:`dockd.mounts.Mounter` (blkid
 -p type check, hardened flags verified in mountinfo, ...) for requests sent
@@ -13,14 +13,28 @@ as JSON lines on its stdin; every response is one JSON line on its stdout::
 Ops: ``mount``, ``remount_rw``, ``remount_ro``, ``unmount`` (``handle``,
 ``lazy``), ``cleanup_stale``, ``shutdown``. The helper trusts the daemon no
 more than it must: it checks every request (op whitelist, exact argument
-types, a safe serial, a block device under /dev that is not mounted outside
-the base, a camera filesystem type, a mount point that is a real directory
-directly under its base) and only remounts or unmounts what it mounted itself
-(by handle). Log lines of a request travel back in its response and are
-logged by the daemon. On ``shutdown`` it lazily unmounts whatever is still
-mounted and exits; if stdin closes without one (the daemon crashed) it exits
-and leaves the mounts to the next start's stale-mount cleanup, as a crash
-always did.
+types, a safe serial, a camera filesystem type, a mount point that is a real
+directory directly under its base) and only remounts or unmounts what it
+mounted itself (by handle). For a mount it resolves the device path itself
+(every directory on the way root's and writable by root only, so nobody else
+can swap the node), opens it once with ``O_PATH|O_NOFOLLOW`` for its device
+number, refuses it if it is mounted outside the base, and asks udev's
+database, by that device number, whether it is a docked camera: its udev
+properties must match a ``[[camera]]`` profile of the config given at start
+(:func:`dockd.sources.udev.translate`, the daemon's own test), with the
+requested serial, and the filesystem must be one that profile allows. blkid
+and every mount then use the resolved path, re-checked against the device
+number right before each run (:func:`dockd.mounts.same_device`).
+
+``--owner UID:GID`` (when the daemon runs as an unprivileged user) makes
+every camera volume show its files as that user's, owner-only
+(``uid=,gid=,fmask=0177,dmask=0077``), so the daemon can read them and
+delete them for the wipe.
+
+Log lines of a request travel back in its response and are logged by the
+daemon. On ``shutdown`` it lazily unmounts whatever is still mounted and
+exits; if stdin closes without one (the daemon crashed) it exits and leaves
+the mounts to the next start's stale-mount cleanup, as a crash always did.
 """
 
 from __future__ import annotations
@@ -39,8 +53,9 @@ from pathlib import Path
 
 import structlog
 
+from . import config as config_mod
 from . import mounts, privileges
-from .events import valid_serial
+from .events import Docked, valid_serial
 from .mounts import Mount, MountError
 
 CAMERA_FS = frozenset({"exfat", "vfat", "ntfs", "udf"})  # never a host filesystem (ext4, xfs, btrfs, ...)
@@ -56,8 +71,9 @@ def _one_line(s: object) -> str:
 
 
 class Helper:
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, cfg: config_mod.Config, owner: tuple[int, int] | None = None):
         self.base, self.real = base, os.path.realpath(base)  # symlinks resolved once, at the start
+        self.cfg, self.owner = cfg, owner  # both fixed at the start, before the daemon saw any camera
         self.mounter = mounts.Mounter(self.base)
         self.mounts: dict[int, Mount] = {}
         self.next_handle = 1
@@ -82,8 +98,10 @@ class Helper:
         if any(m.serial == serial for m in self.mounts.values()):
             raise ValueError(f"camera {serial} is already mounted")
         self._check_target(self.base / serial)
-        self._check_device(mounts.check_devnode(devnode), os.path.join(self.real, serial))
-        m = self.mounter.mount(serial, devnode, udev_type, tuple(allowed))
+        real, rdev = self._resolve_device(mounts.check_devnode(devnode))
+        self._check_device(real, os.path.join(self.real, serial))
+        fs = self._announced(real, rdev, serial, allowed)
+        m = self.mounter.mount(serial, real, udev_type, fs, rdev=rdev, owner=self.owner)
         handle, self.next_handle = self.next_handle, self.next_handle + 1
         self.mounts[handle] = m
         return {"handle": handle, "fs_type": m.fs_type, "path": str(m.path)}
@@ -114,10 +132,64 @@ class Helper:
         except KeyError:
             raise ValueError(f"no mount with handle {handle}") from None
 
-    def _check_device(self, devnode: str, target: str) -> None:
-        """A block device under /dev (symlinks resolved) mounted nowhere but (stale) at ``target``."""
-        if not os.path.realpath(devnode).startswith("/dev/"):
+    @staticmethod
+    def _resolve_device(devnode: str) -> tuple[str, int]:
+        """(path without symlinks, device number) of the block device ``devnode`` names now.
+
+        Every directory of the resolved path must be root's and writable by
+        root only (devtmpfs /dev is; /dev/shm is not): then only root can
+        replace the node, and the path keeps naming the device checked here.
+        """
+        real = os.path.realpath(devnode)
+        if not real.startswith("/dev/"):
             raise ValueError(f"{devnode} does not resolve to a node under /dev")
+        d = os.path.dirname(real)
+        while True:
+            st = os.lstat(d)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+                raise ValueError(f"{devnode}: {d} is not a root-only directory")
+            if d == "/":
+                break
+            d = os.path.dirname(d)
+        fd = os.open(real, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISBLK(st.st_mode) or os.readlink(f"/proc/self/fd/{fd}") != real:
+                raise ValueError(f"{devnode} changed while it was checked")
+        finally:
+            os.close(fd)
+        return real, st.st_rdev
+
+    def _announced(self, real: str, rdev: int, serial: str, allowed: list) -> tuple[str, ...]:
+        """The filesystems allowed for ``real`` if udev's database shows it as camera ``serial``, else ValueError.
+
+        The helper asks udev itself (by device number, not by a name the daemon
+        gave) and applies the daemon's own test (:func:`translate`) with the
+        ``[[camera]]`` profiles of the config it was started with.
+        """
+        import pyudev
+
+        from .sources.udev import translate
+
+        try:
+            dev = pyudev.Devices.from_device_number(pyudev.Context(), "block", rdev)
+            props = dict(dev.properties)
+        except (pyudev.DeviceNotFoundError, OSError, ValueError):
+            props = {}
+        if props.get("DEVNAME") != real:
+            raise ValueError(f"{real} is not a docked camera (udev knows no such block device)")
+        ev = translate(self.cfg, "add", props)
+        if not isinstance(ev, Docked):
+            raise ValueError(f"{real} is not a docked camera (no [[camera]] profile matches its udev properties)")
+        if ev.camera.serial != serial:
+            raise ValueError(f"{real} is camera {ev.camera.serial}, not {serial}")
+        fs = tuple(f for f in allowed if f in ev.camera.filesystems)
+        if not fs:
+            raise ValueError(f"{real}: profile {ev.camera.profile} allows none of {', '.join(allowed)}")
+        return fs
+
+    def _check_device(self, devnode: str, target: str) -> None:
+        """Block device ``devnode`` (resolved) is mounted nowhere but (stale) at ``target``."""
         rdev = os.stat(devnode).st_rdev
         dev = f"{os.major(rdev)}:{os.minor(rdev)}"
         with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
@@ -176,6 +248,9 @@ def serve(helper: Helper, inp, out, logs: list) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dockd.mounthelper", description="dockd's privileged mount helper")
     ap.add_argument("--base", required=True, type=Path, help="the only directory mounts may go under")
+    ap.add_argument("--config", required=True, type=Path, help="dockd.toml: its [[camera]] profiles say what "
+                                                               "a docked camera is")
+    ap.add_argument("--owner", default=None, help="UID:GID to present camera files as (the daemon's user)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the daemon, which then unmounts through us
     logs: list = []
@@ -190,9 +265,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.base.is_absolute():
         print("mount helper: --base must be an absolute path", file=sys.stderr)
         return 2
+    owner = None
+    if args.owner is not None:
+        try:
+            uid, gid = (int(x) for x in args.owner.split(":"))
+            owner = (uid, gid)
+        except ValueError:
+            print(f"mount helper: --owner must be UID:GID, got {args.owner!r}", file=sys.stderr)
+            return 2
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as e:
+        print(f"mount helper: {e}", file=sys.stderr)
+        return 2
     try:
         privileges.limit_to(frozenset({privileges.CAP_SYS_ADMIN}))
-        serve(Helper(args.base), sys.stdin.buffer, out, logs)
+        serve(Helper(args.base, cfg, owner), sys.stdin.buffer, out, logs)
     except privileges.PrivilegeError as e:
         print(f"mount helper: {e}", file=sys.stderr)
         return 1
@@ -218,15 +306,25 @@ class RemoteMount(Mount):
 class MountClient:
     """:class:`dockd.mounts.Mounter`'s interface, run by the mount helper: one request at a time."""
 
-    def __init__(self, base: Path, *, timeout: float = 300.0):
+    def __init__(self, base: Path, *, config: Path, owner: tuple[int, int] | None = None, timeout: float = 300.0):
+        """Start the helper (root, before the daemon gives up its identity).
+
+        ``owner``: the daemon's (uid, gid) after it switches user; the helper
+        then also joins that group, to reach the mount base in the daemon's
+        data dir (it has no CAP_DAC_*), and presents camera files as theirs.
+        """
         self.base, self.timeout = Path(base).absolute(), timeout
         self.lock = threading.Lock()
         self.ids = 0
         self.dead: str | None = None
         self.buf = b""
         self.log = structlog.get_logger("dockd.mount")
-        self.proc = subprocess.Popen([sys.executable, "-I", "-m", "dockd.mounthelper", "--base", str(self.base)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        argv = [sys.executable, "-I", "-m", "dockd.mounthelper", "--base", str(self.base),
+                "--config", str(Path(config).absolute())]
+        if owner:
+            argv += ["--owner", f"{owner[0]}:{owner[1]}"]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
+                                     extra_groups=[owner[1]] if owner else None)
         try:
             with self.lock:
                 hello = self._receive(0, time.monotonic() + 60)

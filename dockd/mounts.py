@@ -54,6 +54,8 @@ class Mount:
     path: Path
     rw: bool = False
     closed: bool = False
+    rdev: int | None = None  # the device checked by the mount helper: ``devnode`` must still be it at each mount
+    options: str = ""  # filesystem options for every mount of it (the owner of the files, for the daemon's uid)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
 
@@ -123,12 +125,44 @@ def check_devnode(devnode: str | None) -> str:
     return devnode
 
 
+def same_device(devnode: str, rdev: int) -> None:
+    """MountError unless ``devnode`` (not followed) is still the block device ``rdev``.
+
+    Called right before every program that opens the device by name (blkid,
+    mount), so a node swapped after the checks is never probed or mounted.
+    """
+    try:
+        st = os.lstat(devnode)
+    except OSError as e:
+        raise MountError(f"{devnode}: {e.strerror}") from None
+    if not stat.S_ISBLK(st.st_mode) or st.st_rdev != rdev:
+        raise MountError(f"{devnode} is no longer the device that was checked; refusing to use it")
+
+
+def owner_options(fs: str, uid: int, gid: int) -> str:
+    """Mount options presenting every file as ``uid:gid``'s (owner-only access), for a camera filesystem type."""
+    if fs == "udf":
+        return f"uid={uid},gid={gid}"
+    return f"uid={uid},gid={gid},fmask=0177,dmask=0077"
+
+
 class Mounter:
     def __init__(self, base: Path):
         self.base = Path(base)
 
-    def mount(self, serial: str, devnode: str | None, udev_type: str | None, allowed: tuple[str, ...]) -> Mount:
+    def mount(self, serial: str, devnode: str | None, udev_type: str | None, allowed: tuple[str, ...], *,
+              rdev: int | None = None, owner: tuple[int, int] | None = None) -> Mount:
+        """Mount ``devnode`` read-only under ``base/serial``.
+
+        ``rdev``: the device number the caller checked ``devnode`` against; it is
+        compared again right before blkid and before every mount. ``owner``:
+        (uid, gid) that the volume's files are presented as (vfat/exFAT have no
+        owners), so an unprivileged daemon can read them and, for the wipe,
+        delete them; nobody else can.
+        """
         devnode = check_devnode(devnode)
+        if rdev is not None:
+            same_device(devnode, rdev)
         fs = probe_type(devnode)
         if allowed and fs not in allowed:
             raise MountError(f"{devnode}: filesystem {fs!r} not allowed by the camera profile ({', '.join(allowed)})")
@@ -138,7 +172,7 @@ class Mounter:
         path = self.base / serial
         path.mkdir(exist_ok=True, mode=0o700)
         self._umount_all(path)  # whatever a previous dock left there
-        m = Mount(serial, devnode, fs, path)
+        m = Mount(serial, devnode, fs, path, rdev=rdev, options=owner_options(fs, *owner) if owner else "")
         with m.lock:
             self._mount(m, rw=False)
         return m
@@ -150,7 +184,10 @@ class Mounter:
         typ = m.fs_type
         if typ == "exfat" and not kernel_has("exfat"):
             typ = "exfat-fuse"
-        r = _run(["mount", "-t", typ, "-o", f"{mode},nosuid,nodev,noexec,nosymfollow", "--", m.devnode, str(m.path)])
+        if m.rdev is not None:
+            same_device(m.devnode, m.rdev)
+        opts = f"{mode},nosuid,nodev,noexec,nosymfollow" + (f",{m.options}" if m.options else "")
+        r = _run(["mount", "-t", typ, "-o", opts, "--", m.devnode, str(m.path)])
         if r.returncode != 0:
             raise MountError(f"mount {m.devnode} ({typ}) failed: {r.stderr.strip() or r.returncode}")
         r = _run(["mount", "-o", f"remount,bind,{mode},nosuid,nodev,noexec,nosymfollow", "--", str(m.path)])

@@ -27,7 +27,8 @@ def test_install_is_idempotent_and_uninstall_keeps_data(tmp_path):
     assert cfg.read_text() == (REPO / "examples/dockd.example.toml").read_text()
     assert (root / "etc/systemd/system/dockd.service").read_text() == (REPO / "systemd/dockd.service").read_text()
     assert (root / "etc/udev/rules.d/70-dockd.rules").exists()
-    assert (root / "var/lib/dockd").stat().st_mode & 0o777 == 0o700
+    assert (root / "var/lib/dockd").stat().st_mode & 0o7777 == 0o710  # the helper (group dockd) passes through
+    assert (root / "var/lib/dockd/mnt").stat().st_mode & 0o7777 == 0o1770  # sticky: the daemon can't move mounts
     assert (root / "etc/dockd/aws-credentials").stat().st_mode & 0o777 == 0o600
 
     # an operator's edits and the station key survive a re-install and an uninstall

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import select
 import signal
 import subprocess
@@ -31,7 +32,7 @@ from dockd import privileges
 from dockd.mounthelper import MountClient
 from dockd.mounts import MountError
 from tests.support import dockbed as dbmod
-from tests.support import exfat
+from tests.support import exfat, udevbed
 
 pytestmark = [pytest.mark.root]
 
@@ -54,13 +55,26 @@ def proc_status(pid: int | str) -> dict[str, str]:
                                            Path(f"/proc/{pid}/status").read_text().splitlines())}
 
 
-class Raw:
-    """A helper process driven by hand, one JSON line at a time."""
+def write_config(path: Path) -> Path:
+    """A config whose one [[camera]] profile is the DockBed's ACME (USB 2b2e:0c01, exFAT)."""
+    path.write_text(f'[station]\nid = "helper-1"\ndata_dir = "{path.parent / "data"}"\n\n'
+                    '[sources]\nudev = true\n\n[[camera]]\nname = "acme"\n'
+                    f'match = {{ ID_VENDOR_ID = "{dbmod.VENDOR_ID}", ID_MODEL_ID = ["{dbmod.MODEL_ID}"] }}\n'
+                    'filesystems = ["exfat"]\n')
+    return path
 
-    def __init__(self, base: Path, stderr: Path):
+
+class Raw:
+    """A helper process driven by hand, one JSON line at a time (inside a umockdev testbed if ``bed``)."""
+
+    def __init__(self, base: Path, stderr: Path, *, bed: udevbed.UdevBed | None = None,
+                 prefix: list[str] | None = None, owner: str | None = None):
+        argv = [*(prefix or [sys.executable, "-I", "-m", "dockd.mounthelper"]), "--base", str(base),
+                "--config", str(write_config(base.parent / "helper.toml"))]
+        argv += ["--owner", owner] if owner else []
+        spawn = bed.spawn if bed is not None else subprocess.Popen
         with open(stderr, "wb") as err:
-            self.p = subprocess.Popen([sys.executable, "-I", "-m", "dockd.mounthelper", "--base", str(base)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+            self.p = spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
         self.hello = self.read()
 
     def send(self, raw: bytes) -> None:
@@ -110,6 +124,35 @@ def loopdev(tmp_path):
     for mp in (tmp_path / "mnt" / "CAM1", tmp_path / "elsewhere"):
         exfat.unmount(mp)
     exfat.detach_loop(dev)
+
+
+@pytest.fixture
+def otherdev(tmp_path):
+    """A second exFAT loop device (not announced by udev), holding B.MP4 instead of A.MP4."""
+    img = exfat.build_image(tmp_path / "other.img", files={"DCIM/100CAMERA/B.MP4": b"other bytes"})
+    dev = exfat.attach_loop(img.path)
+    yield dev
+    exfat.unmount(tmp_path / "mnt" / "CAM1")
+    exfat.detach_loop(dev)
+
+
+@pytest.fixture
+def udev(loopdev):
+    """A umockdev testbed in which ``loopdev`` is docked camera CAM1 (matching the helper config's profile)."""
+    ok, why = udevbed.udevbed_available()
+    if not ok:
+        pytest.skip(why)
+    with udevbed.UdevBed() as bed:
+        bed.add_usb_camera(loopdev, serial="CAM1", fs_uuid="1234-5678")
+        yield bed
+
+
+@pytest.fixture
+def craw(tmp_path, udev):
+    """A helper that sees ``loopdev`` announced as camera CAM1."""
+    h = Raw(tmp_path / "mnt", tmp_path / "helper.stderr", bed=udev)
+    yield h
+    h.close()
 
 
 # --------------------------------------------------------------------------- the protocol
@@ -191,7 +234,8 @@ def test_device_mounted_elsewhere_is_refused(raw, tmp_path, loopdev):
     assert raw.alive()
 
 
-def test_mount_remount_unmount_by_handle(raw, tmp_path, loopdev):
+def test_mount_remount_unmount_by_handle(craw, tmp_path, loopdev):
+    raw = craw
     mnt = tmp_path / "mnt" / "CAM1"
     req = {"op": "mount", "serial": "CAM1", "devnode": loopdev, "udev_type": "exfat", "allowed": ["exfat"]}
     r = raw.ask({"id": 1, **req})
@@ -213,17 +257,17 @@ def test_mount_remount_unmount_by_handle(raw, tmp_path, loopdev):
     assert r["ok"] is False and "no mount with handle 1" in r["error"]
 
 
-def test_eof_leaves_mounts_for_stale_cleanup_and_shutdown_unmounts(tmp_path, loopdev):
+def test_eof_leaves_mounts_for_stale_cleanup_and_shutdown_unmounts(tmp_path, loopdev, udev):
     mnt = tmp_path / "mnt" / "CAM1"
     req = {"id": 1, "op": "mount", "serial": "CAM1", "devnode": loopdev, "udev_type": "exfat", "allowed": ["exfat"]}
-    crashed = Raw(tmp_path / "mnt", tmp_path / "a.stderr")
+    crashed = Raw(tmp_path / "mnt", tmp_path / "a.stderr", bed=udev)
     assert crashed.ask(req)["ok"] is True
     crashed.close()  # stdin closed without "shutdown": what a crashed daemon looks like
     assert crashed.p.returncode == 0
     assert exfat.find_mount(mnt) is not None  # left for the next start, as before the split
     assert "the daemon is gone" in (tmp_path / "a.stderr").read_text()
 
-    h = Raw(tmp_path / "mnt", tmp_path / "b.stderr")
+    h = Raw(tmp_path / "mnt", tmp_path / "b.stderr", bed=udev)
     r = h.ask({"id": 1, "op": "cleanup_stale"})
     assert r["ok"] is True and r["result"] == ["CAM1"] and r["log"][0]["event"] == "stale mount removed"
     assert h.ask(req)["ok"] is True and exfat.find_mount(mnt) is not None
@@ -234,7 +278,7 @@ def test_eof_leaves_mounts_for_stale_cleanup_and_shutdown_unmounts(tmp_path, loo
 
 
 def test_client_raises_mount_error_with_the_helpers_reason_and_when_it_dies(tmp_path):
-    c = MountClient(tmp_path / "mnt")
+    c = MountClient(tmp_path / "mnt", config=write_config(tmp_path / "helper.toml"))
     try:
         assert c.caps == SYS_ADMIN and caps(c.pid)["CapEff"] == SYS_ADMIN
         with pytest.raises(MountError, match="/dev/null: not a block device"):
@@ -260,6 +304,14 @@ def bench():
     ok, why = dbmod.available()
     if not ok:
         pytest.skip(why)
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def _children(pid: int) -> list[int]:
@@ -298,6 +350,10 @@ mv {hook_out}.tmp {hook_out}
         assert len(dropped) == 1 and dropped[0]["cap_eff"] == dropped[0]["cap_prm"] == "0" * 16, dropped
         hpid = dropped[0]["mount_helper_pid"]
         assert dropped[0]["mount_helper_cap_eff"] == f"{SYS_ADMIN:016x}"
+        if not _user_exists("dockd"):  # a development machine: uid 0 stays, and the daemon says so
+            assert dropped[0]["user"] is None and dropped[0]["uid"] == 0
+            assert [e for e in bed.logs() if e.get("event", "").startswith("no such user to run as")
+                    and e.get("user") == "dockd" and e.get("level") == "warning"]
 
         # The daemon: no capability in any thread, no way back; the helper: CAP_SYS_ADMIN only.
         for task in Path(f"/proc/{pid}/task").iterdir():
@@ -383,3 +439,72 @@ def test_watch_dir_station_drops_everything_without_a_helper(tmp_path):
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0
         p.stdout.close()
+
+
+# --------------------------------------------------------------------------- what the helper mounts
+
+_SWAP_AT_MOUNT = """
+import os, sys
+import dockd.mounts as m, dockd.mounthelper as h
+link, other = os.environ["SWAP_LINK"], os.environ["SWAP_TO"]
+orig, done = m._run, []
+def run(argv, timeout=60):
+    if argv[0] == "mount" and not done:  # after every check, right before the first mount: swap the symlink
+        done.append(1)
+        os.remove(link)
+        os.symlink(other, link)
+    return orig(argv, timeout)
+m._run = run
+sys.exit(h.main(sys.argv[1:]))
+"""
+
+
+def test_symlink_swapped_between_check_and_mount_mounts_what_was_checked(tmp_path, loopdev, otherdev, udev):
+    link = Path(f"/dev/shm/dockd-test-{os.getpid()}-swap")
+    link.unlink(missing_ok=True)
+    link.symlink_to(loopdev)
+    try:
+        h = Raw(tmp_path / "mnt", tmp_path / "helper.stderr", bed=udev,
+                prefix=["env", f"SWAP_LINK={link}", f"SWAP_TO={otherdev}", sys.executable, "-I", "-c",
+                        _SWAP_AT_MOUNT])
+        try:
+            r = h.ask({"id": 1, "op": "mount", "serial": "CAM1", "devnode": str(link), "udev_type": "exfat",
+                       "allowed": ["exfat"]})
+            assert os.readlink(link) == otherdev  # the hook ran: the name now points at the other device
+            mnt = tmp_path / "mnt" / "CAM1"
+            assert r["ok"] is True, r
+            assert sorted(p.name for p in (mnt / "DCIM/100CAMERA").iterdir()) == ["A.MP4"]  # the checked camera
+            assert exfat.find_mount(mnt).source == loopdev
+            assert h.ask({"id": 2, "op": "shutdown"})["ok"] is True
+        finally:
+            h.close()
+    finally:
+        link.unlink(missing_ok=True)
+
+
+def test_only_a_device_udev_announces_as_that_camera_is_mounted(tmp_path, loopdev, otherdev, udev):
+    craw = Raw(tmp_path / "mnt", tmp_path / "helper.stderr", bed=udev)
+    try:
+        req = {"op": "mount", "serial": "CAM1", "udev_type": "exfat", "allowed": ["exfat"]}
+        # An exFAT block device, not mounted anywhere, that udev does not know as a camera.
+        r = craw.ask({"id": 1, **req, "devnode": otherdev})
+        assert r["ok"] is False and f"{otherdev} is not a docked camera" in r["error"], r
+        # The announced camera, asked for under another camera's name.
+        r = craw.ask({"id": 2, **req, "devnode": loopdev, "serial": "CAM2"})
+        assert r["ok"] is False and f"{loopdev} is camera CAM1, not CAM2" in r["error"], r
+        assert not any((tmp_path / "mnt").iterdir()) if (tmp_path / "mnt").exists() else True
+        assert exfat.find_mount(tmp_path / "mnt" / "CAM1") is None
+        assert exfat.find_mount(tmp_path / "mnt" / "CAM2") is None
+        assert craw.alive()
+    finally:
+        craw.close()
+    # A device udev announces, but whose USB ids match no [[camera]] profile.
+    udev.add_usb_camera(otherdev, serial="CAM9", fs_uuid="9999-0001", model_id="6666", port="1.3")
+    h = Raw(tmp_path / "mnt", tmp_path / "helper2.stderr", bed=udev)
+    try:
+        r = h.ask({"id": 1, "op": "mount", "serial": "CAM9", "devnode": otherdev, "udev_type": "exfat",
+                   "allowed": ["exfat"]})
+        assert r["ok"] is False and "no [[camera]] profile matches" in r["error"], r
+        assert exfat.find_mount(tmp_path / "mnt" / "CAM9") is None
+    finally:
+        h.close()
