@@ -11,6 +11,17 @@ import sys
 
 import structlog
 
+from .textsafe import printable
+
+
+def _printable_strings(_logger, _method, event_dict: dict) -> dict:
+    """Console logs go to a technician's terminal: camera names in them must not be able to drive it.
+
+    Only top-level strings need it: the console renderer shows other values with ``repr``, which
+    already escapes control characters. (JSON lines escape them anyway.)
+    """
+    return {k: printable(v) if isinstance(v, str) else v for k, v in event_dict.items()}
+
 
 def configure(level: str = "info", *, stream=None, force_json: bool | None = None) -> None:
     stream = stream or sys.stderr
@@ -25,6 +36,7 @@ def configure(level: str = "info", *, stream=None, force_json: bool | None = Non
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info if as_json else (lambda _l, _m, ev: ev),
+            (lambda _l, _m, ev: ev) if as_json else _printable_strings,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
