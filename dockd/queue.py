@@ -48,7 +48,7 @@ from sqlalchemy import (
 )
 
 from . import audit as chain
-from .errors import IllegalTransition, NotFound, SchemaTooNew, UsageError
+from .errors import IllegalTransition, NotAQueue, NotFound, SchemaTooNew, UsageError
 from .lifecycle import ClipEvent, ClipState, next_state
 
 SCHEMA_VERSION = 1
@@ -356,6 +356,14 @@ class Queue:
         latest = MIGRATIONS[-1][0]
         if current > latest:
             raise SchemaTooNew(self.path, current, latest)
+        if current == 0:
+            # Version 0 is a new, empty file. A database holding tables at version 0 belongs to another
+            # program (a wrong data_dir): adding ours to it would damage it, so refuse.
+            with self.engine.connect() as c:
+                other = c.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                          "AND name NOT LIKE 'sqlite_%' LIMIT 1").first()
+            if other:
+                raise NotAQueue(self.path, f"schema version 0 but it holds a table {other[0]!r}")
         for version, step in MIGRATIONS:
             if version <= current:
                 continue
