@@ -140,9 +140,17 @@ def import_(c: Ctx, directory: Path, serial: str, as_json: bool) -> None:
 
     if not valid_serial(serial):
         raise UsageError(f"--camera {serial!r}: a serial is 1-64 letters, digits, '.', '_' or '-'")
+    # Every refusal comes before the first write (lock, queue, key, audit event).
+    if directory.is_symlink():
+        # The volume walk never follows a symlink (O_NOFOLLOW), so it would fail half-way: refuse now.
+        raise UsageError(f"{directory}: is a symbolic link; name the directory it points to")
     if not directory.is_dir():
         raise UsageError(f"{directory}: not a directory")
     cfg = c.cfg
+    src, data = directory.resolve(), cfg.data_dir.resolve()
+    if src == data or data in src.parents or src in data.parents:
+        # Offloading the station's own staging area (or a tree holding it) would import evidence into itself.
+        raise UsageError(f"{directory}: is, or is inside or contains, the data dir {cfg.data_dir}; refused")
     logs.configure("warning")
     with DataDirLock(cfg.data_dir):
         q = c.queue()
