@@ -185,7 +185,7 @@ class _Section:
         self.table = dict(table)
 
     def key(self, k: str | None) -> str:
-        return f"[{self.name}] {k}" if k else f"[{self.name}]"
+        return f"[{self.name}] {_short(k)}" if k else f"[{self.name}]"
 
     def fail(self, k: str | None, why: str) -> None:
         raise ConfigError(self.path, f"{self.key(k)}: {why}")
@@ -224,6 +224,11 @@ class _Section:
     def done(self) -> None:
         if self.table:
             self.fail(sorted(self.table)[0], "unknown key")
+
+
+def _short(k: str) -> str:
+    """A key name from the file, cut short (an unknown key can be as long as the file)."""
+    return k if len(k) <= 80 else f"{k[:80]}... ({len(k)} characters)"
 
 
 def _shown(v: Any) -> str:
@@ -414,7 +419,8 @@ def parse(raw: dict, p: Path) -> Config:
 
     if top.table:
         k = sorted(top.table)[0]
-        raise ConfigError(p, f"[{k}]: unknown section" if isinstance(top.table[k], dict) else f"{k}: unknown key")
+        raise ConfigError(p, f"[{_short(k)}]: unknown section" if isinstance(top.table[k], dict)
+                          else f"{_short(k)}: unknown key")
 
     return Config(
         path=p,
