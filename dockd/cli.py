@@ -316,14 +316,14 @@ def manifest_verify(c: Ctx, manifest_file: Path, clip_file: Path | None, pubkey:
     from .errors import ManifestInvalid
 
     try:
-        m = json.loads(manifest_file.read_bytes())
+        m = json.loads(_read_input(manifest_file))
     except OSError as e:
         raise UsageError(f"{manifest_file}: {e.strerror}") from None
     except ValueError as e:
         raise ManifestInvalid(f"{manifest_file}: not JSON ({e})") from None
     if pubkey is not None:
         try:
-            pub = keys_mod.load_public_pem(pubkey.read_bytes())
+            pub = keys_mod.load_public_pem(_read_input(pubkey, 64 << 10))
         except OSError as e:
             raise UsageError(f"{pubkey}: {e.strerror}") from None
     else:
@@ -336,6 +336,17 @@ def manifest_verify(c: Ctx, manifest_file: Path, clip_file: Path | None, pubkey:
             raise UsageError(f"{clip_file}: {e.strerror}") from None
     what = f" and {clip_file} matches it" if clip_file else ""
     echo(f"valid: signed by {m['signature']['key_id']}{what} (sha256 {m['clip']['sha256']})")
+
+
+def _read_input(p: Path, limit: int = 1 << 20) -> bytes:
+    """A small input file named on the command line: a regular file of at most ``limit`` bytes.
+
+    A FIFO would block the read and /dev/zero never ends: both are usage errors (exit 2).
+    """
+    try:
+        return config_mod.read_bounded(p, limit)
+    except config_mod.ConfigError as e:
+        raise UsageError(e.message()) from None
 
 
 # ---------------------------------------------------------------- technician commands

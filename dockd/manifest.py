@@ -16,13 +16,15 @@ tools::
 from __future__ import annotations
 
 import json
+import os
+import stat
 from typing import Any
 
 import rfc8785
 
 from . import keys
 from .durable import sha256_fd
-from .errors import ManifestInvalid
+from .errors import ManifestInvalid, UsageError
 
 FORMAT = "dockd.manifest/1"
 
@@ -76,8 +78,14 @@ def check(manifest: Any, pub: keys.Ed25519PublicKey | None = None) -> None:
 
 
 def check_file_hash(manifest: dict[str, Any], data_path: str) -> None:
-    with open(data_path, "rb") as f:
-        got, n = sha256_fd(f.fileno())
+    # Regular files only, checked on the open descriptor: a FIFO would block, /dev/zero never ends.
+    fd = os.open(data_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{data_path}: not a regular file")
+        got, n = sha256_fd(fd)
+    finally:
+        os.close(fd)
     clip = manifest["clip"]
     if n != clip["size"]:
         raise ManifestInvalid(f"clip size {n} does not match manifest size {clip['size']}")
