@@ -273,9 +273,9 @@ def read_bounded(p: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(p, "not a regular file")
+            raise ConfigError(p, "cannot read: not a regular file")
         if st.st_size > limit:
-            raise ConfigError(p, f"too large ({st.st_size} bytes, at most {limit})")
+            raise ConfigError(p, f"cannot read: too large ({st.st_size} bytes, at most {limit})")
         chunks, n = [], 0
         while n <= limit:
             b = os.read(fd, limit + 1 - n)
@@ -284,7 +284,7 @@ def read_bounded(p: Path, limit: int = MAX_FILE_BYTES) -> bytes:
             chunks.append(b)
             n += len(b)
         if n > limit:  # grew while we read it
-            raise ConfigError(p, f"too large (more than {limit} bytes)")
+            raise ConfigError(p, f"cannot read: too large (more than {limit} bytes)")
         return b"".join(chunks)
     finally:
         os.close(fd)

@@ -343,7 +343,8 @@ class Queue:
 
     def __init__(self, path: str | os.PathLike, *, migrate: bool = True):
         self.path = Path(path)
-        refuse_foreign(self.path)
+        if migrate:  # (doctor opens without migrating, to report the schema version it finds)
+            refuse_foreign(self.path)
         self.engine: Engine = create_engine(
             f"sqlite:///{self.path}",
             connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
