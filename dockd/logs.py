@@ -6,6 +6,7 @@ Every log line about a clip is bound with ``clip`` (its id) and ``camera``
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 
@@ -23,12 +24,19 @@ def _printable_strings(_logger, _method, event_dict: dict) -> dict:
     return {k: printable(v) if isinstance(v, str) else v for k, v in event_dict.items()}
 
 
+def _printable_traceback(sio, exc_info) -> None:
+    """structlog's plain traceback, each line shown by the same rule (exception messages quote names)."""
+    buf = io.StringIO()
+    structlog.dev.plain_traceback(buf, exc_info)
+    sio.write("\n".join(printable(line) for line in buf.getvalue().split("\n")))
+
+
 def configure(level: str = "info", *, stream=None, force_json: bool | None = None) -> None:
     stream = stream or sys.stderr
     as_json = (not sys.stdout.isatty()) if force_json is None else force_json
     renderer = (structlog.processors.JSONRenderer(sort_keys=False) if as_json
                 else structlog.dev.ConsoleRenderer(colors=stream.isatty(),
-                                                   exception_formatter=structlog.dev.plain_traceback))
+                                                   exception_formatter=_printable_traceback))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -156,12 +156,17 @@ def test_console_log_lines():
     buf = io.StringIO()
     logs.configure("info", stream=buf, force_json=False)
     try:
-        structlog.get_logger("t").warning("entry skipped \x1b[2J", path="DCIM/[red]a\x1b]0;x\x07.MP4",
-                                          reason="odd\u202e", n=3)
+        log = structlog.get_logger("t")
+        log.warning("entry skipped \x1b[2J", path="DCIM/[red]a\x1b]0;x\x07.MP4", reason="odd\u202e", n=3)
+        try:
+            raise OSError("cannot open DCIM/\x1b[31mred\u202e.MP4")
+        except OSError:
+            log.exception("copy failed")
     finally:
         structlog.reset_defaults()
     out = buf.getvalue()
-    assert_literal(out, "entry skipped \\x1b[2J", "DCIM/[red]a\\x1b]0;x\\x07.MP4", "odd\\u202e")
+    assert_literal(out, "entry skipped \\x1b[2J", "DCIM/[red]a\\x1b]0;x\\x07.MP4", "odd\\u202e",
+                   "OSError: cannot open DCIM/\\x1b[31mred\\u202e.MP4", "Traceback")
 
 
 def test_usage_error_quoting_a_hostile_argument(station):
