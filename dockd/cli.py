@@ -170,8 +170,8 @@ def import_(c: Ctx, directory: Path, serial: str, as_json: bool) -> None:
     else:
         rate = s.bytes / s.seconds / 1e6 if s.seconds else 0
         echo(f"camera {serial}: {s.staged} staged, {s.already} already offloaded, {s.quarantined} quarantined, "
-                   f"{s.aborted} aborted, {len(s.skipped)} skipped; {s.bytes} bytes in {s.seconds:.2f} s "
-                   f"({rate:.1f} MB/s)")
+             f"{s.aborted} aborted, {len(s.skipped)} skipped; {s.bytes} bytes in {s.seconds:.2f} s "
+             f"({rate:.1f} MB/s)")
         for sk in s.skipped:
             echo(f"  skipped {sk['path']}: {sk['reason']}")
         for e in s.errors:
