@@ -10,18 +10,37 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import sys
 from pathlib import Path
 
 import click
 
 from . import __version__, config as config_mod
-from .errors import EXIT_FAILED, DockdError, NotFound, UsageError
+from .errors import EXIT_FAILED, DockdError, NotFound, QueueUnreadable, UsageError
 from .lifecycle import ClipEvent, ClipState
+from .textsafe import json_text, one_line, printable
+
+# Clip ids and counts end up in SQLite, whose integers are 64-bit signed: anything larger is a usage error
+# (exit 2) at parse time, not an OverflowError deep in a query.
+SQLITE_MAX_INT = 2**63 - 1
+CLIP_ID = click.IntRange(1, SQLITE_MAX_INT)
+COUNT = click.IntRange(1, SQLITE_MAX_INT)
+
+# The queue this process opened, for naming it when SQLite fails later (a truncated copy opens fine and
+# only fails at the first query).
+_queue_in_use: Path | None = None
 
 
 def emit_json(obj: object) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False))
+    # json.dumps escapes C0 controls in strings, but with ensure_ascii=False leaves DEL, C1, bidi
+    # overrides and lone surrogates raw: json_text escapes those too (the same JSON value).
+    click.echo(json_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False)))
+
+
+def echo(line: str) -> None:
+    """One plain output line holding text from a camera, config or storage: shown literally."""
+    click.echo(printable(line))
 
 
 class Ctx:
@@ -46,12 +65,30 @@ class Ctx:
         from .daemon import queue_path
         from .queue import Queue
 
+        global _queue_in_use
+
         self.as_data_dir_owner()
         p = queue_path(self.cfg)
-        if not p.exists():
+        _queue_in_use = p
+        try:
+            st = p.lstat()
+        except FileNotFoundError:
+            st = None
+        except OSError as e:
+            raise QueueUnreadable(p, e.strerror) from None
+        if st is None:
             if must_exist:
                 raise UsageError(f"no queue at {p}: dockd has not run on this data dir yet")
-            p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as e:
+                raise QueueUnreadable(p, f"cannot create data dir: {e.strerror}") from None
+        elif not stat.S_ISREG(st.st_mode):
+            # SQLite would open a FIFO (and block) or follow a symlink: only a regular file is a queue.
+            raise QueueUnreadable(p, "not a regular file")
+        # WAL mode needs to create queue.db-wal and -shm beside it, even to read.
+        if not os.access(p.parent, os.W_OK | os.X_OK):
+            raise QueueUnreadable(p, f"data dir {p.parent} is not writable (read-only file system or permissions)")
         return Queue(p)
 
 
@@ -111,9 +148,17 @@ def import_(c: Ctx, directory: Path, serial: str, as_json: bool) -> None:
 
     if not valid_serial(serial):
         raise UsageError(f"--camera {serial!r}: a serial is 1-64 letters, digits, '.', '_' or '-'")
+    # Every refusal comes before the first write (lock, queue, key, audit event).
+    if directory.is_symlink():
+        # The volume walk never follows a symlink (O_NOFOLLOW), so it would fail half-way: refuse now.
+        raise UsageError(f"{directory}: is a symbolic link; name the directory it points to")
     if not directory.is_dir():
         raise UsageError(f"{directory}: not a directory")
     cfg = c.cfg
+    src, data = directory.resolve(), cfg.data_dir.resolve()
+    if src == data or data in src.parents or src in data.parents:
+        # Offloading the station's own staging area (or a tree holding it) would import evidence into itself.
+        raise UsageError(f"{directory}: is, or is inside or contains, the data dir {cfg.data_dir}; refused")
     logs.configure("warning")
     c.as_data_dir_owner()
     with DataDirLock(cfg.data_dir):
@@ -133,13 +178,13 @@ def import_(c: Ctx, directory: Path, serial: str, as_json: bool) -> None:
         emit_json(s.to_json())
     else:
         rate = s.bytes / s.seconds / 1e6 if s.seconds else 0
-        click.echo(f"camera {serial}: {s.staged} staged, {s.already} already offloaded, {s.quarantined} quarantined, "
-                   f"{s.aborted} aborted, {len(s.skipped)} skipped; {s.bytes} bytes in {s.seconds:.2f} s "
-                   f"({rate:.1f} MB/s)")
+        echo(f"camera {serial}: {s.staged} staged, {s.already} already offloaded, {s.quarantined} quarantined, "
+             f"{s.aborted} aborted, {len(s.skipped)} skipped; {s.bytes} bytes in {s.seconds:.2f} s "
+             f"({rate:.1f} MB/s)")
         for sk in s.skipped:
-            click.echo(f"  skipped {sk['path']}: {sk['reason']}")
+            echo(f"  skipped {sk['path']}: {sk['reason']}")
         for e in s.errors:
-            click.echo(f"  error {e}")
+            echo(f"  error {e}")
     if s.quarantined or s.aborted:
         sys.exit(EXIT_FAILED)
 
@@ -170,7 +215,7 @@ def status(c: Ctx, as_json: bool, watch: bool) -> None:
 @main.command("queue")
 @click.option("--state", type=click.Choice([str(s) for s in ClipState]), help="Only clips in this state.")
 @click.option("--camera", help="Only clips of this camera serial.")
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many clips.")
+@click.option("--limit", type=COUNT, help="At most this many clips.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def queue_cmd(c: Ctx, state: str | None, camera: str | None, limit: int | None, as_json: bool) -> None:
@@ -185,7 +230,7 @@ def queue_cmd(c: Ctx, state: str | None, camera: str | None, limit: int | None, 
 
 
 @main.command()
-@click.argument("clip_id", type=int)
+@click.argument("clip_id", type=CLIP_ID)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def show(c: Ctx, clip_id: int, as_json: bool) -> None:
@@ -207,7 +252,7 @@ def show(c: Ctx, clip_id: int, as_json: bool) -> None:
 
 @main.command()
 @click.option("--camera", help="Only events of this camera.")
-@click.option("--clip", "clip_id", type=int, help="Only events of this clip.")
+@click.option("--clip", "clip_id", type=CLIP_ID, help="Only events of this clip.")
 @click.option("--since", help="Only events at or after this RFC 3339 time (e.g. 2026-11-21T00:00:00Z).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one event each, with their hashes.")
 @click.option("--verify", "verify_chain", is_flag=True, help="Recompute the hash chain; exit 1 at the first bad row.")
@@ -231,14 +276,14 @@ def audit(c: Ctx, camera: str | None, clip_id: int | None, since: str | None, as
 
         n, bad = q.verify_audit()
         if bad:
-            click.echo(f"audit chain BROKEN at seq {bad[0]}: {bad[1]} ({n} rows checked)")
+            echo(f"audit chain BROKEN at seq {bad[0]}: {bad[1]} ({n} rows checked)")
             sys.exit(EXIT_FAILED)
         heads = q.audit_heads()
         if heads:
             badh = check_heads(q, known_public_keys(c.cfg.data_dir),
                                trust_state(c, trust_src, root_pem) if trust_src else None)
             if badh:
-                click.echo(f"audit chain BROKEN at seq {badh[0]}: {badh[1]}")
+                echo(f"audit chain BROKEN at seq {badh[0]}: {badh[1]}")
                 sys.exit(EXIT_FAILED)
         if not remote:
             click.echo(f"audit chain intact: {n} rows, {len(heads)} signed heads verified")
@@ -248,11 +293,11 @@ def audit(c: Ctx, camera: str | None, clip_id: int | None, since: str | None, as
     rows = q.audit_rows(camera=camera, clip=clip_id, since=since)
     for r in rows:
         if as_json:
-            click.echo(json.dumps(r, sort_keys=True, ensure_ascii=False))
+            click.echo(json_text(json.dumps(r, sort_keys=True, ensure_ascii=False)))
         else:
             who = " ".join(x for x in (f"camera={r['camera']}" if r["camera"] else "",
                                        f"clip={r['clip']}" if r["clip"] is not None else "") if x)
-            click.echo(f"{r['seq']:>6} {r['at']} {r['event']:<24} {who} {json.dumps(r['detail'], sort_keys=True)}")
+            echo(f"{r['seq']:>6} {r['at']} {r['event']:<24} {who} {json.dumps(r['detail'], sort_keys=True)}")
 
 
 def _audit_remote(c: Ctx, q, n: int, n_heads: int) -> None:
@@ -344,14 +389,14 @@ def manifest_verify(c: Ctx, manifest_file: Path, clip_file: Path | None, pubkey:
         except OSError as e:
             raise UsageError(f"{clip_file}: {e.strerror}") from None
     what = f" and {clip_file} matches it" if clip_file else ""
-    click.echo(f"valid: signed by {m['signature']['key_id']}{what} (sha256 {m['clip']['sha256']})")
+    echo(f"valid: signed by {m['signature']['key_id']}{what} (sha256 {m['clip']['sha256']})")
 
 
 # ---------------------------------------------------------------- technician commands
 
 
 @main.command()
-@click.argument("clip_ids", type=int, nargs=-1)
+@click.argument("clip_ids", type=CLIP_ID, nargs=-1)
 @click.option("--all-failed", is_flag=True, help="Every failed clip.")
 @click.option("--camera", help="Failed clips of this camera.")
 @pass_ctx
@@ -367,20 +412,20 @@ def replay(c: Ctx, clip_ids: tuple[int, ...], all_failed: bool, camera: str | No
     bad = 0
     for clip in targets:
         if clip.state is not ClipState.FAILED:
-            click.echo(f"clip {clip.id}: is {clip.state}, not failed; left alone")
+            echo(f"clip {clip.id}: is {clip.state}, not failed; left alone")
             bad += 1
             continue
         q.transition(clip.id, ClipEvent.REPLAY, attempts=0, next_attempt_at=None,
                      detail={"by": os.environ.get("SUDO_USER") or os.environ.get("USER") or "?",
                              "previous_error": clip.last_error})
-        click.echo(f"clip {clip.id}: replayed (was: {clip.last_error})")
+        echo(f"clip {clip.id}: replayed (was: {clip.last_error})")
     if not targets:
         click.echo("nothing to replay")
     sys.exit(EXIT_FAILED if bad else 0)
 
 
 @main.command()
-@click.argument("clip_ids", type=int, nargs=-1)
+@click.argument("clip_ids", type=CLIP_ID, nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every clip that has a staged copy or an object.")
 @click.option("--remote", is_flag=True, help="Also check central storage (HEAD with checksum).")
 @click.option("--deep", is_flag=True, help="With --remote: download each object and hash it.")
@@ -399,7 +444,7 @@ def verify(c: Ctx, clip_ids: tuple[int, ...], all_: bool, remote: bool, deep: bo
         emit_json(results)
     else:
         for r in results:
-            click.echo(f"clip {r['id']}: {'ok' if r['ok'] else 'MISMATCH'}  " + "; ".join(r["checks"]))
+            echo(f"clip {r['id']}: {'ok' if r['ok'] else 'MISMATCH'}  " + "; ".join(r["checks"]))
         click.echo(f"{len(results)} checked, {len(bad)} mismatched")
     sys.exit(EXIT_FAILED if bad else 0)
 
@@ -416,7 +461,7 @@ def doctor(c: Ctx, as_json: bool) -> None:
         emit_json(results)
     else:
         for r in results:
-            click.echo(f"{'PASS' if r['ok'] else 'FAIL'}  {r['check']:<14} {r['detail']}"
+            echo(f"{'PASS' if r['ok'] else 'FAIL'}  {r['check']:<14} {r['detail']}"
                        + ("" if r["ok"] else f"  -> {r['fix']}"))
     sys.exit(0 if all(r["ok"] for r in results) else EXIT_FAILED)
 
@@ -437,11 +482,12 @@ def entry() -> None:
         sys.exit(EXIT_FAILED)
     except click.UsageError as e:
         cmd = e.ctx.command_path if e.ctx else "dockd"
-        msg = " ".join(e.format_message().split())
+        # click quotes the offending argument: it may be megabytes long or hold terminal escapes
+        msg = one_line(" ".join(e.format_message().split()))
         click.echo(f"dockd: error: {msg} (see `{cmd} --help`)", err=True)
         sys.exit(e.exit_code)
     except click.ClickException as e:
-        click.echo(f"dockd: error: {' '.join(e.format_message().split())}", err=True)
+        click.echo(f"dockd: error: {one_line(' '.join(e.format_message().split()))}", err=True)
         sys.exit(e.exit_code)
     except DockdError as e:
         click.echo(f"dockd: error: {e.message()}", err=True)
@@ -453,5 +499,28 @@ def entry() -> None:
     except Exception as e:  # noqa: BLE001 - last resort: one line, and the traceback only on request
         if os.environ.get("DOCKD_DEBUG"):
             raise
-        click.echo(f"dockd: internal error: {type(e).__name__}: {e} (set DOCKD_DEBUG=1 for a traceback)", err=True)
+        known = _known_failure(e)
+        if known is not None:
+            click.echo(f"dockd: error: {known.message()}", err=True)
+            sys.exit(known.exit_code)
+        click.echo(f"dockd: internal error: {one_line(f'{type(e).__name__}: {e}')} "
+                   "(set DOCKD_DEBUG=1 for a traceback)", err=True)
         sys.exit(EXIT_FAILED)
+
+
+def _known_failure(e: Exception) -> DockdError | None:
+    """The operator-facing error for a failure of the environment rather than of dockd.
+
+    SQLite errors mean the queue file is damaged, truncated, not ours or not writable (a corrupt
+    page may only be met at the first query that reads it); an OSError names a file the system
+    refused. Both are one line and exit 1.
+    """
+    import sqlite3
+
+    orig = getattr(e, "orig", None)  # sqlalchemy wraps the DB-API error
+    if isinstance(orig, sqlite3.Error) or isinstance(e, sqlite3.Error):
+        return QueueUnreadable(_queue_in_use or "queue.db", orig if isinstance(orig, sqlite3.Error) else e)
+    if isinstance(e, OSError):
+        where = e.filename if e.filename is not None else "dockd"
+        return DockdError(f"{where}: {e.strerror or e}")
+    return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,11 @@ from urllib.parse import urlparse
 from .errors import ConfigError
 
 DEFAULT_PATH = "/etc/dockd/dockd.toml"
+
+# A config file is small: anything bigger is a mistake (or /dev/zero), refused before parsing.
+MAX_FILE_BYTES = 1 << 20
+# No value dockd reads (paths, URLs, globs, names) needs more; a longer one is refused, not echoed.
+MAX_STRING_CHARS = 4096
 
 # Allowed udev properties in a [[camera]] match; anything else is a typo we refuse.
 MATCH_KEYS = frozenset(
@@ -186,7 +192,7 @@ class _Section:
         self.table = dict(table)
 
     def key(self, k: str | None) -> str:
-        return f"[{self.name}] {k}" if k else f"[{self.name}]"
+        return f"[{self.name}] {_short(k)}" if k else f"[{self.name}]"
 
     def fail(self, k: str | None, why: str) -> None:
         raise ConfigError(self.path, f"{self.key(k)}: {why}")
@@ -201,7 +207,9 @@ class _Section:
         if typ is float and isinstance(v, int) and not isinstance(v, bool):
             v, ok = float(v), True
         if not ok:
-            self.fail(k, f"must be {_TYPE_NAMES[typ]}, got {type(v).__name__} {v!r}")
+            self.fail(k, f"must be {_TYPE_NAMES[typ]}, got {type(v).__name__} {_shown(v)}")
+        if typ is str:
+            _bounded(self, k, v)
         if typ is float and not math.isfinite(v):
             self.fail(k, f"must be a finite number, got {v!r}")
         if typ in (int, float) and v < 0:
@@ -216,11 +224,29 @@ class _Section:
             return default
         if not all(isinstance(x, str) and x for x in v):
             self.fail(k, "must be a list of non-empty strings")
+        for x in v:
+            _bounded(self, k, x)
         return tuple(v)
 
     def done(self) -> None:
         if self.table:
             self.fail(sorted(self.table)[0], "unknown key")
+
+
+def _short(k: str) -> str:
+    """A key name from the file, cut short (an unknown key can be as long as the file)."""
+    return k if len(k) <= 80 else f"{k[:80]}... ({len(k)} characters)"
+
+
+def _shown(v: Any) -> str:
+    """``repr(v)`` cut short: an error line quotes the bad value, not megabytes of it."""
+    r = repr(v)
+    return r if len(r) <= 80 else f"{r[:80]}... ({len(r)} characters)"
+
+
+def _bounded(sec: _Section, k: str, v: str) -> None:
+    if len(v) > MAX_STRING_CHARS:
+        sec.fail(k, f"too long ({len(v)} characters, at most {MAX_STRING_CHARS})")
 
 
 def _positive(sec: _Section, k: str, v: float) -> float:
@@ -233,7 +259,7 @@ def load(path: str | os.PathLike | None = None) -> Config:
     """Load and validate the configuration; raise ConfigError on any problem."""
     p = Path(path or os.environ.get("DOCKD_CONFIG") or DEFAULT_PATH)
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_bounded(p).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(p, "file not found (use --config PATH or set DOCKD_CONFIG)") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -241,6 +267,34 @@ def load(path: str | os.PathLike | None = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(p, f"not valid TOML: {e}") from None
     return parse(raw, p)
+
+
+def read_bounded(p: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file ``p``; ConfigError for anything else or anything bigger than ``limit``.
+
+    Opened with O_NONBLOCK so a FIFO cannot block the open, then checked with fstat on the open
+    descriptor (no race with a rename): a FIFO, a device such as /dev/zero, a directory or a socket
+    is refused before a byte is read, and at most ``limit + 1`` bytes are ever read.
+    """
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(p, "cannot read: not a regular file")
+        if st.st_size > limit:
+            raise ConfigError(p, f"cannot read: too large ({st.st_size} bytes, at most {limit})")
+        chunks, n = [], 0
+        while n <= limit:
+            b = os.read(fd, limit + 1 - n)
+            if not b:
+                break
+            chunks.append(b)
+            n += len(b)
+        if n > limit:  # grew while we read it
+            raise ConfigError(p, f"cannot read: too large (more than {limit} bytes)")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def parse(raw: dict, p: Path) -> Config:
@@ -347,6 +401,8 @@ def parse(raw: dict, p: Path) -> Config:
             vals = mv if isinstance(mv, list) else [mv]
             if not vals or not all(isinstance(x, str) for x in vals):
                 cs.fail(f"match.{mk}", "must be a string or a list of strings")
+            for x in vals:
+                _bounded(cs, f"match.{mk}", x)
             match[mk] = tuple(vals)
         profiles.append(
             CameraProfile(
@@ -378,7 +434,8 @@ def parse(raw: dict, p: Path) -> Config:
 
     if top.table:
         k = sorted(top.table)[0]
-        raise ConfigError(p, f"[{k}]: unknown section" if isinstance(top.table[k], dict) else f"{k}: unknown key")
+        raise ConfigError(p, f"[{_short(k)}]: unknown section" if isinstance(top.table[k], dict)
+                          else f"{_short(k)}: unknown key")
 
     return Config(
         path=p,

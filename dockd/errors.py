@@ -28,8 +28,11 @@ class DockdError(Exception):
             msg = doc.format(*self.args)
         except (IndexError, KeyError):
             msg = " ".join(str(a) for a in self.args) or doc
-        # Always one line: names from config files or cameras may hold line breaks.
-        return msg.replace("\r", "\\r").replace("\n", "\\n")
+        # Always one short printable line: names and values from config files, cameras or the
+        # command line may hold line breaks, terminal escapes, or be megabytes long.
+        from .textsafe import one_line
+
+        return one_line(msg)
 
     def __str__(self) -> str:
         return self.message()
@@ -81,3 +84,13 @@ class KeyError_(DockdError):
 
 class TrustInvalid(DockdError):
     """trust: {}"""
+
+
+class QueueUnreadable(DockdError):
+    """queue database {} cannot be used: {}"""
+
+
+class NotAQueue(DockdError):
+    """{} is not a dockd queue database ({}); check [station] data_dir"""
+
+    exit_code = EXIT_USAGE

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -49,7 +50,7 @@ from sqlalchemy import (
 
 from . import audit as chain
 from . import ijson, timefmt
-from .errors import IllegalTransition, NotFound, SchemaTooNew, UsageError
+from .errors import IllegalTransition, NotAQueue, NotFound, SchemaTooNew, UsageError
 from .lifecycle import ClipEvent, ClipState, next_state
 
 SCHEMA_VERSION = 1
@@ -320,11 +321,43 @@ def _detail(raw: object) -> object:
     except (ijson.Invalid, TypeError):
         return raw if isinstance(raw, str) else repr(raw)
 
+
+def refuse_foreign(path: Path) -> None:
+    """Raise NotAQueue if ``path`` is an SQLite database of another program; before SQLite opens it.
+
+    Opening alone would change such a file (``journal_mode=WAL`` rewrites its header) and migrating
+    would add our tables to it. A dockd queue has ``user_version`` >= 1 once migrated; at version 0
+    it is a new file of at most one page (migration 1 writes its tables and the version in one
+    transaction). Reads only the 100-byte header; anything that is not SQLite is left to SQLite to
+    refuse.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block us here
+    except FileNotFoundError:
+        return
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return
+        head, size = os.pread(fd, 100, 0), st.st_size
+    finally:
+        os.close(fd)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    user_version = int.from_bytes(head[60:64], "big")
+    if user_version == 0 and size > page_size:
+        raise NotAQueue(path, f"schema version 0 but {size} bytes of content")
+
+
 class Queue:
     """The queue database at ``path``. Thread-safe: one connection per operation."""
 
     def __init__(self, path: str | os.PathLike, *, migrate: bool = True):
         self.path = Path(path)
+        if migrate:  # (doctor opens without migrating, to report the schema version it finds)
+            refuse_foreign(self.path)
         self.engine: Engine = create_engine(
             f"sqlite:///{self.path}",
             connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},

@@ -14,6 +14,7 @@ from .config import Config
 from .queue import Clip, Queue, rfc3339
 from .runtime import DataDirLock
 from .status import read_status
+from .textsafe import printable, text
 
 
 def human_bytes(n: float) -> str:
@@ -96,17 +97,18 @@ def _bar(done: int, total: int, rate: float, width: int = 20) -> Text:
 
 
 def _cameras_table(st: dict) -> Table:
-    t = Table(title=f"station {st['station']}", title_justify="left")
+    # Every value shown here came from a camera, the config or storage: textsafe.text, never markup.
+    t = Table(title=text(f"station {st['station']}"), title_justify="left")
     for col in ("bay", "camera", "state", "clips found/staged/uploaded/wiped", "offload", "upload", "note"):
         t.add_column(col, overflow="fold")
     for c in st["cameras"]:
         p = c["progress"]
         r = c["rate_bytes_per_s"]
         counts = " / ".join(str(p[k]["clips"]) for k in ("found", "staged", "uploaded", "wiped"))
-        t.add_row(c["bay"] or "-", c["serial"], c["state"], counts,
+        t.add_row(text(c["bay"] or "-"), text(c["serial"]), text(c["state"]), text(counts),
                   _bar(c["bytes_done"]["offload"], p["found"]["bytes"], r.get("offload", 0.0)),
                   _bar(c["bytes_done"]["upload"], p["found"]["bytes"], r.get("upload", 0.0)),
-                  c["reason"] or "")
+                  text(c["reason"] or ""))
     return t
 
 
@@ -115,23 +117,24 @@ def _summary(st: dict) -> Text:
     d = st["daemon"]
     line = "  ".join(f"{k} {v}" for k, v in q.items())
     txt = Text(f"daemon: {'running, pid ' + str(d['pid']) if d['running'] else 'not running'}\n")
+    # Text.append never parses markup; printable() escapes the controls in what storage or config said.
     sto = st["storage"]
     seen = ""
     if sto["reachable"] is True:
-        seen = f" (reachable, checked {sto['checked_at']})"
+        seen = f" (reachable, checked {printable(sto['checked_at'])})"
     elif sto["reachable"] is False:
-        seen = f" (UNREACHABLE at {sto['checked_at']}: {sto['error']})"
-    txt.append(f"storage: {sto['url'] or 'not configured (nothing is wiped)'}{seen}\n")
+        seen = f" (UNREACHABLE at {printable(sto['checked_at'])}: {printable(sto['error'])})"
+    txt.append(f"storage: {printable(sto['url'] or 'not configured (nothing is wiped)')}{seen}\n")
     txt.append(f"queue: {line}\n")
     if st["free_bytes"] is not None:
         txt.append(f"free space: {human_bytes(st['free_bytes'])}\n")
     if st["oldest_pending_at"]:
-        txt.append(f"oldest clip not yet uploaded: {st['oldest_pending_at']}\n")
+        txt.append(f"oldest clip not yet uploaded: {printable(st['oldest_pending_at'])}\n")
     k = st.get("key")
     if k:
-        txt.append(f"station key: {k['detail']}\n", style=None if k["enrolled"] else "yellow")
+        txt.append(f"station key: {printable(k['detail'])}\n", style=None if k["enrolled"] else "yellow")
     for a in st["alarms"]:
-        txt.append(f"ALARM {a['kind']}: {a['message']}\n", style="bold red")
+        txt.append(f"ALARM {printable(a['kind'])}: {printable(a['message'])}\n", style="bold red")
     return txt
 
 
@@ -148,11 +151,16 @@ def print_status(st: dict) -> None:
     con.print(_summary(st), end="")
 
 
+def live_view(st: dict) -> Group:
+    """What ``status --watch`` shows for one ``status_dict``: the bays table and the summary."""
+    return Group(_cameras_table(st), _summary(st))
+
+
 def watch(cfg: Config, q: Queue, interval: float = 1.0, *, once: bool = False) -> None:
     with Live(refresh_per_second=4, screen=False) as live:
         while True:
             st = status_dict(cfg, q)
-            live.update(Group(_cameras_table(st), _summary(st)))
+            live.update(live_view(st))
             if once:
                 return
             try:
@@ -166,8 +174,8 @@ def print_clips(clips: list[Clip]) -> None:
     for col in ("id", "camera", "state", "size", "path", "sha256", "att", "last error"):
         t.add_column(col, overflow="fold")
     for c in clips:
-        t.add_row(str(c.id), c.camera, str(c.state), human_bytes(c.size), c.path, (c.sha256 or "")[:16],
-                  str(c.attempts), c.last_error or "")
+        t.add_row(text(c.id), text(c.camera), text(c.state), text(human_bytes(c.size)), text(c.path),
+                  text((c.sha256 or "")[:16]), text(c.attempts), text(c.last_error or ""))
     _console().print(t if clips else Text("no clips"))
 
 
@@ -178,25 +186,25 @@ def print_clip(d: dict) -> None:
     t.add_column("value", overflow="fold")
     for k in ("id", "camera", "path", "state", "size", "mtime", "sha256", "object_key", "staged_path", "verify",
               "attempts", "last_error", "next_attempt_at", "staged_at", "uploaded_at", "wiped_at"):
-        t.add_row(k, "" if d.get(k) is None else str(d[k]))
+        t.add_row(k, text(d.get(k)))
     if d.get("manifest"):
-        t.add_row("signed by", d["manifest"]["signature"]["key_id"])
+        t.add_row("signed by", text(d["manifest"]["signature"]["key_id"]))
     for sc in d.get("sidecars", []):
-        t.add_row("sidecar", f"{sc['path']} {sc['sha256']}")
+        t.add_row("sidecar", text(f"{sc['path']} {sc['sha256']}"))
     con.print(t)
     ev = Table(title="audit trail", title_justify="left")
     for col in ("seq", "at", "event", "detail"):
         ev.add_column(col, overflow="fold")
     for e in d["events"]:
         det = e["detail"]  # an altered row's detail comes back as its raw text: shown, never as markup
-        ev.add_row(str(e["seq"]), e["at"], e["event"],
-                   ", ".join(f"{k}={v}" for k, v in det.items() if k not in ("from",)) if isinstance(det, dict)
-                   else Text(f"(not a JSON object: row altered) {det[:200]}"))
+        ev.add_row(text(e["seq"]), text(e["at"]), text(e["event"]),
+                   text(", ".join(f"{k}={v}" for k, v in det.items() if k not in ("from",)))
+                   if isinstance(det, dict) else text(f"(not a JSON object: row altered) {det[:200]}"))
     con.print(ev)
     if d.get("skipped_on_camera"):
-        sk = Table(title=f"skipped on camera {d['camera']}", title_justify="left")
+        sk = Table(title=text(f"skipped on camera {d['camera']}"), title_justify="left")
         sk.add_column("path", overflow="fold")
         sk.add_column("reason")
         for s in d["skipped_on_camera"]:
-            sk.add_row(s["path"], s["reason"])
+            sk.add_row(text(s["path"]), text(s["reason"]))
         con.print(sk)
