@@ -14,7 +14,13 @@ from .config import Config
 from .queue import Clip, Queue, rfc3339
 from .runtime import DataDirLock
 from .status import read_status
-from .textsafe import printable, text
+from .textsafe import printable
+
+
+def text(value: object, style: str | None = None) -> Text:
+    """A rich ``Text`` showing ``value`` literally (no markup, no emoji codes, controls escaped by
+    :func:`dockd.textsafe.printable`): every string dockd did not write goes into a table this way."""
+    return Text("" if value is None else printable(value), style=style or "")
 
 
 def human_bytes(n: float) -> str:
@@ -97,7 +103,7 @@ def _bar(done: int, total: int, rate: float, width: int = 20) -> Text:
 
 
 def _cameras_table(st: dict) -> Table:
-    # Every value shown here came from a camera, the config or storage: textsafe.text, never markup.
+    # Every value shown here came from a camera, the config or storage: render.text, never markup.
     t = Table(title=text(f"station {st['station']}"), title_justify="left")
     for col in ("bay", "camera", "state", "clips found/staged/uploaded/wiped", "offload", "upload", "note"):
         t.add_column(col, overflow="fold")

@@ -24,11 +24,6 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from rich.text import Text
-
 # Error lines quote values from config files and the command line; a 10 MB value must not become a 10 MB line.
 MAX_LINE_CHARS = 1000
 
@@ -43,13 +38,6 @@ def printable(value: object) -> str:
     if s.isprintable():  # the common case, in C
         return s
     return "".join(c if c.isprintable() else _escape_char(c) for c in s)
-
-
-def text(value: object, style: str | None = None) -> Text:
-    """A rich ``Text`` showing ``value`` literally (no markup, no emoji codes, controls escaped)."""
-    from rich.text import Text  # here: error lines and logs use this module without rich
-
-    return Text("" if value is None else printable(value), style=style or "")
 
 
 def clip(s: str, limit: int = MAX_LINE_CHARS) -> str:

@@ -85,7 +85,7 @@ def test_printable_rule():
     assert textsafe.printable("caf\u00e9 \u65e5\u672c") == "caf\u00e9 \u65e5\u672c"  # printable text is untouched
     already = "DCIM/a\\x1b[2J.MP4"  # as volume.escape stored it: applying the rule again changes nothing
     assert textsafe.printable(already) == already
-    t = textsafe.text("[bold]x[/bold] \x1b")
+    t = render.text("[bold]x[/bold] \x1b")
     assert t.plain == "[bold]x[/bold] \\x1b" and not t.spans
 
 
