@@ -1,6 +1,6 @@
 """``python -m dockd``: the same as the ``dockd`` console script."""
 
-from .cli import entry
+from dockd.cli.main import entry
 
 if __name__ == "__main__":
     entry()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import ConfigError
+from dockd.core.errors import ConfigError
 
 DEFAULT_PATH = "/etc/dockd/dockd.toml"
 
@@ -103,7 +103,7 @@ class UploadConfig:
 class SourcesConfig:
     udev: bool = False
     watch_dirs: tuple[Path, ...] = ()
-    drop_privileges: bool = True  # mount through dockd.mounthelper; the daemon keeps no capabilities
+    drop_privileges: bool = True  # mount through dockd.camera.mounthelper; the daemon keeps no capabilities
     user: str = "dockd"  # with drop_privileges: the daemon switches to this user (if it exists) at start
 
 

@@ -4,7 +4,7 @@ A backend stores a local file under a key and proves what it holds. It does
 not decide policy (when to retry, quarantine or wipe): it raises
 :class:`StoreFailure` with a classification and the uploader decides.
 
-Every backend keeps these promises (``tests/test_storage_contract.py`` runs
+Every backend keeps these promises (``tests/contract/test_storage_contract.py`` runs
 one suite against each):
 
 * ``put_file``/``put_bytes`` never replace an existing object: if the key
@@ -28,7 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-from .. import timefmt
+from dockd.core import timefmt
 
 
 def object_key(prefix: str, station: str, serial: str, mtime_ns: int, sha256: str, ext: str) -> str:

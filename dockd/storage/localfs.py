@@ -19,7 +19,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .. import durable
+from dockd.evidence import durable
+
 from ..config import StorageConfig
 from .base import ErrorClass, PartLedger, RemoteObject, StoreFailure, TokenBucket
 
@@ -198,7 +199,7 @@ class FileBackend:
                 yield f if rel == "." else f"{rel}/{f}"
 
     def get_bytes(self, key: str, limit: int) -> bytes | None:
-        from ..localfile import read_regular
+        from dockd.evidence.localfile import read_regular
 
         try:
             return read_regular(self._path(key), limit)

@@ -28,11 +28,11 @@ from pathlib import Path
 
 def dockd_upload(config_path: str) -> dict:
     from dockd import config as config_mod
-    from dockd import logs
-    from dockd.queue import Queue
-    from dockd.status import Meters
+    from dockd.cli import logs
+    from dockd.queue.store import Queue
+    from dockd.station.status import Meters
+    from dockd.station.uploader import Uploader
     from dockd.storage import open_backend
-    from dockd.uploader import Uploader
 
     logs.configure("warning", stream=sys.stderr)
     cfg = config_mod.load(Path(config_path))

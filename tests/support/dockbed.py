@@ -105,7 +105,7 @@ def dockd_argv() -> list[str]:
     exe = Path(sys.executable).with_name("dockd")
     if exe.exists():
         return [str(exe)]
-    return [sys.executable, "-c", "from dockd.cli import entry; entry()"]
+    return [sys.executable, "-c", "from dockd.cli.main import entry; entry()"]
 
 
 # --------------------------------------------------------------------------- cameras

@@ -1,0 +1,808 @@
+"""The durable queue: SQLite through SQLAlchemy, the single source of truth.
+
+Holds cameras, clips, multipart ledgers, skipped entries, alarms and the
+append-only, hash-chained audit log. WAL mode, ``synchronous=FULL``, and every
+write transaction is ``BEGIN IMMEDIATE`` so the audit chain's "read the last
+hash, append the next row" cannot interleave with another writer.
+
+Contract: :meth:`Queue.transition` validates the move with
+:func:`dockd.core.lifecycle.next_state`, updates the clip, appends the audit event
+and commits, all in one transaction, and only then returns; callers perform
+the side effect (copy, upload, delete) after it returns.
+
+Time is passed in (``now``, epoch seconds) so tests drive the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from dockd.core import audit as chain
+from dockd.core import ijson, timefmt
+from dockd.core.errors import IllegalTransition, NotAQueue, NotFound, SchemaTooNew, UsageError
+from dockd.core.lifecycle import ClipEvent, ClipState, next_state
+
+SCHEMA_VERSION = 1
+
+md = MetaData()
+
+cameras = Table(
+    "cameras",
+    md,
+    Column("serial", String, primary_key=True),
+    Column("vendor", String),
+    Column("model", String),
+    Column("profile", String),
+    Column("bay", String),
+    Column("source", String),  # "udev" or "watch" or "import"
+    Column("state", String, nullable=False),
+    Column("reason", String),
+    Column("docked", Integer, nullable=False, default=0),
+    Column("docked_at", Float),
+    Column("updated_at", Float, nullable=False),
+)
+
+clips = Table(
+    "clips",
+    md,
+    Column("id", Integer, primary_key=True),
+    Column("camera", String, ForeignKey("cameras.serial"), nullable=False),
+    Column("path", String, nullable=False),  # original path on the camera, relative, UTF-8
+    Column("size", Integer, nullable=False),
+    Column("mtime_ns", Integer, nullable=False),
+    Column("state", String, nullable=False),
+    Column("sha256", String),
+    Column("staged_path", String),
+    Column("object_key", String),
+    Column("manifest", Text),
+    Column("verify_mode", String),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", String),
+    Column("next_attempt_at", Float),
+    Column("lease_owner", String),
+    Column("lease_expires", Float),
+    Column("upload_id", String),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("staged_at", Float),
+    Column("uploaded_at", Float),
+    Column("wiped_at", Float),
+    UniqueConstraint("camera", "path", "size", "mtime_ns", name="uq_clip_identity"),
+    Index("ix_clips_state", "state", "next_attempt_at"),
+    Index("ix_clips_camera", "camera", "state"),
+)
+
+sidecars = Table(
+    "sidecars",
+    md,
+    Column("clip_id", Integer, ForeignKey("clips.id"), primary_key=True),
+    Column("path", String, primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("mtime_ns", Integer, nullable=False),
+    Column("sha256", String, nullable=False),
+    Column("staged_path", String),
+    Column("wiped_at", Float),
+)
+
+parts = Table(
+    "parts",
+    md,
+    Column("clip_id", Integer, ForeignKey("clips.id"), primary_key=True),
+    Column("upload_id", String, primary_key=True),
+    Column("part_number", Integer, primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("sha256_b64", String, nullable=False),
+    Column("etag", String, nullable=False),
+)
+
+skips = Table(
+    "skips",
+    md,
+    Column("id", Integer, primary_key=True),
+    Column("camera", String, nullable=False),
+    Column("path", String, nullable=False),  # escaped for display
+    Column("reason", String, nullable=False),
+    Column("at", Float, nullable=False),
+    UniqueConstraint("camera", "path", "reason", name="uq_skip"),
+)
+
+alarms = Table(
+    "alarms",
+    md,
+    Column("kind", String, primary_key=True),  # e.g. "clock", "conflict", "storage"
+    Column("message", String, nullable=False),
+    Column("at", Float, nullable=False),
+)
+
+audit_log = Table(
+    "audit",
+    md,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", String, nullable=False),  # RFC 3339 UTC
+    Column("event", String, nullable=False),
+    Column("camera", String),
+    Column("clip", Integer),
+    Column("detail", Text, nullable=False),  # JSON object
+    Column("prev_hash", String, nullable=False),
+    Column("hash", String, nullable=False),
+    Index("ix_audit_clip", "clip"),
+    Index("ix_audit_camera", "camera"),
+)
+
+
+audit_heads = Table(
+    "audit_heads",
+    md,
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # last audit row covered
+    Column("hash", String, nullable=False),
+    Column("at", String, nullable=False),
+    Column("statement", Text, nullable=False),  # signed JSON statement
+)
+
+audit_exports = Table(
+    "audit_exports",
+    md,
+    Column("day", String, primary_key=True),  # YYYY-MM-DD (UTC)
+    Column("first_seq", Integer, nullable=False),
+    Column("last_seq", Integer, nullable=False),
+    Column("object_key", String, nullable=False),
+    Column("at", Float, nullable=False),
+)
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def normalise_time(text: str) -> str:
+    """Any RFC 3339 / ISO 8601 time (``Z`` or offset; naive = UTC) in the stored form, so strings compare
+    as times (``...:00Z`` would otherwise sort after ``...:00.500Z``)."""
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"{text!r} is not an RFC 3339 time (like 2026-11-21T00:00:00Z)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def rfc3339_ns(ns: int) -> str:
+    """Nanosecond-exact RFC 3339 UTC time (JSON numbers can't hold epoch nanoseconds exactly);
+    the one conversion of :mod:`dockd.core.timefmt`, shared with object keys and manifests."""
+    return timefmt.rfc3339_ns(ns)
+
+
+# Statements of the hot paths (every clip state change), built once: building
+# a Core statement costs more than SQLite takes to run it.
+_LAST_AUDIT = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+_INSERT_AUDIT = insert(audit_log)
+_CLIP_BY_ID = select(clips).where(clips.c.id == bindparam("cid"))
+_busy = clips.alias("busy")
+_NEXT_DUE_UPLOAD = (  # claim_upload: the camera with the fewest uploads in flight first, then first tries, oldest
+    select(clips.c.id).where(clips.c.state == ClipState.STAGED)
+    .where((clips.c.next_attempt_at.is_(None)) | (clips.c.next_attempt_at <= bindparam("t")))
+    .order_by(select(func.count()).where(_busy.c.camera == clips.c.camera,
+                                         _busy.c.state == ClipState.UPLOADING).scalar_subquery(),
+              clips.c.next_attempt_at.is_not(None), clips.c.id)
+    .limit(1))
+
+
+@dataclass(frozen=True)
+class Clip:
+    id: int
+    camera: str
+    path: str
+    size: int
+    mtime_ns: int
+    state: ClipState
+    sha256: str | None
+    staged_path: str | None
+    object_key: str | None
+    manifest: str | None
+    verify_mode: str | None
+    attempts: int
+    last_error: str | None
+    next_attempt_at: float | None
+    lease_owner: str | None
+    lease_expires: float | None
+    upload_id: str | None
+    created_at: float
+    updated_at: float
+    staged_at: float | None
+    uploaded_at: float | None
+    wiped_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Clip:
+        m = row._mapping
+        return cls(**{f.name: (ClipState(m[f.name]) if f.name == "state" else m[f.name]) for f in fields(cls)})
+
+    def to_json(self) -> dict:
+        """The stable JSON shape of a clip (``dockd queue --json``, ``dockd show --json``)."""
+        return {
+            "id": self.id,
+            "camera": self.camera,
+            "path": self.path,
+            "size": self.size,
+            "mtime": rfc3339_ns(self.mtime_ns),
+            "sha256": self.sha256,
+            "state": str(self.state),
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "next_attempt_at": rfc3339(self.next_attempt_at),
+            "object_key": self.object_key,
+            "staged_path": self.staged_path,
+            "verify": self.verify_mode,
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+            "staged_at": rfc3339(self.staged_at),
+            "uploaded_at": rfc3339(self.uploaded_at),
+            "wiped_at": rfc3339(self.wiped_at),
+        }
+
+
+@dataclass(frozen=True)
+class Camera:
+    serial: str
+    vendor: str | None
+    model: str | None
+    profile: str | None
+    bay: str | None
+    source: str | None
+    state: str
+    reason: str | None
+    docked: int
+    docked_at: float | None
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> Camera:
+        m = row._mapping
+        return cls(**{f.name: m[f.name] for f in fields(cls)})
+
+
+# ------------------------------------------------------------------ migrations
+
+
+def _v1(conn: Connection) -> None:
+    md.create_all(conn)
+
+
+# Append-only: a station upgrades its queue in place by running every step
+# above its PRAGMA user_version, each in its own transaction.
+MIGRATIONS: list[tuple[int, Any]] = [(1, _v1)]
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now
+
+
+
+def _detail(raw: object) -> object:
+    """An audit row's ``detail`` column parsed; a row someone altered into non-JSON (or deep, huge, ...)
+    comes back as its raw text, not a dict, so that readers carry on and the chain check names the row."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    try:
+        return ijson.loads(raw)
+    except (ijson.Invalid, TypeError):
+        return raw if isinstance(raw, str) else repr(raw)
+
+
+def refuse_foreign(path: Path) -> None:
+    """Raise NotAQueue if ``path`` is an SQLite database of another program; before SQLite opens it.
+
+    Opening alone would change such a file (``journal_mode=WAL`` rewrites its header) and migrating
+    would add our tables to it. A dockd queue has ``user_version`` >= 1 once migrated; at version 0
+    it is a new file of at most one page (migration 1 writes its tables and the version in one
+    transaction). Reads only the 100-byte header; anything that is not SQLite is left to SQLite to
+    refuse.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block us here
+    except FileNotFoundError:
+        return
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return
+        head, size = os.pread(fd, 100, 0), st.st_size
+    finally:
+        os.close(fd)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    user_version = int.from_bytes(head[60:64], "big")
+    if user_version == 0 and size > page_size:
+        raise NotAQueue(path, f"schema version 0 but {size} bytes of content")
+
+
+class Queue:
+    """The queue database at ``path``. Thread-safe: one connection per operation."""
+
+    def __init__(self, path: str | os.PathLike, *, migrate: bool = True):
+        self.path = Path(path)
+        if migrate:  # (doctor opens without migrating, to report the schema version it finds)
+            refuse_foreign(self.path)
+        self.engine: Engine = create_engine(
+            f"sqlite:///{self.path}",
+            connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
+            pool_size=8,
+            max_overflow=8,
+        )
+
+        @event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_conn, _rec):  # pragma: no cover - exercised by every test
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(self.engine, "begin")
+        def _on_begin(conn):  # pragma: no cover
+            # Writers take the write lock up front; plain reads (engine.connect()) use a deferred
+            # BEGIN, so in WAL mode they neither wait for nor block a writer.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("dockd_write")
+                                 else "BEGIN")
+
+        self.writer: Engine = self.engine.execution_options(dockd_write=True)
+        if migrate:
+            self.migrate()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as c:
+            return c.exec_driver_sql("PRAGMA user_version").scalar_one()
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; return the versions applied."""
+        applied = []
+        current = self.schema_version()
+        latest = MIGRATIONS[-1][0]
+        if current > latest:
+            raise SchemaTooNew(self.path, current, latest)
+        for version, step in MIGRATIONS:
+            if version <= current:
+                continue
+            with self.writer.begin() as c:
+                if c.exec_driver_sql("PRAGMA user_version").scalar_one() >= version:
+                    continue  # another process applied it meanwhile
+                step(c)
+                c.exec_driver_sql(f"PRAGMA user_version = {int(version)}")
+            applied.append(version)
+        return applied
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        with self.writer.begin() as c:
+            yield c
+
+    # -- audit
+
+    def _audit(self, c: Connection, ev: str, *, camera: str | None = None, clip: int | None = None,
+               detail: dict | None = None, now: float | None = None) -> int:
+        last = c.execute(_LAST_AUDIT).first()
+        seq, prev = (last.seq + 1, last.hash) if last else (1, chain.GENESIS)
+        at = rfc3339(_now(now))
+        d = detail or {}
+        h = chain.link(prev, chain.content(seq, at, ev, camera, clip, d))
+        c.execute(_INSERT_AUDIT, {"seq": seq, "at": at, "event": ev, "camera": camera, "clip": clip,
+                                  "detail": json.dumps(d, sort_keys=True, ensure_ascii=False),
+                                  "prev_hash": prev, "hash": h})
+        return seq
+
+    def record(self, ev: str, *, camera: str | None = None, clip: int | None = None,
+               detail: dict | None = None, now: float | None = None) -> int:
+        """Append a stand-alone audit event (daemon start, dock, skip, ...)."""
+        with self.tx() as c:
+            return self._audit(c, ev, camera=camera, clip=clip, detail=detail, now=now)
+
+    def audit_rows(self, *, camera: str | None = None, clip: int | None = None, since: str | None = None,
+                   after_seq: int = 0) -> list[dict]:
+        q = select(audit_log).where(audit_log.c.seq > after_seq).order_by(audit_log.c.seq)
+        if camera:
+            q = q.where(audit_log.c.camera == camera)
+        if clip is not None:
+            q = q.where(audit_log.c.clip == clip)
+        if since:
+            q = q.where(audit_log.c.at >= normalise_time(since))
+        with self.engine.connect() as c:
+            return [dict(r._mapping, detail=_detail(r.detail)) for r in c.execute(q)]
+
+    def audit_hashes_at(self, seqs: Iterable[int]) -> dict[int, str]:
+        """``{seq: hash}`` of the audit rows at ``seqs`` that exist (looked up 500 at a time)."""
+        want, out = sorted(set(seqs)), {}
+        with self.engine.connect() as c:
+            for i in range(0, len(want), 500):
+                q = select(audit_log.c.seq, audit_log.c.hash).where(audit_log.c.seq.in_(want[i:i + 500]))
+                out.update({r.seq: r.hash for r in c.execute(q)})
+        return out
+
+    def last_audit(self) -> tuple[int, str]:
+        with self.engine.connect() as c:
+            r = c.execute(select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)).first()
+        return (r.seq, r.hash) if r else (0, chain.GENESIS)
+
+    def add_audit_head(self, seq: int, h: str, at: str, statement: str) -> None:
+        with self.tx() as c:
+            if not c.execute(select(audit_heads.c.seq).where(audit_heads.c.seq == seq)).first():
+                c.execute(insert(audit_heads).values(seq=seq, hash=h, at=at, statement=statement))
+
+    def audit_heads(self) -> list[dict]:
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(select(audit_heads).order_by(audit_heads.c.seq))]
+
+    def audit_exported_days(self) -> set[str]:
+        with self.engine.connect() as c:
+            return {r.day for r in c.execute(select(audit_exports.c.day))}
+
+    def mark_audit_exported(self, day: str, first_seq: int, last_seq: int, key: str, *, now: float | None = None) -> None:
+        with self.tx() as c:
+            c.execute(insert(audit_exports).values(day=day, first_seq=first_seq, last_seq=last_seq, object_key=key,
+                                                   at=_now(now)))
+            self._audit(c, "audit.exported", detail={"day": day, "first_seq": first_seq, "last_seq": last_seq,
+                                                     "object_key": key}, now=now)
+
+    def verify_audit(self) -> tuple[int, tuple[int, str] | None]:
+        """Recompute the whole chain: ``(rows checked, first bad (seq, reason) or None)``."""
+        rows = self.audit_rows()
+        return len(rows), chain.first_bad(rows)
+
+    # -- cameras
+
+    def dock_camera(self, serial: str, *, source: str, vendor: str | None = None, model: str | None = None,
+                    profile: str | None = None, bay: str | None = None, now: float | None = None) -> None:
+        t = _now(now)
+        with self.tx() as c:
+            exists = c.execute(select(cameras.c.serial).where(cameras.c.serial == serial)).first()
+            vals = dict(vendor=vendor, model=model, profile=profile, bay=bay, source=source, state="docked",
+                        reason=None, docked=1, docked_at=t, updated_at=t)
+            if exists:
+                c.execute(update(cameras).where(cameras.c.serial == serial).values(**vals))
+            else:
+                c.execute(insert(cameras).values(serial=serial, **vals))
+            self._audit(c, "camera.docked", camera=serial,
+                        detail={"source": source, "bay": bay, "vendor": vendor, "model": model, "profile": profile},
+                        now=t)
+
+    def set_camera_state(self, serial: str, state: str, reason: str | None = None, *, docked: bool | None = None,
+                         now: float | None = None) -> bool:
+        """Set a camera's state; audit and return True only if it changed."""
+        t = _now(now)
+        with self.tx() as c:
+            row = c.execute(select(cameras).where(cameras.c.serial == serial)).first()
+            if row is None:
+                raise NotFound("camera", serial)
+            vals: dict[str, Any] = dict(state=state, reason=reason, updated_at=t)
+            if docked is not None:
+                vals["docked"] = int(docked)
+            if row.state == state and row.reason == reason and (docked is None or row.docked == int(docked)):
+                return False
+            c.execute(update(cameras).where(cameras.c.serial == serial).values(**vals))
+            ev = "camera.undocked" if state == "undocked" else "camera.state"
+            self._audit(c, ev, camera=serial, detail={"from": row.state, "to": state, "reason": reason}, now=t)
+            return True
+
+    def camera(self, serial: str) -> Camera | None:
+        with self.engine.connect() as c:
+            r = c.execute(select(cameras).where(cameras.c.serial == serial)).first()
+            return Camera.from_row(r) if r else None
+
+    def cameras(self) -> list[Camera]:
+        with self.engine.connect() as c:
+            return [Camera.from_row(r) for r in c.execute(select(cameras).order_by(cameras.c.bay, cameras.c.serial))]
+
+    def camera_counts(self, serial: str) -> dict[str, int]:
+        """Clip counts by state for the clips of a camera that are still on it (not wiped)."""
+        with self.engine.connect() as c:
+            q = (select(clips.c.state, func.count()).where(clips.c.camera == serial)
+                 .where(clips.c.state != ClipState.WIPED).group_by(clips.c.state))
+            return {s: n for s, n in c.execute(q)}
+
+    def camera_progress(self, serial: str) -> dict[str, dict[str, int]]:
+        """Clips and bytes found / staged / uploaded / wiped for the camera's current dock.
+
+        The current dock's work is every clip not yet wiped plus those wiped since it docked.
+        """
+        cam = self.camera(serial)
+        since = cam.docked_at if cam and cam.docked_at else 0.0
+        current = (clips.c.state != ClipState.WIPED) | (clips.c.wiped_at >= since)
+        reached = {
+            "found": list(ClipState),
+            "staged": [ClipState.STAGED, ClipState.UPLOADING, ClipState.UPLOADED, ClipState.WIPING, ClipState.WIPED,
+                       ClipState.FAILED],
+            "uploaded": [ClipState.UPLOADED, ClipState.WIPING, ClipState.WIPED],
+            "wiped": [ClipState.WIPED],
+        }
+        out = {}
+        with self.engine.connect() as c:
+            for k, states in reached.items():
+                n, b = c.execute(select(func.count(), func.coalesce(func.sum(clips.c.size), 0))
+                                 .where(clips.c.camera == serial, clips.c.state.in_(states), current)).one()
+                out[k] = {"clips": n, "bytes": b}
+        return out
+
+    # -- clips
+
+    def discover(self, camera: str, path: str, size: int, mtime_ns: int, *, now: float | None = None) -> tuple[Clip, bool]:
+        """Return the clip with this identity, creating it (``discovered``) if new."""
+        t = _now(now)
+        ident = (clips.c.camera == camera, clips.c.path == path, clips.c.size == size, clips.c.mtime_ns == mtime_ns)
+        with self.tx() as c:
+            r = c.execute(select(clips).where(*ident)).first()
+            if r:
+                return Clip.from_row(r), False
+            cid = self._insert_discovered(c, camera, path, size, mtime_ns, t)
+            return Clip.from_row(c.execute(_CLIP_BY_ID, {"cid": cid}).one()), True
+
+    def _insert_discovered(self, c: Connection, camera: str, path: str, size: int, mtime_ns: int, t: float) -> int:
+        """A new ``discovered`` clip with its audit event; returns its id."""
+        cid = c.execute(insert(clips).values(camera=camera, path=path, size=size, mtime_ns=mtime_ns,
+                                             state=ClipState.DISCOVERED, attempts=0, created_at=t,
+                                             updated_at=t)).inserted_primary_key[0]
+        self._audit(c, "clip.discovered", camera=camera, clip=cid,
+                    detail={"path": path, "size": size, "mtime": rfc3339_ns(mtime_ns)}, now=t)
+        return cid
+
+    def discover_many(self, camera: str, found: list[tuple[str, int, int]], *,
+                      now: float | None = None) -> dict[tuple[str, int, int], Clip]:
+        """:meth:`discover` for every ``(path, size, mtime_ns)`` of one scan, in one transaction.
+
+        Returns each identity's clip (new ones ``discovered``, each with its audit event)."""
+        t = _now(now)
+        with self.tx() as c:
+            have = {(r.path, r.size, r.mtime_ns) for r in c.execute(
+                select(clips.c.path, clips.c.size, clips.c.mtime_ns).where(clips.c.camera == camera))}
+            for path, size, mtime_ns in dict.fromkeys(found):
+                if (path, size, mtime_ns) not in have:
+                    self._insert_discovered(c, camera, path, size, mtime_ns, t)
+            want = set(found)
+            out = {}
+            for r in c.execute(select(clips).where(clips.c.camera == camera)):
+                k = (r.path, r.size, r.mtime_ns)
+                if k in want:
+                    out[k] = Clip.from_row(r)
+            return out
+
+    def clip(self, clip_id: int) -> Clip:
+        with self.engine.connect() as c:
+            r = c.execute(select(clips).where(clips.c.id == clip_id)).first()
+        if r is None:
+            raise NotFound("clip", clip_id)
+        return Clip.from_row(r)
+
+    def clips(self, *, state: str | list[str] | None = None, camera: str | None = None, limit: int | None = None,
+              ids: list[int] | None = None) -> list[Clip]:
+        q = select(clips).order_by(clips.c.id)
+        if state:
+            q = q.where(clips.c.state.in_([state] if isinstance(state, str) else state))
+        if camera:
+            q = q.where(clips.c.camera == camera)
+        if ids is not None:
+            q = q.where(clips.c.id.in_(ids))
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as c:
+            return [Clip.from_row(r) for r in c.execute(q)]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as c:
+            got = {s: n for s, n in c.execute(select(clips.c.state, func.count()).group_by(clips.c.state))}
+        return {str(s): got.get(str(s), 0) for s in ClipState}
+
+    def counts_and_bytes(self) -> dict[str, tuple[int, int]]:
+        """Per state: (clips, bytes)."""
+        with self.engine.connect() as c:
+            got = {s: (n, b or 0) for s, n, b in c.execute(
+                select(clips.c.state, func.count(), func.sum(clips.c.size)).group_by(clips.c.state))}
+        return {str(s): got.get(str(s), (0, 0)) for s in ClipState}
+
+    def oldest_pending(self) -> float | None:
+        with self.engine.connect() as c:
+            return c.execute(select(func.min(clips.c.created_at)).where(
+                clips.c.state.in_([ClipState.DISCOVERED, ClipState.COPYING, ClipState.STAGED,
+                                   ClipState.UPLOADING, ClipState.FAILED]))).scalar()
+
+    def transition(self, clip_id: int, ev: ClipEvent, *, expect: ClipState | None = None, detail: dict | None = None,
+                   now: float | None = None, sidecar_rows: list[dict] | None = None, **values: Any) -> Clip:
+        """Move a clip by ``ev``, set ``values``, append the audit event, commit. Raises IllegalTransition.
+
+        ``sidecar_rows``, if given, replace the clip's sidecars in the same transaction."""
+        t = _now(now)
+        with self.tx() as c:
+            r = c.execute(_CLIP_BY_ID, {"cid": clip_id}).first()
+            if r is None:
+                raise NotFound("clip", clip_id)
+            cur = ClipState(r.state)
+            if expect is not None and cur is not expect:
+                raise IllegalTransition(clip_id, cur, ev)
+            new = next_state(clip_id, cur, ev)
+            stamp = {ClipState.STAGED: "staged_at", ClipState.UPLOADED: "uploaded_at", ClipState.WIPED: "wiped_at"}
+            vals = dict(values, state=new, updated_at=t)
+            if new in stamp and ev not in (ClipEvent.UPLOAD_RETRY, ClipEvent.REPLAY, ClipEvent.WIPE_ABORTED):
+                vals[stamp[new]] = t
+            if new is not ClipState.UPLOADING:
+                vals.setdefault("lease_owner", None)
+                vals.setdefault("lease_expires", None)
+            row = c.execute(update(clips).where(clips.c.id == clip_id).values(**vals).returning(*clips.c)).one()
+            if sidecar_rows is not None:
+                self._set_sidecars(c, clip_id, sidecar_rows)
+            d = {"from": str(cur), "to": str(new)}
+            d.update(detail or {})
+            self._audit(c, f"clip.{ev}", camera=r.camera, clip=clip_id, detail=d, now=t)
+            return Clip.from_row(row)
+
+    def update_clip(self, clip_id: int, **values: Any) -> None:
+        """Bookkeeping that is not a state change (progress of attempts, errors)."""
+        with self.tx() as c:
+            c.execute(update(clips).where(clips.c.id == clip_id).values(**values))
+
+    def claim_upload(self, owner: str, *, lease_s: float, now: float | None = None) -> Clip | None:
+        """Atomically take the next due ``staged`` clip: ``uploading`` with a lease held by ``owner``.
+
+        Fair between bays: the clip chosen is from the camera with the fewest clips
+        already uploading, so one camera's long queue never starves another's; then
+        first-time uploads before retries, then oldest first.
+        """
+        t = _now(now)
+        with self.tx() as c:
+            r = c.execute(_NEXT_DUE_UPLOAD, {"t": t}).first()
+            if r is None:
+                return None
+            new = next_state(r.id, ClipState.STAGED, ClipEvent.UPLOAD_STARTED)
+            row = c.execute(update(clips).where(clips.c.id == r.id).values(
+                state=new, lease_owner=owner, lease_expires=t + lease_s, updated_at=t).returning(*clips.c)).one()
+            self._audit(c, f"clip.{ClipEvent.UPLOAD_STARTED}", camera=row.camera, clip=r.id,
+                        detail={"from": "staged", "to": "uploading", "owner": owner}, now=t)
+            return Clip.from_row(row)
+
+    def renew_lease(self, clip_id: int, owner: str, *, lease_s: float, now: float | None = None) -> bool:
+        t = _now(now)
+        with self.tx() as c:
+            res = c.execute(update(clips).where(clips.c.id == clip_id, clips.c.lease_owner == owner,
+                                                clips.c.state == ClipState.UPLOADING)
+                            .values(lease_expires=t + lease_s))
+            return res.rowcount == 1
+
+    def release_leases(self, *, expired_before: float | None = None, now: float | None = None) -> list[int]:
+        """Put ``uploading`` clips whose lease expired (or all, at start-up) back to ``staged``."""
+        t = _now(now)
+        q = select(clips.c.id).where(clips.c.state == ClipState.UPLOADING)
+        if expired_before is not None:
+            q = q.where(clips.c.lease_expires < expired_before)
+        with self.engine.connect() as c:
+            ids = [r.id for r in c.execute(q)]
+        done = []
+        for cid in ids:
+            try:
+                # last_error marks the clip as tried: its next upload looks for the object first
+                self.transition(cid, ClipEvent.UPLOAD_RETRY, expect=ClipState.UPLOADING,
+                                last_error="upload interrupted (daemon stopped or lease expired)",
+                                detail={"reason": "lease released"}, now=t)
+                done.append(cid)
+            except IllegalTransition:
+                pass
+        return done
+
+    # -- sidecars, parts, skips, alarms
+
+    def set_sidecars(self, clip_id: int, items: list[dict]) -> None:
+        with self.tx() as c:
+            self._set_sidecars(c, clip_id, items)
+
+    @staticmethod
+    def _set_sidecars(c: Connection, clip_id: int, items: list[dict]) -> None:
+        c.execute(sidecars.delete().where(sidecars.c.clip_id == clip_id))
+        for it in items:
+            c.execute(insert(sidecars).values(clip_id=clip_id, **it))
+
+    def sidecars(self, clip_id: int) -> list[dict]:
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(select(sidecars).where(sidecars.c.clip_id == clip_id)
+                                                        .order_by(sidecars.c.path))]
+
+    def mark_sidecar_wiped(self, clip_id: int, path: str, now: float | None = None) -> None:
+        with self.tx() as c:
+            c.execute(update(sidecars).where(sidecars.c.clip_id == clip_id, sidecars.c.path == path)
+                      .values(wiped_at=_now(now)))
+
+    def record_part(self, clip_id: int, upload_id: str, part_number: int, size: int, sha256_b64: str, etag: str) -> None:
+        with self.tx() as c:
+            c.execute(parts.delete().where(parts.c.clip_id == clip_id, parts.c.upload_id == upload_id,
+                                           parts.c.part_number == part_number))
+            c.execute(insert(parts).values(clip_id=clip_id, upload_id=upload_id, part_number=part_number, size=size,
+                                           sha256_b64=sha256_b64, etag=etag))
+
+    def parts(self, clip_id: int, upload_id: str) -> list[dict]:
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(
+                select(parts).where(parts.c.clip_id == clip_id, parts.c.upload_id == upload_id)
+                .order_by(parts.c.part_number))]
+
+    def clear_parts(self, clip_id: int) -> None:
+        with self.tx() as c:
+            c.execute(parts.delete().where(parts.c.clip_id == clip_id))
+
+    def known_upload_ids(self) -> set[str]:
+        with self.engine.connect() as c:
+            return {r[0] for r in c.execute(select(clips.c.upload_id).where(clips.c.upload_id.is_not(None)))}
+
+    def add_skip(self, camera: str, path: str, reason: str, *, now: float | None = None) -> bool:
+        """Record a skipped camera entry once (audit event the first time); True if new."""
+        t = _now(now)
+        with self.tx() as c:
+            if c.execute(select(skips.c.id).where(skips.c.camera == camera, skips.c.path == path,
+                                                  skips.c.reason == reason)).first():
+                return False
+            c.execute(insert(skips).values(camera=camera, path=path, reason=reason, at=t))
+            self._audit(c, "entry.skipped", camera=camera, detail={"path": path, "reason": reason}, now=t)
+            return True
+
+    def skips(self, camera: str | None = None) -> list[dict]:
+        q = select(skips).order_by(skips.c.id)
+        if camera:
+            q = q.where(skips.c.camera == camera)
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def raise_alarm(self, kind: str, message: str, *, now: float | None = None) -> None:
+        t = _now(now)
+        with self.tx() as c:
+            old = c.execute(select(alarms).where(alarms.c.kind == kind)).first()
+            if old and old.message == message:
+                return
+            c.execute(alarms.delete().where(alarms.c.kind == kind))
+            c.execute(insert(alarms).values(kind=kind, message=message, at=t))
+            self._audit(c, "alarm.raised", detail={"kind": kind, "message": message}, now=t)
+
+    def clear_alarm(self, kind: str, *, now: float | None = None) -> None:
+        with self.engine.connect() as c:  # the common case (no such alarm) takes no write lock
+            if c.execute(select(alarms.c.kind).where(alarms.c.kind == kind)).first() is None:
+                return
+        with self.tx() as c:
+            if c.execute(alarms.delete().where(alarms.c.kind == kind)).rowcount:
+                self._audit(c, "alarm.cleared", detail={"kind": kind}, now=now)
+
+    def alarms(self) -> list[dict]:
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(select(alarms).order_by(alarms.c.kind))]

@@ -1,0 +1,143 @@
+"""Custody records leaving the station: signed chain heads and daily audit segments.
+
+* Every ``sign_interval`` the daemon signs the audit chain's head (last seq
+  and hash) with the station key: a statement
+  ``{"station", "seq", "hash", "at", "signature"}`` (JCS, Ed25519, like
+  manifests). Anyone with the public key can check that the chain they hold
+  extends a head the station vouched for.
+* Each finished UTC day's rows are exported as JSON lines (exactly the
+  ``dockd audit --json`` form) to ``{prefix}/{station}/_audit/{YYYY-MM-DD}.jsonl``
+  with ``{...}.head.json``: the day's first/last seq, the hash the segment
+  chains from, its last hash, and the station's signature.
+
+Checking a segment offline: recompute each row's hash with
+:func:`dockd.core.audit.link` (SHA-256 over the previous hash and the JCS of the
+row content) from ``prev_hash_of_first``, compare with ``last_hash``, verify
+the head's signature with ``openssl pkeyutl -verify -rawin``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import UTC, datetime
+
+import structlog
+
+from dockd.core import audit as chain
+from dockd.core import ijson
+from dockd.core.errors import ManifestInvalid
+from dockd.evidence import manifest as mf
+from dockd.evidence.keys import StationKey
+from dockd.queue.store import Queue, rfc3339
+from dockd.storage.base import Backend
+
+log = structlog.get_logger("dockd.audit")
+
+
+def signed_head(queue: Queue, key: StationKey, station: str, now: float) -> dict | None:
+    """Sign the current chain head unless it was signed already; return the statement."""
+    seq, h = queue.last_audit()
+    if seq == 0 or any(x["seq"] == seq for x in queue.audit_heads()[-1:]):
+        return None
+    at = rfc3339(now)
+    st = mf.sign({"type": "dockd.audit-head/1", "station": station, "seq": seq, "hash": h, "at": at}, key)
+    queue.add_audit_head(seq, h, at, json.dumps(st, sort_keys=True))
+    return st
+
+
+def export_days(queue: Queue, backend: Backend, key: StationKey, station: str, prefix: str,
+                now: float | None = None) -> list[str]:
+    """Upload every finished day's audit segment that has not been exported yet."""
+    t = time.time() if now is None else now
+    today = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
+    done = queue.audit_exported_days()
+    rows = queue.audit_rows()
+    by_day: dict[str, list[dict]] = {}
+    for r in rows:
+        by_day.setdefault(r["at"][:10], []).append(r)
+    exported = []
+    for day in sorted(by_day):
+        if day >= today or day in done:
+            continue
+        seg = by_day[day]
+        body = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in seg).encode()
+        base = "/".join(p for p in (prefix, station, "_audit", day) if p)
+        head = mf.sign({"type": "dockd.audit-segment/1", "station": station, "day": day,
+                        "first_seq": seg[0]["seq"], "last_seq": seg[-1]["seq"],
+                        "prev_hash_of_first": seg[0]["prev_hash"], "last_hash": seg[-1]["hash"],
+                        "sha256": hashlib.sha256(body).hexdigest(), "rows": len(seg)}, key)
+        hb = mf.dumps(head)
+        backend.put_bytes(base + ".jsonl", body, hashlib.sha256(body).hexdigest())
+        backend.put_bytes(base + ".head.json", hb, hashlib.sha256(hb).hexdigest())
+        queue.mark_audit_exported(day, seg[0]["seq"], seg[-1]["seq"], base + ".jsonl", now=t)
+        log.info("audit segment exported", day=day, rows=len(seg), key=base + ".jsonl")
+        exported.append(day)
+    return exported
+
+
+_ROW_KEYS = frozenset({"seq", "at", "event", "camera", "clip", "detail", "prev_hash", "hash"})
+
+
+def check_segment(lines: bytes, head: dict, pub) -> tuple[bool, str]:
+    """Offline check of an exported segment against its signed head (both hostile input: never raises)."""
+    try:
+        mf.check_signature(head, pub)
+    except ManifestInvalid:
+        return False, "head signature does not verify"
+    if not all(k in head for k in ("sha256", "prev_hash_of_first", "first_seq", "last_hash")):
+        return False, "head lacks a member of an audit segment head"
+    if hashlib.sha256(lines).hexdigest() != head["sha256"]:
+        return False, "segment bytes do not match the head's sha256"
+    try:
+        rows = [ijson.loads(x) for x in lines.decode("utf-8").splitlines() if x.strip()]
+    except (ijson.Invalid, UnicodeDecodeError) as e:
+        return False, f"segment row is not strict JSON: {e}"
+    if not rows or not all(isinstance(r, dict) and _ROW_KEYS <= r.keys() for r in rows):
+        return False, "segment rows are not audit rows"
+    bad = chain.first_bad(rows, start_prev=head["prev_hash_of_first"], start_seq=head["first_seq"])
+    if bad:
+        return False, f"chain broken at seq {bad[0]}: {bad[1]}"
+    if rows[-1]["hash"] != head["last_hash"]:
+        return False, "last hash differs from the head"
+    return True, f"{len(rows)} rows intact"
+
+
+def check_heads(queue: Queue, pub, verifier=None) -> tuple[int, str] | None:
+    """Every signed head must verify and match the chain at its seq; catches a truncated tail.
+
+    ``pub`` is the station's public key, or a dict of its keys by key id (heads
+    signed before a rotation verify with the retired key). With ``verifier``
+    (a :class:`dockd.trust.log.TrustState`) each head must also be signed by a key
+    the agency had enrolled for ``station`` at the head's own ``at``.
+    Returns ``(seq, reason)`` for the first bad head, or None.
+    """
+    from dockd.evidence import keys
+
+    pubs = pub if isinstance(pub, dict) else {keys.key_id_of(pub): pub}
+    hashes = {r["seq"]: r["hash"] for r in queue.audit_rows()}
+    for h in queue.audit_heads():
+        try:
+            st = mf.parse(h["statement"], "signed head")
+        except ManifestInvalid as e:
+            return h["seq"], f"signed head is not strict JSON ({e})"
+        if not isinstance(st, dict) or not isinstance(st.get("signature"), dict):
+            return h["seq"], "signed head is not a signed statement"
+        sig = st["signature"]
+        k = pubs.get(sig.get("key_id"))
+        if k is None:
+            return h["seq"], f"signed head names key {sig.get('key_id')!r}, not one of this station's keys"
+        if not keys.verify(k, mf.canonical_body(st), sig.get("value", "")):
+            return h["seq"], "signed head does not verify with the station key"
+        if verifier is not None:
+            v = verifier.verify_signed(st, "station", "at")
+            if not v.ok:
+                return h["seq"], f"signed head: {v.reason}"
+        if st.get("seq") != h["seq"] or st.get("hash") != h["hash"]:
+            return h["seq"], "signed head statement differs from its row"
+        if h["seq"] not in hashes:
+            return h["seq"], "the chain ends before a head the station signed (rows deleted from the end)"
+        if hashes[h["seq"]] != h["hash"]:
+            return h["seq"], "chain hash at this seq differs from the signed head"
+    return None

@@ -1,0 +1,83 @@
+"""Prometheus metrics served by ``dockd run`` at ``[metrics] listen`` (path ``/metrics``).
+
+Gauges about clips, cameras and space are read from the queue at scrape
+time (a custom collector), so they can never drift from the truth; counters
+of bytes, errors and attempts are incremented by the daemon as work happens.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import generate_latest, start_http_server
+
+from dockd.core.lifecycle import CameraState
+from dockd.queue.store import Queue
+
+
+class QueueCollector:
+    def __init__(self, queue: Queue, data_dir: Path, clock=time.time):
+        self.queue, self.data_dir, self.clock = queue, data_dir, clock
+
+    def collect(self):
+        q = self.queue
+        clips = GaugeMetricFamily("dockd_clips", "Clips in the queue by state", labels=["state"])
+        byts = GaugeMetricFamily("dockd_clip_bytes", "Bytes of clips in the queue by state", labels=["state"])
+        for state, (n, b) in q.counts_and_bytes().items():
+            clips.add_metric([state], n)
+            byts.add_metric([state], b)
+        yield clips
+        yield byts
+        cams = GaugeMetricFamily("dockd_camera_state", "1 for the state each known camera is in, by bay",
+                                 labels=["bay", "camera", "state"])
+        for cam in q.cameras():
+            for s in CameraState:
+                cams.add_metric([cam.bay or "", cam.serial, str(s)], 1.0 if cam.state == s else 0.0)
+        yield cams
+        oldest = q.oldest_pending()
+        yield GaugeMetricFamily("dockd_oldest_pending_clip_age_seconds",
+                                "Age of the oldest clip not yet uploaded (0 if none)",
+                                value=max(0.0, self.clock() - oldest) if oldest else 0.0)
+        try:
+            free = shutil.disk_usage(self.data_dir).free
+        except OSError:
+            free = 0
+        yield GaugeMetricFamily("dockd_free_bytes", "Free bytes on the data dir's filesystem", value=free)
+        yield GaugeMetricFamily("dockd_alarms", "Active alarms (clock, storage, conflict, object-lock, ...)",
+                                value=len(q.alarms()))
+
+
+class Metrics:
+    """The daemon's registry: counters it increments plus the queue collector."""
+
+    def __init__(self, queue: Queue, data_dir: Path):
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.offload_bytes = Counter("dockd_offload_bytes", "Bytes copied off cameras", registry=self.registry)
+        self.upload_bytes = Counter("dockd_upload_bytes", "Bytes sent to central storage", registry=self.registry)
+        self.upload_errors = Counter("dockd_upload_errors", "Failed upload attempts by error class",
+                                     ["error_class"], registry=self.registry)
+        self.upload_attempts = Counter("dockd_upload_attempts", "Upload attempts started", registry=self.registry)
+        self.wiped = Counter("dockd_wiped_clips", "Clips deleted from cameras through the wipe gate",
+                             registry=self.registry)
+        for cls in ("transient", "permanent", "clock", "bad_digest", "conflict"):
+            self.upload_errors.labels(cls)
+        self.registry.register(QueueCollector(queue, data_dir))
+        self._server = None
+
+    def serve(self, listen: str) -> None:
+        host, port = listen.rsplit(":", 1)
+        self._server, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
