@@ -543,7 +543,7 @@ def test_publish_and_verify_through_storage(tmp_path, s3env, bucket, agency_dir)
 
 def readme_trust_recipe() -> str:
     """The commands of the README's "Checking a trust statement without dockd" block, verbatim."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("### Checking a trust statement without dockd", 1)[1]
     block = section.split("```", 2)[1]
     cmds = [line[2:] for line in block.splitlines() if line.startswith("$ ")]
