@@ -37,7 +37,8 @@ log = structlog.get_logger("dockd.audit")
 def signed_head(queue: Queue, key: StationKey, station: str, now: float) -> dict | None:
     """Sign the current chain head unless it was signed already; return the statement."""
     seq, h = queue.last_audit()
-    if seq == 0 or any(x["seq"] == seq for x in queue.audit_heads()[-1:]):
+    last = queue.last_audit_head()
+    if seq == 0 or (last is not None and last["seq"] == seq):
         return None
     at = rfc3339(now)
     st = mf.sign({"type": "dockd.audit-head/1", "station": station, "seq": seq, "hash": h, "at": at}, key)
@@ -51,9 +52,12 @@ def export_days(queue: Queue, backend: Backend, key: StationKey, station: str, p
     t = time.time() if now is None else now
     today = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
     done = queue.audit_exported_days()
-    rows = queue.audit_rows()
+    # Days are exported in order, so only rows after the last exported one can belong to a day not yet
+    # exported: the cost is the unexported days' rows (normally one day's), never the whole log.
     by_day: dict[str, list[dict]] = {}
-    for r in rows:
+    for r in queue.iter_audit(after_seq=queue.last_exported_seq()):
+        if r["at"][:10] >= today:
+            continue
         by_day.setdefault(r["at"][:10], []).append(r)
     exported = []
     for day in sorted(by_day):
@@ -100,15 +104,15 @@ def check_heads(queue: Queue, pub) -> tuple[int, str] | None:
     """
     from . import keys
 
-    hashes = {r["seq"]: r["hash"] for r in queue.audit_rows()}
-    for h in queue.audit_heads():
+    for h in queue.iter_audit_heads():
         st = json.loads(h["statement"])
         if not keys.verify(pub, mf.canonical_body(st), st.get("signature", {}).get("value", "")):
             return h["seq"], "signed head does not verify with the station key"
         if st.get("seq") != h["seq"] or st.get("hash") != h["hash"]:
             return h["seq"], "signed head statement differs from its row"
-        if h["seq"] not in hashes:
+        at = h["chain_hash"]
+        if at is None:
             return h["seq"], "the chain ends before a head the station signed (rows deleted from the end)"
-        if hashes[h["seq"]] != h["hash"]:
+        if at != h["hash"]:
             return h["seq"], "chain hash at this seq differs from the signed head"
     return None

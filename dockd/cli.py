@@ -215,13 +215,13 @@ def audit(c: Ctx, camera: str | None, clip_id: int | None, since: str | None, as
         if bad:
             click.echo(f"audit chain BROKEN at seq {bad[0]}: {bad[1]} ({n} rows checked)")
             sys.exit(EXIT_FAILED)
-        heads = q.audit_heads()
+        heads = q.audit_head_count()
         if heads:
             badh = check_heads(q, keys_mod.load(c.cfg.data_dir).public)
             if badh:
                 click.echo(f"audit chain BROKEN at seq {badh[0]}: {badh[1]}")
                 sys.exit(EXIT_FAILED)
-        click.echo(f"audit chain intact: {n} rows, {len(heads)} signed heads verified")
+        click.echo(f"audit chain intact: {n} rows, {heads} signed heads verified")
         return
     rows = q.audit_rows(camera=camera, clip=clip_id, since=since)
     for r in rows:

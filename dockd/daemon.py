@@ -169,7 +169,8 @@ class Daemon:
     def _record_start(self, key: keys.StationKey) -> None:
         q = self.queue
         cfg_hash = hashlib.sha256(self.cfg.path.read_bytes()).hexdigest() if self.cfg.path.exists() else None
-        prev = [r for r in q.audit_rows() if r["event"] == "daemon.started"][-1:]
+        last = q.last_event("daemon.started")  # an index search: start-up never reads the whole log
+        prev = [last] if last else []
         if prev and prev[0]["detail"].get("config_sha256") != cfg_hash:
             q.record("config.changed", detail={"from": prev[0]["detail"].get("config_sha256"), "to": cfg_hash},
                      now=self.clock())
