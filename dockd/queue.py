@@ -43,6 +43,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal_column,
     select,
     update,
 )
@@ -243,6 +244,8 @@ def rfc3339_ns(ns: int) -> str:
 _LAST_AUDIT = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
 _INSERT_AUDIT = insert(audit_log)
 _CLIP_BY_ID = select(clips).where(clips.c.id == bindparam("cid"))
+_CLIP_BY_IDENTITY = select(clips).where(clips.c.camera == bindparam("cam"), clips.c.path == bindparam("path"),
+                                        clips.c.size == bindparam("size"), clips.c.mtime_ns == bindparam("mtime"))
 _bump = sqlite_insert(state_counts).values(state=bindparam("s"), clips=bindparam("n"), bytes=bindparam("b"))
 _BUMP_COUNT = _bump.on_conflict_do_update(  # state_counts += (n, b) for state s
     index_elements=["state"], set_={"clips": state_counts.c.clips + _bump.excluded.clips,
@@ -255,6 +258,9 @@ _PROGRESS_ON_CAMERA = (select(clips.c.state, func.count(), func.coalesce(func.su
 _PROGRESS_WIPED = (select(func.count(), func.coalesce(func.sum(clips.c.size), 0))
                    .where(clips.c.camera == bindparam("cam"), clips.c.state == ClipState.WIPED,
                           clips.c.wiped_at >= bindparam("since")))
+# ``+clips.state``: the same column, but SQLite does not use an index for it (unary +), so a filter
+# on wiped/uploaded (the whole history) never outbids the partial index ix_clips_staged.
+_NOT_INDEXED_STATE = literal_column("+clips.state", String)
 _busy = clips.alias("busy")
 _NEXT_DUE_UPLOAD = (  # claim_upload: the camera with the fewest uploads in flight first, then first tries, oldest
     select(clips.c.id).where(clips.c.state == ClipState.STAGED)
@@ -680,18 +686,17 @@ class Queue:
 
         Returns each identity's clip (new ones ``discovered``, each with its audit event)."""
         t = _now(now)
+        out = {}
         with self.tx() as c:
-            have = {(r.path, r.size, r.mtime_ns) for r in c.execute(
-                select(clips.c.path, clips.c.size, clips.c.mtime_ns).where(clips.c.camera == camera))}
+            # One identity search (uq_clip_identity) per file found: the cost is what is on the camera
+            # now, never the camera's history of wiped clips.
             for path, size, mtime_ns in dict.fromkeys(found):
-                if (path, size, mtime_ns) not in have:
+                args = {"cam": camera, "path": path, "size": size, "mtime": mtime_ns}
+                r = c.execute(_CLIP_BY_IDENTITY, args).first()
+                if r is None:
                     self._insert_discovered(c, camera, path, size, mtime_ns, t)
-            want = set(found)
-            out = {}
-            for r in c.execute(select(clips).where(clips.c.camera == camera)):
-                k = (r.path, r.size, r.mtime_ns)
-                if k in want:
-                    out[k] = Clip.from_row(r)
+                    r = c.execute(_CLIP_BY_IDENTITY, args).one()
+                out[(path, size, mtime_ns)] = Clip.from_row(r)
             return out
 
     def clip(self, clip_id: int) -> Clip:
@@ -873,16 +878,15 @@ class Queue:
         """Up to ``limit`` clips storage holds (uploaded/wiped) whose staged copy is still here and that
         were uploaded before ``before``, oldest first. Reads only rows with a staged copy (ix_clips_staged)."""
         q = (select(clips).where(clips.c.staged_path.is_not(None), clips.c.uploaded_at < before,
-                                 clips.c.state.in_([ClipState.UPLOADED, ClipState.WIPED]))
-             .with_hint(clips, "INDEXED BY ix_clips_staged", "sqlite")
-             .order_by(clips.c.uploaded_at).limit(limit))
+                                 _NOT_INDEXED_STATE.in_([ClipState.UPLOADED, ClipState.WIPED]))
+             .order_by(clips.c.uploaded_at, clips.c.id).limit(limit))
         with self.engine.connect() as c:
             return [Clip.from_row(r) for r in c.execute(q)]
 
     def clips_with_staged_copy(self, states: list[ClipState]) -> list[Clip]:
         """Clips in ``states`` that still have a staged copy (ix_clips_staged: never the pruned history)."""
-        q = (select(clips).where(clips.c.staged_path.is_not(None), clips.c.state.in_(states))
-             .with_hint(clips, "INDEXED BY ix_clips_staged", "sqlite").order_by(clips.c.id))
+        q = (select(clips).where(clips.c.staged_path.is_not(None), _NOT_INDEXED_STATE.in_(states))
+             .order_by(clips.c.uploaded_at, clips.c.id))  # the order of ix_clips_staged: a walk of it
         with self.engine.connect() as c:
             return [Clip.from_row(r) for r in c.execute(q)]
 
