@@ -36,10 +36,9 @@ class Ctx:
         return self._cfg
 
     def queue(self, *, must_exist: bool = False):
-        from .daemon import queue_path
         from .queue import Queue
 
-        p = queue_path(self.cfg)
+        p = self.cfg.data_dir / "queue.db"  # daemon.queue_path, without importing the daemon (read commands)
         if not p.exists():
             if must_exist:
                 raise UsageError(f"no queue at {p}: dockd has not run on this data dir yet")
