@@ -337,3 +337,50 @@ def test_last_event_is_the_latest_of_its_kind(q):
     q.record("daemon.started", detail={"n": 2})
     q.record("other", detail={})
     assert q.last_event("daemon.started")["detail"] == {"n": 2}
+
+
+# ------------------------------------------------------------------ the bench's generator
+
+
+def _scalegen():
+    import importlib.util
+    from pathlib import Path
+
+    p = Path(__file__).resolve().parents[1] / "scripts" / "benchlib" / "scalegen.py"
+    spec = importlib.util.spec_from_file_location("scalegen", p)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _tables(path) -> dict:
+    con = sqlite3.connect(path)
+    try:
+        return {t: con.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()  # noqa: S608 - fixed names
+                for t in ("clips", "audit", "state_counts", "audit_heads", "audit_exports", "cameras")}
+    finally:
+        con.close()
+
+
+def test_bench_bulk_generator_writes_the_rows_of_the_normal_path(tmp_path, monkeypatch):
+    import shutil
+
+    from dockd.keys import key_path
+
+    gen = _scalegen()
+    a, b = tmp_path / "a", tmp_path / "b"
+    slow = gen.generate(a, 120, cameras=3, per_day=20, batch=25, bulk=False)  # through Queue._transition
+    b.mkdir()
+    shutil.copytree(key_path(a).parent, key_path(b).parent)  # same station key: same signed heads
+    fast = gen.generate(b, 120, cameras=3, per_day=20, batch=25, bulk=True)
+    assert slow["in_flight"] == fast["in_flight"]
+    ta, tb = _tables(a / "queue.db"), _tables(b / "queue.db")
+    assert len(ta["audit_exports"]) >= 4 and len(ta["audit"]) > 6 * 80
+    for t in ta:  # identical but for the data dir in the in-flight clips' staged paths
+        assert [tuple(v.replace(str(a), str(b)) if isinstance(v, str) else v for v in r) for r in ta[t]] == tb[t], t
+    q = Queue(b / "queue.db")
+    try:
+        assert q.verify_audit() == (len(tb["audit"]), None)
+        assert q.counts_and_bytes() == q.recount()
+    finally:
+        q.close()

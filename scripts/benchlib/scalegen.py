@@ -23,9 +23,11 @@ from pathlib import Path
 
 from dockd import keys, manifest as mf
 from dockd.lifecycle import ClipEvent as E
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
-from dockd.queue import _LAST_AUDIT, Queue, audit_exports, audit_heads, audit_log, rfc3339
+from dockd import audit as chain
+from dockd.queue import (_BUMP_COUNT, _LAST_AUDIT, Queue, audit_exports, audit_heads, audit_log, clips, rfc3339,
+                         rfc3339_ns)
 
 DAY = 86400.0
 START = datetime(2023, 1, 1, tzinfo=UTC).timestamp()
@@ -36,7 +38,7 @@ def _day(t: float) -> str:
 
 
 def generate(data_dir: Path, n: int, *, cameras: int = 40, per_day: int = 1000, batch: int = 5000,
-             station: str = "bench", progress=None) -> dict:
+             station: str = "bench", progress=None, bulk: bool = True) -> dict:
     """Fill ``data_dir/queue.db`` with ``n`` clips (see the module doc); return what was made."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     staging = data_dir / "staging"
@@ -59,7 +61,11 @@ def generate(data_dir: Path, n: int, *, cameras: int = 40, per_day: int = 1000, 
         i = 0
         while i < n_hist:
             with q.tx() as c:
-                for _ in range(min(batch, n_hist - i)):
+                if bulk:
+                    day, day_first = _bulk(q, c, key, station, serials, staging, i, min(batch, n_hist - i), step,
+                                           day, day_first)
+                    i += min(batch, n_hist - i)
+                for _ in range(0 if bulk else min(batch, n_hist - i)):
                     t = START + i * step
                     if _day(t) != day:  # a day ended: export it (as the daemon does), sign the head
                         _close_day(q, c, key, station, day, day_first, t)
@@ -86,6 +92,64 @@ def generate(data_dir: Path, n: int, *, cameras: int = 40, per_day: int = 1000, 
     finally:
         q.close()
     return {"clips": n, "history": n_hist, "in_flight": ids, "seconds": round(time.monotonic() - t0, 1)}
+
+
+def _bulk(q: Queue, c, key, station: str, serials: list[str], staging: Path, start: int, count: int,
+          step: float, day: str, day_first: int) -> tuple[str, int]:
+    """The rows the loop in :func:`generate` writes for clips ``start .. start+count``, written with
+    ``executemany``: the same clip rows, the same audit rows (content, JSON text and chain through
+    :func:`dockd.audit.link`), the same ``state_counts``, heads and export records. tests/test_scale.py
+    compares both paths row for row."""
+    last = c.execute(_LAST_AUDIT).first()
+    seq, prev = (last.seq, last.hash) if last else (0, chain.GENESIS)
+    cid = c.execute(select(func.coalesce(func.max(clips.c.id), 0))).scalar_one()
+    audit_rows, clip_rows, nbytes = [], [], 0
+
+    def audit(at: str, ev: str, camera, clip, d: dict) -> None:
+        nonlocal seq, prev
+        seq += 1
+        h = chain.link(prev, chain.content(seq, at, ev, camera, clip, d))
+        audit_rows.append({"seq": seq, "at": at, "event": ev, "camera": camera, "clip": clip,
+                           "detail": json.dumps(d, sort_keys=True, ensure_ascii=False), "prev_hash": prev, "hash": h})
+        prev = h
+
+    def flush() -> None:
+        if clip_rows:
+            c.execute(insert(clips), clip_rows)
+        if audit_rows:
+            c.execute(insert(audit_log), audit_rows)
+        clip_rows.clear()
+        audit_rows.clear()
+
+    for i in range(start, start + count):
+        t = START + i * step
+        at = rfc3339(t)
+        if _day(t) != day:
+            flush()
+            _close_day(q, c, key, station, day, day_first, t)
+            seq, prev = c.execute(_LAST_AUDIT).one()
+            day, day_first = _day(t), seq + 1
+        cam = serials[i % len(serials)]
+        cid += 1
+        size, mtime_ns, sha = 20_000_000 + i % 997, 1_600_000_000_000_000_000 + i, f"{i:064x}"
+        nbytes += size
+        clip_rows.append({"id": cid, "camera": cam, "path": f"DCIM/{i // len(serials):07d}.MP4", "size": size,
+                          "mtime_ns": mtime_ns, "state": "wiped", "sha256": sha, "staged_path": None,
+                          "object_key": f"bwc/{station}/{cam}/{sha}.mp4", "manifest": None, "verify_mode": "reread",
+                          "attempts": 0, "last_error": None, "next_attempt_at": None, "lease_owner": None,
+                          "lease_expires": None, "upload_id": None, "created_at": t, "updated_at": t,
+                          "staged_at": t, "uploaded_at": t, "wiped_at": t})
+        audit(at, "clip.discovered", cam, cid, {"path": clip_rows[-1]["path"], "size": size,
+                                               "mtime": rfc3339_ns(mtime_ns)})
+        audit(at, "clip.copy_started", cam, cid, {"from": "discovered", "to": "copying"})
+        audit(at, "clip.staged", cam, cid, {"from": "copying", "to": "staged"})
+        audit(at, "clip.upload_started", cam, cid, {"from": "staged", "to": "uploading"})
+        audit(at, "clip.uploaded", cam, cid, {"from": "uploading", "to": "uploaded", "backend": "s3"})
+        audit(at, "clip.wiped", cam, cid, {"from": "uploaded", "to": "wiped",
+                                          "receipt": {"sha256": sha, "checked": "sha256"}})
+    flush()
+    c.execute(_BUMP_COUNT, {"s": "wiped", "n": count, "b": nbytes})
+    return day, day_first
 
 
 def _last_seq(c) -> int:
@@ -156,12 +220,13 @@ def main() -> int:
     ap.add_argument("--cameras", type=int, default=40)
     ap.add_argument("--per-day", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--slow", action="store_true", help="every clip through Queue._transition (the reference path)")
     a = ap.parse_args()
 
     def progress(i, total, dt):
         print(f"  {i}/{total} clips in {dt:.0f} s", file=sys.stderr, flush=True)
 
-    r = generate(a.data_dir, a.n, cameras=a.cameras, per_day=a.per_day, batch=a.batch, progress=progress)
+    r = generate(a.data_dir, a.n, cameras=a.cameras, per_day=a.per_day, batch=a.batch, progress=progress, bulk=not a.slow)
     print(json.dumps(r))
     return 0
 
