@@ -490,12 +490,16 @@ class Queue:
         Memory stays constant however long the log is: each page is a fresh short read
         (``seq > last seen ORDER BY seq LIMIT page``, a rowid range search), so no read
         transaction is held open across the caller's work either."""
-        q = (select(audit_log).where(audit_log.c.seq > bindparam("after"))
-             .order_by(audit_log.c.seq).limit(page))
+        # The plain DB-API cursor: SQLAlchemy's row objects cost more than the hashing they feed.
+        sql = ("SELECT seq, at, event, camera, clip, detail, prev_hash, hash FROM audit "
+               "WHERE seq > ? ORDER BY seq LIMIT ?")
+        loads = json.loads
         last = after_seq
         while True:
             with self.engine.connect() as c:
-                batch = [dict(r._mapping, detail=json.loads(r.detail)) for r in c.execute(q, {"after": last})]
+                rows = c.connection.driver_connection.execute(sql, (last, page)).fetchall()
+            batch = [{"seq": r[0], "at": r[1], "event": r[2], "camera": r[3], "clip": r[4], "detail": loads(r[5]),
+                      "prev_hash": r[6], "hash": r[7]} for r in rows]
             yield from batch
             if len(batch) < page:
                 return
