@@ -140,6 +140,13 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    # Audit rows of days older than this, once their segment is exported and re-read from storage,
+    # are compacted behind a signed checkpoint (dockd/retention.py). 0 = keep every row here forever.
+    keep_days: float = 0.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     station: StationConfig
@@ -150,6 +157,7 @@ class Config:
     cameras: tuple[CameraProfile, ...] = ()
     hooks: HooksConfig = field(default_factory=HooksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -361,6 +369,14 @@ def parse(raw: dict, p: Path) -> Config:
         me.fail("listen", f"must be HOST:PORT or empty, got {metrics.listen!r}")
     me.done()
 
+    au = _Section(p, "audit", top.table.pop("audit", {}))
+    audit = AuditConfig(keep_days=au.get("keep_days", float, 0.0))
+    if audit.keep_days < 0:
+        au.fail("keep_days", f"must be 0 (keep forever) or more, got {audit.keep_days}")
+    if 0 < audit.keep_days < 1:
+        au.fail("keep_days", f"must be at least 1 (a day's segment is exported after the day ends), got {audit.keep_days}")
+    au.done()
+
     if top.table:
         k = sorted(top.table)[0]
         raise ConfigError(p, f"[{k}]: unknown section" if isinstance(top.table[k], dict) else f"{k}: unknown key")
@@ -375,4 +391,5 @@ def parse(raw: dict, p: Path) -> Config:
         cameras=tuple(profiles),
         hooks=hooks,
         metrics=metrics,
+        audit=audit,
     )

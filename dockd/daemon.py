@@ -245,6 +245,14 @@ class Daemon:
                             now=self.clock())
             except Exception as e:  # noqa: BLE001 - storage down: try again next time
                 log.warning("audit export deferred", error=str(e))
+            if self.cfg.audit.keep_days > 0:  # one day per pass at most: bounded work per tick
+                from .retention import compact_one_day
+
+                try:
+                    compact_one_day(self.queue, self.backend, self.key, self.cfg.station.id,
+                                    self.cfg.audit.keep_days, self.clock())
+                except Exception:  # noqa: BLE001 - never stops the daemon; the rows stay
+                    log.exception("audit compaction failed")
 
     def _make_sources(self) -> list:
         out = []

@@ -243,6 +243,8 @@ def rfc3339_ns(ns: int) -> str:
 # a Core statement costs more than SQLite takes to run it.
 _LAST_AUDIT = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
 _INSERT_AUDIT = insert(audit_log)
+_LAST_CHECKPOINT = (select(audit_checkpoints.c.seq, audit_checkpoints.c.hash)
+                    .order_by(audit_checkpoints.c.seq.desc()).limit(1))
 _CLIP_BY_ID = select(clips).where(clips.c.id == bindparam("cid"))
 _CLIP_BY_IDENTITY = select(clips).where(clips.c.camera == bindparam("cam"), clips.c.path == bindparam("path"),
                                         clips.c.size == bindparam("size"), clips.c.mtime_ns == bindparam("mtime"))
@@ -457,6 +459,8 @@ class Queue:
     def _audit(self, c: Connection, ev: str, *, camera: str | None = None, clip: int | None = None,
                detail: dict | None = None, now: float | None = None) -> int:
         last = c.execute(_LAST_AUDIT).first()
+        if last is None:  # an empty log, or (never in practice: compaction appends its own event) all compacted
+            last = c.execute(_LAST_CHECKPOINT).first()
         seq, prev = (last.seq + 1, last.hash) if last else (1, chain.GENESIS)
         at = rfc3339(_now(now))
         d = detail or {}
@@ -551,6 +555,12 @@ class Queue:
                 return
             last = batch[-1]["seq"]
 
+    def audit_export_starting_at(self, seq: int) -> dict | None:
+        """The exported day whose segment starts at ``seq``, or None."""
+        with self.engine.connect() as c:
+            r = c.execute(select(audit_exports).where(audit_exports.c.first_seq == seq)).first()
+        return dict(r._mapping) if r else None
+
     def last_exported_seq(self) -> int:
         with self.engine.connect() as c:
             return c.execute(select(func.coalesce(func.max(audit_exports.c.last_seq), 0))).scalar_one()
@@ -566,6 +576,39 @@ class Queue:
             self._audit(c, "audit.exported", detail={"day": day, "first_seq": first_seq, "last_seq": last_seq,
                                                      "object_key": key}, now=now)
 
+    def audit_checkpoint(self) -> dict | None:
+        """The latest compaction checkpoint (the log held here starts after its seq), or None."""
+        with self.engine.connect() as c:
+            r = c.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq.desc()).limit(1)).first()
+        return dict(r._mapping) if r else None
+
+    def audit_checkpoints(self) -> list[dict]:
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq))]
+
+    def compact_audit(self, seq: int, h: str, at: str, statement: str, detail: dict, *,
+                      now: float | None = None) -> int:
+        """Drop the audit rows up to ``seq`` behind a checkpoint; return how many were deleted.
+
+        One transaction: the row at ``seq`` must still be here with hash ``h`` and the log must start
+        right after the previous checkpoint (no gap), the checkpoint ``(seq, h, signed statement)`` is
+        stored, the rows ``<= seq`` are deleted and an ``audit.compacted`` event is appended (so the
+        log is never empty and chains on from the kept rows). The caller proved first that storage
+        holds those rows (:mod:`dockd.retention`)."""
+        with self.tx() as c:
+            row = c.execute(select(audit_log.c.hash).where(audit_log.c.seq == seq)).first()
+            if row is None or row.hash != h:
+                raise UsageError(f"audit row {seq} is not here with hash {h}: not compacted")
+            prev = c.execute(_LAST_CHECKPOINT).first()
+            first = c.execute(select(func.min(audit_log.c.seq))).scalar_one()
+            if first != (prev.seq + 1 if prev else 1):
+                raise UsageError(f"the audit log here starts at seq {first}, not after the last checkpoint: "
+                                 "not compacted")
+            c.execute(insert(audit_checkpoints).values(seq=seq, hash=h, at=at, statement=statement))
+            n = c.execute(audit_log.delete().where(audit_log.c.seq <= seq)).rowcount
+            self._audit(c, "audit.compacted", detail=dict(detail, seq=seq, hash=h, rows=n), now=now)
+            return n
+
     def verify_audit(self) -> tuple[int, tuple[int, str] | None]:
         """Recompute the whole chain: ``(rows checked, first bad (seq, reason) or None)``.
 
@@ -578,7 +621,8 @@ class Queue:
                 last_seen[0] = r["seq"]
                 yield r
 
-        bad = chain.first_bad(rows())
+        cp = self.audit_checkpoint()  # compacted rows are proven from storage; the rest chains from here
+        bad = chain.first_bad(rows(), start_prev=cp["hash"], start_seq=cp["seq"] + 1) if cp else chain.first_bad(rows())
         n = seen[0]
         if bad is not None:  # the rows after the break count as rows of the log, as before
             with self.engine.connect() as c:
