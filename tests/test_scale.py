@@ -75,9 +75,9 @@ def test_v2_migration_from_a_v1_database_counts_the_existing_clips(tmp_path, mon
         m.setattr(qmod, "MIGRATIONS", [qmod.MIGRATIONS[0]])  # the station as it was before v2
         old = Queue(path)
         assert old.schema_version() == 1
-        old.dock_camera("CAM1", source="import", now=T0)
         old.close()
     con = sqlite3.connect(path)  # rows as the v1 code wrote them
+    con.execute("INSERT INTO cameras (serial, state, docked, updated_at) VALUES ('CAM1', 'ready', 0, 0)")
     assert not con.execute("SELECT name FROM sqlite_master WHERE name = 'state_counts'").fetchall()
     rows = [("wiped", 1000 + i) for i in range(30)] + [("staged", 10), ("failed", 10), ("copying", 10)]
     con.executemany("INSERT INTO clips (camera, path, size, mtime_ns, state, attempts, created_at, updated_at) "
