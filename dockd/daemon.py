@@ -344,8 +344,9 @@ class Daemon:
                     self.work[serial] = w2
                     w2.future = pool.submit(self._camera_guarded, w2)
         self._probe_storage()
-        self._write_status()
-        sd_notify("WATCHDOG=1", f"STATUS={self._status_line()}")
+        line = self._status_line()  # once per tick: the status file and systemd get the same line
+        self._write_status(line)
+        sd_notify("WATCHDOG=1", f"STATUS={line}")
 
     def _drained(self) -> bool:
         if not self.events.empty():
@@ -579,11 +580,11 @@ class Daemon:
         return (f"{docked} docked; {c['staged'] + c['uploading']} to upload, {c['uploaded']} to wipe, "
                 f"{c['failed']} failed, {c['quarantined']} quarantined")
 
-    def _write_status(self) -> None:
+    def _write_status(self, line: str | None = None) -> None:
         try:
             write_status(self.cfg.data_dir, {
                 "pid": os.getpid(), "owner": self.owner, "updated": self.clock(),
-                "meters": self.meters.snapshot(), "status": self._status_line(),
+                "meters": self.meters.snapshot(), "status": self._status_line() if line is None else line,
                 "storage": self._storage_state,
             })
         except OSError as e:

@@ -263,6 +263,13 @@ _PROGRESS_WIPED = (select(func.count(), func.coalesce(func.sum(clips.c.size), 0)
 # ``+clips.state``: the same column, but SQLite does not use an index for it (unary +), so a filter
 # on wiped/uploaded (the whole history) never outbids the partial index ix_clips_staged.
 _NOT_INDEXED_STATE = literal_column("+clips.state", String)
+_TO_PRUNE = (select(clips).where(clips.c.staged_path.is_not(None), clips.c.uploaded_at < bindparam("before"),
+                                  _NOT_INDEXED_STATE.in_([ClipState.UPLOADED, ClipState.WIPED]))
+             .order_by(clips.c.uploaded_at, clips.c.id).limit(bindparam("n")))
+_UPLOADING = select(clips.c.id).where(clips.c.state == ClipState.UPLOADING)
+_UPLOADING_EXPIRED = _UPLOADING.where(clips.c.lease_expires < bindparam("t"))
+_COUNTS = select(state_counts)
+_CAMERAS = select(cameras).order_by(cameras.c.bay, cameras.c.serial)
 _busy = clips.alias("busy")
 _NEXT_DUE_UPLOAD = (  # claim_upload: the camera with the fewest uploads in flight first, then first tries, oldest
     select(clips.c.id).where(clips.c.state == ClipState.STAGED)
@@ -672,7 +679,7 @@ class Queue:
 
     def cameras(self) -> list[Camera]:
         with self.engine.connect() as c:
-            return [Camera.from_row(r) for r in c.execute(select(cameras).order_by(cameras.c.bay, cameras.c.serial))]
+            return [Camera.from_row(r) for r in c.execute(_CAMERAS)]
 
     def camera_counts(self, serial: str) -> dict[str, int]:
         """Clip counts by state for the clips of a camera that are still on it (not wiped)."""
@@ -775,7 +782,7 @@ class Queue:
     def counts_and_bytes(self) -> dict[str, tuple[int, int]]:
         """Per state: (clips, bytes), from the ``state_counts`` summary kept with every state change."""
         with self.engine.connect() as c:
-            got = {r.state: (r.clips, r.bytes) for r in c.execute(select(state_counts))}
+            got = {r.state: (r.clips, r.bytes) for r in c.execute(_COUNTS)}
         return {str(s): got.get(str(s), (0, 0)) for s in ClipState}
 
     def recount(self) -> dict[str, tuple[int, int]]:
@@ -866,11 +873,9 @@ class Queue:
     def release_leases(self, *, expired_before: float | None = None, now: float | None = None) -> list[int]:
         """Put ``uploading`` clips whose lease expired (or all, at start-up) back to ``staged``."""
         t = _now(now)
-        q = select(clips.c.id).where(clips.c.state == ClipState.UPLOADING)
-        if expired_before is not None:
-            q = q.where(clips.c.lease_expires < expired_before)
-        with self.engine.connect() as c:
-            ids = [r.id for r in c.execute(q)]
+        with self.engine.connect() as c:  # every tick: statements built once (building costs more than running)
+            ids = [r.id for r in (c.execute(_UPLOADING) if expired_before is None
+                                  else c.execute(_UPLOADING_EXPIRED, {"t": expired_before}))]
         done = []
         for cid in ids:
             try:
@@ -925,11 +930,8 @@ class Queue:
     def clips_to_prune(self, before: float, *, limit: int = 500) -> list[Clip]:
         """Up to ``limit`` clips storage holds (uploaded/wiped) whose staged copy is still here and that
         were uploaded before ``before``, oldest first. Reads only rows with a staged copy (ix_clips_staged)."""
-        q = (select(clips).where(clips.c.staged_path.is_not(None), clips.c.uploaded_at < before,
-                                 _NOT_INDEXED_STATE.in_([ClipState.UPLOADED, ClipState.WIPED]))
-             .order_by(clips.c.uploaded_at, clips.c.id).limit(limit))
         with self.engine.connect() as c:
-            return [Clip.from_row(r) for r in c.execute(q)]
+            return [Clip.from_row(r) for r in c.execute(_TO_PRUNE, {"before": before, "n": limit})]
 
     def clips_with_staged_copy(self, states: list[ClipState]) -> list[Clip]:
         """Clips in ``states`` that still have a staged copy (ix_clips_staged: never the pruned history)."""
