@@ -88,7 +88,7 @@ def generate(data_dir: Path, n: int, *, cameras: int = 40, per_day: int = 1000, 
         # every camera docked again today: its wiped history belongs to earlier docks
         for s in serials:
             q.dock_camera(s, source="watch", bay="dir:dock", now=now)
-        ids = _tail(q, staging, serials, tail, now)
+        ids = _tail(q, staging, serials, tail, now) if n else {}  # n = 0: the same cameras, no clips
     finally:
         q.close()
     return {"clips": n, "history": n_hist, "in_flight": ids, "seconds": round(time.monotonic() - t0, 1)}
