@@ -152,6 +152,13 @@ class TrustConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    # Audit rows of days older than this, once their segment is exported and re-read from storage,
+    # are compacted behind a signed checkpoint (dockd/retention.py). 0 = keep every row here forever.
+    keep_days: float = 0.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     station: StationConfig
@@ -163,6 +170,7 @@ class Config:
     hooks: HooksConfig = field(default_factory=HooksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -431,6 +439,13 @@ def parse(raw: dict, p: Path) -> Config:
         tr.fail("root_pubkey", f"must be an absolute path, got {root_pub!r}")
     trust_cfg = TrustConfig(root_pubkey=Path(root_pub) if root_pub else None)
     tr.done()
+    au = _Section(p, "audit", top.table.pop("audit", {}))
+    audit = AuditConfig(keep_days=au.get("keep_days", float, 0.0))
+    if audit.keep_days < 0:
+        au.fail("keep_days", f"must be 0 (keep forever) or more, got {audit.keep_days}")
+    if 0 < audit.keep_days < 1:
+        au.fail("keep_days", f"must be at least 1 (a day's segment is exported after the day ends), got {audit.keep_days}")
+    au.done()
 
     if top.table:
         k = sorted(top.table)[0]
@@ -448,4 +463,5 @@ def parse(raw: dict, p: Path) -> Config:
         hooks=hooks,
         metrics=metrics,
         trust=trust_cfg,
+        audit=audit,
     )

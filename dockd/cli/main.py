@@ -64,12 +64,11 @@ class Ctx:
 
     def queue(self, *, must_exist: bool = False):
         from dockd.queue.store import Queue
-        from dockd.station.daemon import queue_path
 
         global _queue_in_use
 
         self.as_data_dir_owner()
-        p = queue_path(self.cfg)
+        p = self.cfg.data_dir / "queue.db"  # daemon.queue_path, without importing the daemon
         _queue_in_use = p
         try:
             st = p.lstat()
@@ -280,7 +279,7 @@ def audit(c: Ctx, camera: str | None, clip_id: int | None, since: str | None, as
         if bad:
             echo(f"audit chain BROKEN at seq {bad[0]}: {bad[1]} ({n} rows checked)")
             sys.exit(EXIT_FAILED)
-        heads = q.audit_heads()
+        heads = q.audit_head_count()
         if heads:
             badh = check_heads(q, known_public_keys(c.cfg.data_dir),
                                trust_state(c, trust_src, root_pem) if trust_src else None)
@@ -288,9 +287,9 @@ def audit(c: Ctx, camera: str | None, clip_id: int | None, since: str | None, as
                 echo(f"audit chain BROKEN at seq {badh[0]}: {badh[1]}")
                 sys.exit(EXIT_FAILED)
         if not remote:
-            click.echo(f"audit chain intact: {n} rows, {len(heads)} signed heads verified")
+            click.echo(f"audit chain intact: {n} rows, {heads} signed heads verified")
             return
-        _audit_remote(c, q, n, len(heads))
+        _audit_remote(c, q, n, heads)
         return
     rows = q.audit_rows(camera=camera, clip=clip_id, since=since)
     for r in rows:

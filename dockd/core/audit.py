@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-import rfc8785
+from . import jcs
 
 GENESIS = "0" * 64
 
@@ -25,7 +25,7 @@ def content(seq: int, at: str, event: str, camera: str | None, clip: int | None,
 
 
 def link(prev_hash: str, row_content: dict) -> str:
-    return hashlib.sha256(prev_hash.encode("ascii") + rfc8785.dumps(row_content)).hexdigest()
+    return hashlib.sha256(prev_hash.encode("ascii") + jcs.dumps(row_content)).hexdigest()
 
 
 def first_bad(rows: Iterable[dict], start_prev: str = GENESIS, start_seq: int = 1) -> tuple[int, str] | None:

@@ -44,16 +44,18 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal_column,
     select,
     update,
 )
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from dockd.core import audit as chain
 from dockd.core import ijson, timefmt
 from dockd.core.errors import IllegalTransition, NotAQueue, NotFound, SchemaTooNew, UsageError
 from dockd.core.lifecycle import ClipEvent, ClipState, next_state
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 md = MetaData()
 
@@ -181,6 +183,40 @@ audit_exports = Table(
 )
 
 
+# Schema v2 (migration _v2): summary tables kept in the same transaction as the rows they summarise.
+# Their own MetaData, so that _v1's create_all keeps creating exactly the v1 schema.
+md2 = MetaData()
+
+state_counts = Table(
+    "state_counts",
+    md2,
+    Column("state", String, primary_key=True),
+    Column("clips", Integer, nullable=False),
+    Column("bytes", Integer, nullable=False),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    md2,
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # last compacted audit row
+    Column("hash", String, nullable=False),  # its hash: the first kept row's prev_hash
+    Column("at", String, nullable=False),
+    Column("statement", Text, nullable=False),  # signed JSON statement (like a head)
+)
+
+# Indexes of the hot paths (v2). Each is named after the statement it serves.
+_V2_INDEXES = (
+    # camera_progress / camera_counts: one camera's clips by state, the wiped ones by wiped_at; covering
+    "CREATE INDEX IF NOT EXISTS ix_clips_progress ON clips (camera, state, wiped_at, size)",
+    # prune_staging and recovery: only clips that still have a staged copy
+    "CREATE INDEX IF NOT EXISTS ix_clips_staged ON clips (uploaded_at) WHERE staged_path IS NOT NULL",
+    # known_upload_ids: only clips with a multipart upload open
+    "CREATE INDEX IF NOT EXISTS ix_clips_upload_id ON clips (upload_id) WHERE upload_id IS NOT NULL",
+    # the last event of a kind (daemon start: the previous daemon.started); seq is the rowid, so included
+    "CREATE INDEX IF NOT EXISTS ix_audit_event ON audit (event)",
+)
+
+
 def rfc3339(ts: float | None) -> str | None:
     if ts is None:
         return None
@@ -209,7 +245,33 @@ def rfc3339_ns(ns: int) -> str:
 # a Core statement costs more than SQLite takes to run it.
 _LAST_AUDIT = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
 _INSERT_AUDIT = insert(audit_log)
+_LAST_CHECKPOINT = (select(audit_checkpoints.c.seq, audit_checkpoints.c.hash)
+                    .order_by(audit_checkpoints.c.seq.desc()).limit(1))
 _CLIP_BY_ID = select(clips).where(clips.c.id == bindparam("cid"))
+_CLIP_BY_IDENTITY = select(clips).where(clips.c.camera == bindparam("cam"), clips.c.path == bindparam("path"),
+                                        clips.c.size == bindparam("size"), clips.c.mtime_ns == bindparam("mtime"))
+_bump = sqlite_insert(state_counts).values(state=bindparam("s"), clips=bindparam("n"), bytes=bindparam("b"))
+_BUMP_COUNT = _bump.on_conflict_do_update(  # state_counts += (n, b) for state s
+    index_elements=["state"], set_={"clips": state_counts.c.clips + _bump.excluded.clips,
+                                    "bytes": state_counts.c.bytes + _bump.excluded.bytes})
+# Clip states in which the clip is still on its camera (every state but wiped; a new state counts).
+_ON_CAMERA = [s for s in ClipState if s is not ClipState.WIPED]
+_PROGRESS_ON_CAMERA = (select(clips.c.state, func.count(), func.coalesce(func.sum(clips.c.size), 0))
+                       .where(clips.c.camera == bindparam("cam"), clips.c.state.in_(_ON_CAMERA))
+                       .group_by(clips.c.state))
+_PROGRESS_WIPED = (select(func.count(), func.coalesce(func.sum(clips.c.size), 0))
+                   .where(clips.c.camera == bindparam("cam"), clips.c.state == ClipState.WIPED,
+                          clips.c.wiped_at >= bindparam("since")))
+# ``+clips.state``: the same column, but SQLite does not use an index for it (unary +), so a filter
+# on wiped/uploaded (the whole history) never outbids the partial index ix_clips_staged.
+_NOT_INDEXED_STATE = literal_column("+clips.state", String)
+_TO_PRUNE = (select(clips).where(clips.c.staged_path.is_not(None), clips.c.uploaded_at < bindparam("before"),
+                                  _NOT_INDEXED_STATE.in_([ClipState.UPLOADED, ClipState.WIPING, ClipState.WIPED]))
+             .order_by(clips.c.uploaded_at, clips.c.id).limit(bindparam("n")))
+_UPLOADING = select(clips.c.id).where(clips.c.state == ClipState.UPLOADING)
+_UPLOADING_EXPIRED = _UPLOADING.where(clips.c.lease_expires < bindparam("t"))
+_COUNTS = select(state_counts)
+_CAMERAS = select(cameras).order_by(cameras.c.bay, cameras.c.serial)
 _busy = clips.alias("busy")
 _NEXT_DUE_UPLOAD = (  # claim_upload: the camera with the fewest uploads in flight first, then first tries, oldest
     select(clips.c.id).where(clips.c.state == ClipState.STAGED)
@@ -301,9 +363,36 @@ def _v1(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v2(conn: Connection) -> None:
+    """Summary tables and hot-path indexes: a station with years of history behaves like a new one.
+
+    ``state_counts`` starts from one count over the clips (the only full scan, once, at upgrade);
+    from then on every state change keeps it in step in its own transaction.
+    """
+    md2.create_all(conn)
+    for ddl in _V2_INDEXES:
+        conn.exec_driver_sql(ddl)
+    conn.execute(state_counts.delete())
+    conn.exec_driver_sql("INSERT INTO state_counts (state, clips, bytes) "
+                         "SELECT state, count(*), coalesce(sum(size), 0) FROM clips GROUP BY state")
+
+
 # Append-only: a station upgrades its queue in place by running every step
 # above its PRAGMA user_version, each in its own transaction.
-MIGRATIONS: list[tuple[int, Any]] = [(1, _v1)]
+MIGRATIONS: list[tuple[int, Any]] = [(1, _v1), (2, _v2)]
+
+
+def _count_move(c: Connection, old: ClipState | None, new: ClipState, size: int) -> None:
+    """Keep ``state_counts`` in step with one clip moving ``old`` -> ``new`` (``old`` None: a new clip).
+
+    Called in the same transaction as the clip's own update, so the counts commit or roll back with it.
+    """
+    if old == new:
+        return
+    moves = [{"s": str(new), "n": 1, "b": size}]
+    if old is not None:
+        moves.append({"s": str(old), "n": -1, "b": -size})
+    c.execute(_BUMP_COUNT, moves)
 
 
 def _now(now: float | None) -> float:
@@ -422,6 +511,8 @@ class Queue:
     def _audit(self, c: Connection, ev: str, *, camera: str | None = None, clip: int | None = None,
                detail: dict | None = None, now: float | None = None) -> int:
         last = c.execute(_LAST_AUDIT).first()
+        if last is None:  # an empty log, or (never in practice: compaction appends its own event) all compacted
+            last = c.execute(_LAST_CHECKPOINT).first()
         seq, prev = (last.seq + 1, last.hash) if last else (1, chain.GENESIS)
         at = rfc3339(_now(now))
         d = detail or {}
@@ -458,6 +549,43 @@ class Queue:
                 out.update({r.seq: r.hash for r in c.execute(q)})
         return out
 
+    def iter_audit(self, *, after_seq: int = 0, page: int = 5000) -> Iterator[dict]:
+        """Every audit row after ``after_seq`` in seq order, read in keyset pages of ``page`` rows.
+
+        Memory stays constant however long the log is: each page is a fresh short read
+        (``seq > last seen ORDER BY seq LIMIT page``, a rowid range search), so no read
+        transaction is held open across the caller's work either."""
+        # The plain DB-API cursor: SQLAlchemy's row objects cost more than the hashing they feed.
+        sql = ("SELECT seq, at, event, camera, clip, detail, prev_hash, hash FROM audit "
+               "WHERE seq > ? ORDER BY seq LIMIT ?")
+        loads = json.loads
+        last = after_seq
+        while True:
+            with self.engine.connect() as c:
+                rows = c.connection.driver_connection.execute(sql, (last, page)).fetchall()
+            batch = [{"seq": r[0], "at": r[1], "event": r[2], "camera": r[3], "clip": r[4], "detail": loads(r[5]),
+                      "prev_hash": r[6], "hash": r[7]} for r in rows]
+            yield from batch
+            if len(batch) < page:
+                return
+            last = batch[-1]["seq"]
+
+    def last_event(self, ev: str) -> dict | None:
+        """The latest audit row of event ``ev`` (an ix_audit_event search, not a scan), or None."""
+        with self.engine.connect() as c:
+            r = c.execute(select(audit_log).where(audit_log.c.event == ev)
+                          .order_by(audit_log.c.seq.desc()).limit(1)).first()
+        return dict(r._mapping, detail=json.loads(r.detail)) if r else None
+
+    def last_audit_head(self) -> dict | None:
+        with self.engine.connect() as c:
+            r = c.execute(select(audit_heads).order_by(audit_heads.c.seq.desc()).limit(1)).first()
+        return dict(r._mapping) if r else None
+
+    def audit_head_count(self) -> int:
+        with self.engine.connect() as c:
+            return c.execute(select(func.count()).select_from(audit_heads)).scalar_one()
+
     def last_audit(self) -> tuple[int, str]:
         with self.engine.connect() as c:
             r = c.execute(select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)).first()
@@ -472,6 +600,32 @@ class Queue:
         with self.engine.connect() as c:
             return [dict(r._mapping) for r in c.execute(select(audit_heads).order_by(audit_heads.c.seq))]
 
+    def iter_audit_heads(self, *, page: int = 1000) -> Iterator[dict]:
+        """Every signed head in seq order with ``chain_hash``, the audit row's hash at its seq (None when
+        the row is missing), read in keyset pages: constant memory."""
+        a = audit_log.alias("a")
+        q = (select(audit_heads, a.c.hash.label("chain_hash"))
+             .select_from(audit_heads.outerjoin(a, a.c.seq == audit_heads.c.seq))
+             .where(audit_heads.c.seq > bindparam("after")).order_by(audit_heads.c.seq).limit(page))
+        last = -1
+        while True:
+            with self.engine.connect() as c:
+                batch = [dict(r._mapping) for r in c.execute(q, {"after": last})]
+            yield from batch
+            if len(batch) < page:
+                return
+            last = batch[-1]["seq"]
+
+    def audit_export_starting_at(self, seq: int) -> dict | None:
+        """The exported day whose segment starts at ``seq``, or None."""
+        with self.engine.connect() as c:
+            r = c.execute(select(audit_exports).where(audit_exports.c.first_seq == seq)).first()
+        return dict(r._mapping) if r else None
+
+    def last_exported_seq(self) -> int:
+        with self.engine.connect() as c:
+            return c.execute(select(func.coalesce(func.max(audit_exports.c.last_seq), 0))).scalar_one()
+
     def audit_exported_days(self) -> set[str]:
         with self.engine.connect() as c:
             return {r.day for r in c.execute(select(audit_exports.c.day))}
@@ -483,10 +637,59 @@ class Queue:
             self._audit(c, "audit.exported", detail={"day": day, "first_seq": first_seq, "last_seq": last_seq,
                                                      "object_key": key}, now=now)
 
+    def audit_checkpoint(self) -> dict | None:
+        """The latest compaction checkpoint (the log held here starts after its seq), or None."""
+        with self.engine.connect() as c:
+            r = c.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq.desc()).limit(1)).first()
+        return dict(r._mapping) if r else None
+
+    def audit_checkpoints(self) -> list[dict]:
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq))]
+
+    def compact_audit(self, seq: int, h: str, at: str, statement: str, detail: dict, *,
+                      now: float | None = None) -> int:
+        """Drop the audit rows up to ``seq`` behind a checkpoint; return how many were deleted.
+
+        One transaction: the row at ``seq`` must still be here with hash ``h`` and the log must start
+        right after the previous checkpoint (no gap), the checkpoint ``(seq, h, signed statement)`` is
+        stored, the rows ``<= seq`` are deleted and an ``audit.compacted`` event is appended (so the
+        log is never empty and chains on from the kept rows). The caller proved first that storage
+        holds those rows (:mod:`dockd.retention`)."""
+        with self.tx() as c:
+            row = c.execute(select(audit_log.c.hash).where(audit_log.c.seq == seq)).first()
+            if row is None or row.hash != h:
+                raise UsageError(f"audit row {seq} is not here with hash {h}: not compacted")
+            prev = c.execute(_LAST_CHECKPOINT).first()
+            first = c.execute(select(func.min(audit_log.c.seq))).scalar_one()
+            if first != (prev.seq + 1 if prev else 1):
+                raise UsageError(f"the audit log here starts at seq {first}, not after the last checkpoint: "
+                                 "not compacted")
+            c.execute(insert(audit_checkpoints).values(seq=seq, hash=h, at=at, statement=statement))
+            n = c.execute(audit_log.delete().where(audit_log.c.seq <= seq)).rowcount
+            self._audit(c, "audit.compacted", detail=dict(detail, seq=seq, hash=h, rows=n), now=now)
+            return n
+
     def verify_audit(self) -> tuple[int, tuple[int, str] | None]:
-        """Recompute the whole chain: ``(rows checked, first bad (seq, reason) or None)``."""
-        rows = self.audit_rows()
-        return len(rows), chain.first_bad(rows)
+        """Recompute the whole chain: ``(rows checked, first bad (seq, reason) or None)``.
+
+        Streams the rows (:meth:`iter_audit`), so memory does not grow with the log."""
+        seen, last_seen = [0], [0]
+
+        def rows() -> Iterator[dict]:
+            for r in self.iter_audit():
+                seen[0] += 1
+                last_seen[0] = r["seq"]
+                yield r
+
+        cp = self.audit_checkpoint()  # compacted rows are proven from storage; the rest chains from here
+        bad = chain.first_bad(rows(), start_prev=cp["hash"], start_seq=cp["seq"] + 1) if cp else chain.first_bad(rows())
+        n = seen[0]
+        if bad is not None:  # the rows after the break count as rows of the log, as before
+            with self.engine.connect() as c:
+                n += c.execute(select(func.count()).select_from(audit_log)
+                               .where(audit_log.c.seq > last_seen[0])).scalar_one()
+        return n, bad
 
     # -- cameras
 
@@ -530,13 +733,13 @@ class Queue:
 
     def cameras(self) -> list[Camera]:
         with self.engine.connect() as c:
-            return [Camera.from_row(r) for r in c.execute(select(cameras).order_by(cameras.c.bay, cameras.c.serial))]
+            return [Camera.from_row(r) for r in c.execute(_CAMERAS)]
 
     def camera_counts(self, serial: str) -> dict[str, int]:
         """Clip counts by state for the clips of a camera that are still on it (not wiped)."""
         with self.engine.connect() as c:
             q = (select(clips.c.state, func.count()).where(clips.c.camera == serial)
-                 .where(clips.c.state != ClipState.WIPED).group_by(clips.c.state))
+                 .where(clips.c.state.in_(_ON_CAMERA)).group_by(clips.c.state))
             return {s: n for s, n in c.execute(q)}
 
     def camera_progress(self, serial: str) -> dict[str, dict[str, int]]:
@@ -546,7 +749,6 @@ class Queue:
         """
         cam = self.camera(serial)
         since = cam.docked_at if cam and cam.docked_at else 0.0
-        current = (clips.c.state != ClipState.WIPED) | (clips.c.wiped_at >= since)
         reached = {
             "found": list(ClipState),
             "staged": [ClipState.STAGED, ClipState.UPLOADING, ClipState.UPLOADED, ClipState.WIPING, ClipState.WIPED,
@@ -554,12 +756,15 @@ class Queue:
             "uploaded": [ClipState.UPLOADED, ClipState.WIPING, ClipState.WIPED],
             "wiped": [ClipState.WIPED],
         }
-        out = {}
+        # Two index searches (ix_clips_progress): the clips still on the camera by state, and the wiped
+        # ones from wiped_at >= since only, so a camera's years of wiped clips are never read.
         with self.engine.connect() as c:
-            for k, states in reached.items():
-                n, b = c.execute(select(func.count(), func.coalesce(func.sum(clips.c.size), 0))
-                                 .where(clips.c.camera == serial, clips.c.state.in_(states), current)).one()
-                out[k] = {"clips": n, "bytes": b}
+            by_state = {s: (n, b) for s, n, b in c.execute(_PROGRESS_ON_CAMERA, {"cam": serial})}
+            by_state[str(ClipState.WIPED)] = tuple(c.execute(_PROGRESS_WIPED, {"cam": serial, "since": since}).one())
+        out = {}
+        for k, states in reached.items():
+            got = [by_state.get(str(s), (0, 0)) for s in states]
+            out[k] = {"clips": sum(n for n, _ in got), "bytes": sum(b or 0 for _, b in got)}
         return out
 
     # -- clips
@@ -580,6 +785,7 @@ class Queue:
         cid = c.execute(insert(clips).values(camera=camera, path=path, size=size, mtime_ns=mtime_ns,
                                              state=ClipState.DISCOVERED, attempts=0, created_at=t,
                                              updated_at=t)).inserted_primary_key[0]
+        _count_move(c, None, ClipState.DISCOVERED, size)
         self._audit(c, "clip.discovered", camera=camera, clip=cid,
                     detail={"path": path, "size": size, "mtime": rfc3339_ns(mtime_ns)}, now=t)
         return cid
@@ -590,18 +796,17 @@ class Queue:
 
         Returns each identity's clip (new ones ``discovered``, each with its audit event)."""
         t = _now(now)
+        out = {}
         with self.tx() as c:
-            have = {(r.path, r.size, r.mtime_ns) for r in c.execute(
-                select(clips.c.path, clips.c.size, clips.c.mtime_ns).where(clips.c.camera == camera))}
+            # One identity search (uq_clip_identity) per file found: the cost is what is on the camera
+            # now, never the camera's history of wiped clips.
             for path, size, mtime_ns in dict.fromkeys(found):
-                if (path, size, mtime_ns) not in have:
+                args = {"cam": camera, "path": path, "size": size, "mtime": mtime_ns}
+                r = c.execute(_CLIP_BY_IDENTITY, args).first()
+                if r is None:
                     self._insert_discovered(c, camera, path, size, mtime_ns, t)
-            want = set(found)
-            out = {}
-            for r in c.execute(select(clips).where(clips.c.camera == camera)):
-                k = (r.path, r.size, r.mtime_ns)
-                if k in want:
-                    out[k] = Clip.from_row(r)
+                    r = c.execute(_CLIP_BY_IDENTITY, args).one()
+                out[(path, size, mtime_ns)] = Clip.from_row(r)
             return out
 
     def clip(self, clip_id: int) -> Clip:
@@ -626,12 +831,19 @@ class Queue:
             return [Clip.from_row(r) for r in c.execute(q)]
 
     def counts(self) -> dict[str, int]:
-        with self.engine.connect() as c:
-            got = {s: n for s, n in c.execute(select(clips.c.state, func.count()).group_by(clips.c.state))}
-        return {str(s): got.get(str(s), 0) for s in ClipState}
+        """Clips per state (every :class:`ClipState`, 0 if none), from ``state_counts``: no scan of clips."""
+        return {s: n for s, (n, _b) in self.counts_and_bytes().items()}
 
     def counts_and_bytes(self) -> dict[str, tuple[int, int]]:
-        """Per state: (clips, bytes)."""
+        """Per state: (clips, bytes), from the ``state_counts`` summary kept with every state change."""
+        with self.engine.connect() as c:
+            got = {r.state: (r.clips, r.bytes) for r in c.execute(_COUNTS)}
+        return {str(s): got.get(str(s), (0, 0)) for s in ClipState}
+
+    def recount(self) -> dict[str, tuple[int, int]]:
+        """Per state (clips, bytes) counted over every clip row: the full scan ``state_counts`` saves.
+
+        For checks (tests, ``doctor``): it must always equal :meth:`counts_and_bytes`."""
         with self.engine.connect() as c:
             got = {s: (n, b or 0) for s, n, b in c.execute(
                 select(clips.c.state, func.count(), func.sum(clips.c.size)).group_by(clips.c.state))}
@@ -648,29 +860,37 @@ class Queue:
         """Move a clip by ``ev``, set ``values``, append the audit event, commit. Raises IllegalTransition.
 
         ``sidecar_rows``, if given, replace the clip's sidecars in the same transaction."""
-        t = _now(now)
         with self.tx() as c:
-            r = c.execute(_CLIP_BY_ID, {"cid": clip_id}).first()
-            if r is None:
-                raise NotFound("clip", clip_id)
-            cur = ClipState(r.state)
-            if expect is not None and cur is not expect:
-                raise IllegalTransition(clip_id, cur, ev)
-            new = next_state(clip_id, cur, ev)
-            stamp = {ClipState.STAGED: "staged_at", ClipState.UPLOADED: "uploaded_at", ClipState.WIPED: "wiped_at"}
-            vals = dict(values, state=new, updated_at=t)
-            if new in stamp and ev not in (ClipEvent.UPLOAD_RETRY, ClipEvent.REPLAY, ClipEvent.WIPE_ABORTED):
-                vals[stamp[new]] = t
-            if new is not ClipState.UPLOADING:
-                vals.setdefault("lease_owner", None)
-                vals.setdefault("lease_expires", None)
-            row = c.execute(update(clips).where(clips.c.id == clip_id).values(**vals).returning(*clips.c)).one()
-            if sidecar_rows is not None:
-                self._set_sidecars(c, clip_id, sidecar_rows)
-            d = {"from": str(cur), "to": str(new)}
-            d.update(detail or {})
-            self._audit(c, f"clip.{ev}", camera=r.camera, clip=clip_id, detail=d, now=t)
-            return Clip.from_row(row)
+            return self._transition(c, clip_id, ev, expect=expect, detail=detail, now=now,
+                                    sidecar_rows=sidecar_rows, **values)
+
+    def _transition(self, c: Connection, clip_id: int, ev: ClipEvent, *, expect: ClipState | None = None,
+                    detail: dict | None = None, now: float | None = None, sidecar_rows: list[dict] | None = None,
+                    **values: Any) -> Clip:
+        """:meth:`transition` inside the caller's write transaction ``c`` (which commits it)."""
+        t = _now(now)
+        r = c.execute(_CLIP_BY_ID, {"cid": clip_id}).first()
+        if r is None:
+            raise NotFound("clip", clip_id)
+        cur = ClipState(r.state)
+        if expect is not None and cur is not expect:
+            raise IllegalTransition(clip_id, cur, ev)
+        new = next_state(clip_id, cur, ev)
+        stamp = {ClipState.STAGED: "staged_at", ClipState.UPLOADED: "uploaded_at", ClipState.WIPED: "wiped_at"}
+        vals = dict(values, state=new, updated_at=t)
+        if new in stamp and ev not in (ClipEvent.UPLOAD_RETRY, ClipEvent.REPLAY, ClipEvent.WIPE_ABORTED):
+            vals[stamp[new]] = t
+        if new is not ClipState.UPLOADING:
+            vals.setdefault("lease_owner", None)
+            vals.setdefault("lease_expires", None)
+        row = c.execute(update(clips).where(clips.c.id == clip_id).values(**vals).returning(*clips.c)).one()
+        _count_move(c, cur, new, r.size)
+        if sidecar_rows is not None:
+            self._set_sidecars(c, clip_id, sidecar_rows)
+        d = {"from": str(cur), "to": str(new)}
+        d.update(detail or {})
+        self._audit(c, f"clip.{ev}", camera=r.camera, clip=clip_id, detail=d, now=t)
+        return Clip.from_row(row)
 
     def update_clip(self, clip_id: int, **values: Any) -> None:
         """Bookkeeping that is not a state change (progress of attempts, errors)."""
@@ -692,6 +912,7 @@ class Queue:
             new = next_state(r.id, ClipState.STAGED, ClipEvent.UPLOAD_STARTED)
             row = c.execute(update(clips).where(clips.c.id == r.id).values(
                 state=new, lease_owner=owner, lease_expires=t + lease_s, updated_at=t).returning(*clips.c)).one()
+            _count_move(c, ClipState.STAGED, new, row.size)
             self._audit(c, f"clip.{ClipEvent.UPLOAD_STARTED}", camera=row.camera, clip=r.id,
                         detail={"from": "staged", "to": "uploading", "owner": owner}, now=t)
             return Clip.from_row(row)
@@ -707,11 +928,9 @@ class Queue:
     def release_leases(self, *, expired_before: float | None = None, now: float | None = None) -> list[int]:
         """Put ``uploading`` clips whose lease expired (or all, at start-up) back to ``staged``."""
         t = _now(now)
-        q = select(clips.c.id).where(clips.c.state == ClipState.UPLOADING)
-        if expired_before is not None:
-            q = q.where(clips.c.lease_expires < expired_before)
-        with self.engine.connect() as c:
-            ids = [r.id for r in c.execute(q)]
+        with self.engine.connect() as c:  # every tick: statements built once (building costs more than running)
+            ids = [r.id for r in (c.execute(_UPLOADING) if expired_before is None
+                                  else c.execute(_UPLOADING_EXPIRED, {"t": expired_before}))]
         done = []
         for cid in ids:
             try:
@@ -762,6 +981,19 @@ class Queue:
     def clear_parts(self, clip_id: int) -> None:
         with self.tx() as c:
             c.execute(parts.delete().where(parts.c.clip_id == clip_id))
+
+    def clips_to_prune(self, before: float, *, limit: int = 500) -> list[Clip]:
+        """Up to ``limit`` clips storage holds (uploaded/wiped) whose staged copy is still here and that
+        were uploaded before ``before``, oldest first. Reads only rows with a staged copy (ix_clips_staged)."""
+        with self.engine.connect() as c:
+            return [Clip.from_row(r) for r in c.execute(_TO_PRUNE, {"before": before, "n": limit})]
+
+    def clips_with_staged_copy(self, states: list[ClipState]) -> list[Clip]:
+        """Clips in ``states`` that still have a staged copy (ix_clips_staged: never the pruned history)."""
+        q = (select(clips).where(clips.c.staged_path.is_not(None), _NOT_INDEXED_STATE.in_(states))
+             .order_by(clips.c.uploaded_at, clips.c.id))  # the order of ix_clips_staged: a walk of it
+        with self.engine.connect() as c:
+            return [Clip.from_row(r) for r in c.execute(q)]
 
     def known_upload_ids(self) -> set[str]:
         with self.engine.connect() as c:

@@ -39,12 +39,18 @@ log = structlog.get_logger("dockd.audit")
 def signed_head(queue: Queue, key: StationKey, station: str, now: float) -> dict | None:
     """Sign the current chain head unless it was signed already; return the statement."""
     seq, h = queue.last_audit()
-    if seq == 0 or any(x["seq"] == seq for x in queue.audit_heads()[-1:]):
+    last = queue.last_audit_head()
+    if seq == 0 or (last is not None and last["seq"] == seq):
         return None
     at = rfc3339(now)
     st = mf.sign({"type": "dockd.audit-head/1", "station": station, "seq": seq, "hash": h, "at": at}, key)
     queue.add_audit_head(seq, h, at, json.dumps(st, sort_keys=True))
     return st
+
+
+def segment_body(rows: list[dict]) -> bytes:
+    """A day's segment as exported: one ``dockd audit --json`` line per row."""
+    return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows).encode()
 
 
 def export_days(queue: Queue, backend: Backend, key: StationKey, station: str, prefix: str,
@@ -53,16 +59,19 @@ def export_days(queue: Queue, backend: Backend, key: StationKey, station: str, p
     t = time.time() if now is None else now
     today = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
     done = queue.audit_exported_days()
-    rows = queue.audit_rows()
+    # Days are exported in order, so only rows after the last exported one can belong to a day not yet
+    # exported: the cost is the unexported days' rows (normally one day's), never the whole log.
     by_day: dict[str, list[dict]] = {}
-    for r in rows:
+    for r in queue.iter_audit(after_seq=queue.last_exported_seq()):
+        if r["at"][:10] >= today:
+            continue
         by_day.setdefault(r["at"][:10], []).append(r)
     exported = []
     for day in sorted(by_day):
         if day >= today or day in done:
             continue
         seg = by_day[day]
-        body = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in seg).encode()
+        body = segment_body(seg)
         base = "/".join(p for p in (prefix, station, "_audit", day) if p)
         head = mf.sign({"type": "dockd.audit-segment/1", "station": station, "day": day,
                         "first_seq": seg[0]["seq"], "last_seq": seg[-1]["seq"],
@@ -116,28 +125,46 @@ def check_heads(queue: Queue, pub, verifier=None) -> tuple[int, str] | None:
     from dockd.evidence import keys
 
     pubs = pub if isinstance(pub, dict) else {keys.key_id_of(pub): pub}
-    hashes = {r["seq"]: r["hash"] for r in queue.audit_rows()}
-    for h in queue.audit_heads():
+
+    def signed(raw: str, what: str) -> tuple[dict | None, str | None]:
+        """The statement parsed strictly and its signature checked with one of ``pubs``: (st, None) or (None, why)."""
         try:
-            st = mf.parse(h["statement"], "signed head")
+            st = mf.parse(raw, what)
         except ManifestInvalid as e:
-            return h["seq"], f"signed head is not strict JSON ({e})"
+            return None, f"{what} is not strict JSON ({e})"
         if not isinstance(st, dict) or not isinstance(st.get("signature"), dict):
-            return h["seq"], "signed head is not a signed statement"
+            return None, f"{what} is not a signed statement"
         sig = st["signature"]
         k = pubs.get(sig.get("key_id"))
         if k is None:
-            return h["seq"], f"signed head names key {sig.get('key_id')!r}, not one of this station's keys"
+            return None, f"{what} names key {sig.get('key_id')!r}, not one of this station's keys"
         if not keys.verify(k, mf.canonical_body(st), sig.get("value", "")):
-            return h["seq"], "signed head does not verify with the station key"
+            return None, f"{what} does not verify with the station key"
+        return st, None
+
+    cp_seq = -1
+    for cp in queue.audit_checkpoints():
+        st, why = signed(cp["statement"], "audit checkpoint")
+        if st is None:
+            return cp["seq"], why or ""
+        if st.get("seq") != cp["seq"] or st.get("hash") != cp["hash"]:
+            return cp["seq"], "audit checkpoint statement differs from its row"
+        cp_seq = cp["seq"]
+    for h in queue.iter_audit_heads():
+        st, why = signed(h["statement"], "signed head")
+        if st is None:
+            return h["seq"], why or ""
         if verifier is not None:
             v = verifier.verify_signed(st, "station", "at")
             if not v.ok:
                 return h["seq"], f"signed head: {v.reason}"
         if st.get("seq") != h["seq"] or st.get("hash") != h["hash"]:
             return h["seq"], "signed head statement differs from its row"
-        if h["seq"] not in hashes:
+        at = h["chain_hash"]
+        if at is None and h["seq"] <= cp_seq:  # compacted: the head vouches for rows proven from storage
+            continue
+        if at is None:
             return h["seq"], "the chain ends before a head the station signed (rows deleted from the end)"
-        if hashes[h["seq"]] != h["hash"]:
+        if at != h["hash"]:
             return h["seq"], "chain hash at this seq differs from the signed head"
     return None

@@ -181,9 +181,8 @@ class Daemon:
     def _record_start(self, key: keys.StationKey) -> None:
         q = self.queue
         cfg_hash = self._config_sha256()
-        prev = [r for r in q.audit_rows() if r["event"] == "daemon.started"][-1:]
-        if prev and not isinstance(prev[0]["detail"], dict):  # an altered row: the chain check raises the alarm
-            prev = []
+        last = q.last_event("daemon.started")  # an index search: start-up never reads the whole log
+        prev = [last] if last and isinstance(last["detail"], dict) else []  # altered row: the chain check alarms
         if prev and prev[0]["detail"].get("config_sha256") != cfg_hash:
             q.record("config.changed", detail={"from": prev[0]["detail"].get("config_sha256"), "to": cfg_hash},
                      now=self.clock())
@@ -315,6 +314,14 @@ class Daemon:
                             now=self.clock())
             except Exception as e:  # noqa: BLE001 - storage down: try again next time
                 log.warning("audit export deferred", error=str(e))
+            if self.cfg.audit.keep_days > 0:  # one day per pass at most: bounded work per tick
+                from dockd.station.retention import compact_one_day
+
+                try:
+                    compact_one_day(self.queue, self.backend, self.key, self.cfg.station.id,
+                                    self.cfg.audit.keep_days, self.clock())
+                except Exception:  # noqa: BLE001 - never stops the daemon; the rows stay
+                    log.exception("audit compaction failed")
 
     def _make_sources(self) -> list:
         out = []
@@ -407,8 +414,9 @@ class Daemon:
                     self.work[serial] = w2
                     w2.future = pool.submit(self._camera_guarded, w2)
         self._probe_storage()
-        self._write_status()
-        sd_notify("WATCHDOG=1", f"STATUS={self._status_line()}")
+        line = self._status_line()  # once per tick: the status file and systemd get the same line
+        self._write_status(line)
+        sd_notify("WATCHDOG=1", f"STATUS={line}")
 
     def _drained(self) -> bool:
         if not self.events.empty():
@@ -648,11 +656,11 @@ class Daemon:
         return (f"{docked} docked; {c['staged'] + c['uploading']} to upload, {to_wipe} to wipe, "
                 f"{c['failed']} failed, {c['quarantined']} quarantined")
 
-    def _write_status(self) -> None:
+    def _write_status(self, line: str | None = None) -> None:
         try:
             write_status(self.cfg.data_dir, {
                 "pid": os.getpid(), "owner": self.owner, "updated": self.clock(),
-                "meters": self.meters.snapshot(), "status": self._status_line(),
+                "meters": self.meters.snapshot(), "status": self._status_line() if line is None else line,
                 "storage": self._storage_state,
             })
         except OSError as e:

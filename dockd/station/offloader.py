@@ -526,9 +526,10 @@ class Offloader:
             reset.append(c.id)
         keep: set[str] = set()
         # quarantined clips keep their staged copy and manifest: they are evidence under investigation
-        for c in self.queue.clips(state=[ClipState.STAGED, ClipState.UPLOADING, ClipState.UPLOADED,
-                                         ClipState.WIPING, ClipState.FAILED, ClipState.WIPED,
-                                         ClipState.QUARANTINED]):
+        # only clips that still have a staged copy: start-up never reads the pruned history
+        for c in self.queue.clips_with_staged_copy([ClipState.STAGED, ClipState.UPLOADING, ClipState.UPLOADED,
+                                                    ClipState.WIPING, ClipState.FAILED, ClipState.WIPED,
+                                                    ClipState.QUARANTINED]):
             if c.staged_path:
                 keep.add(Path(c.staged_path).name)
                 keep.add(self.manifest_path(c.id).name)

@@ -336,12 +336,18 @@ def _back(queue: Queue, clip: Clip, reason: str, gone: list[str], res: WipeResul
         res.refused.append((clip.id, reason))
 
 
-def prune_staging(cfg: Config, queue: Queue, *, now: float | None = None) -> list[int]:
-    """Delete staged copies that central storage already holds, after ``keep_staged_hours``."""
+PRUNE_BATCH = 500  # staged copies pruned per call at most: a tick's work stays bounded after a long outage
+
+
+def prune_staging(cfg: Config, queue: Queue, *, now: float | None = None, limit: int = PRUNE_BATCH) -> list[int]:
+    """Delete staged copies that central storage already holds, after ``keep_staged_hours``.
+
+    Looks only at clips that still have a staged copy and are due (an index search), at most
+    ``limit`` per call, oldest first; the next call takes the rest."""
     t = time.time() if now is None else now
     keep = cfg.offload.keep_staged_hours * 3600
     pruned = []
-    for c in queue.clips(state=[ClipState.UPLOADED, ClipState.WIPING, ClipState.WIPED]):
+    for c in queue.clips_to_prune(t - keep, limit=limit):
         if not c.staged_path or c.uploaded_at is None or t - c.uploaded_at < keep:
             continue
         paths = [c.staged_path, str(cfg.data_dir / "staging" / f"{c.id:010d}.manifest.json")]
