@@ -113,6 +113,57 @@ def check_segment(lines: bytes, head: dict, pub) -> tuple[bool, str]:
     return True, f"{len(rows)} rows intact"
 
 
+def _keys_by_id(pub) -> dict:
+    """``pub`` (one station public key, or a dict of them by key id) as a dict by key id."""
+    from dockd.evidence import keys
+
+    return pub if isinstance(pub, dict) else {keys.key_id_of(pub): pub}
+
+
+def _signed(raw: str, what: str, pubs: dict) -> tuple[dict | None, str | None]:
+    """The statement parsed strictly and its signature checked with one of ``pubs``: (st, None) or (None, why)."""
+    from dockd.evidence import keys
+
+    try:
+        st = mf.parse(raw, what)
+    except ManifestInvalid as e:
+        return None, f"{what} is not strict JSON ({e})"
+    if not isinstance(st, dict) or not isinstance(st.get("signature"), dict):
+        return None, f"{what} is not a signed statement"
+    sig = st["signature"]
+    k = pubs.get(sig.get("key_id"))
+    if k is None:
+        return None, f"{what} names key {sig.get('key_id')!r}, not one of this station's keys"
+    if not keys.verify(k, mf.canonical_body(st), sig.get("value", "")):
+        return None, f"{what} does not verify with the station key"
+    return st, None
+
+
+def check_since_last_head(queue: Queue, pub) -> tuple[int, tuple[int, str] | None]:
+    """The daemon's start-up check, bounded by the work since the newest signed head, not by history.
+
+    The newest signed head must verify with a station key and match the chain row at its seq; the rows
+    after it must chain from it. Rows the head covers were checked when it was signed; all of them are
+    rechecked by ``dockd audit --verify`` (run it on a schedule), whose cost grows with the log. With no
+    head yet, the chain is checked from its start (or from the retention checkpoint): a young log.
+    Returns ``(rows checked, first bad (seq, reason) or None)``."""
+    h = queue.last_audit_head()
+    cp = queue.audit_checkpoint()
+    if h is None or (cp is not None and h["seq"] <= cp["seq"]):
+        return queue.verify_audit()
+    st, why = _signed(h["statement"], "signed head", _keys_by_id(pub))
+    if st is None:
+        return 0, (h["seq"], why or "")
+    if st.get("seq") != h["seq"] or st.get("hash") != h["hash"]:
+        return 0, (h["seq"], "signed head statement differs from its row")
+    at = queue.audit_hashes_at([h["seq"]]).get(h["seq"])
+    if at is None:
+        return 0, (h["seq"], "the chain ends before a head the station signed (rows deleted from the end)")
+    if at != h["hash"]:
+        return 0, (h["seq"], "chain hash at this seq differs from the signed head")
+    return queue.verify_audit(after_head=(h["seq"], h["hash"]))
+
+
 def check_heads(queue: Queue, pub, verifier=None) -> tuple[int, str] | None:
     """Every signed head must verify and match the chain at its seq; catches a truncated tail.
 
@@ -124,34 +175,17 @@ def check_heads(queue: Queue, pub, verifier=None) -> tuple[int, str] | None:
     """
     from dockd.evidence import keys
 
-    pubs = pub if isinstance(pub, dict) else {keys.key_id_of(pub): pub}
-
-    def signed(raw: str, what: str) -> tuple[dict | None, str | None]:
-        """The statement parsed strictly and its signature checked with one of ``pubs``: (st, None) or (None, why)."""
-        try:
-            st = mf.parse(raw, what)
-        except ManifestInvalid as e:
-            return None, f"{what} is not strict JSON ({e})"
-        if not isinstance(st, dict) or not isinstance(st.get("signature"), dict):
-            return None, f"{what} is not a signed statement"
-        sig = st["signature"]
-        k = pubs.get(sig.get("key_id"))
-        if k is None:
-            return None, f"{what} names key {sig.get('key_id')!r}, not one of this station's keys"
-        if not keys.verify(k, mf.canonical_body(st), sig.get("value", "")):
-            return None, f"{what} does not verify with the station key"
-        return st, None
-
+    pubs = _keys_by_id(pub)
     cp_seq = -1
     for cp in queue.audit_checkpoints():
-        st, why = signed(cp["statement"], "audit checkpoint")
+        st, why = _signed(cp["statement"], "audit checkpoint", pubs)
         if st is None:
             return cp["seq"], why or ""
         if st.get("seq") != cp["seq"] or st.get("hash") != cp["hash"]:
             return cp["seq"], "audit checkpoint statement differs from its row"
         cp_seq = cp["seq"]
     for h in queue.iter_audit_heads():
-        st, why = signed(h["statement"], "signed head")
+        st, why = _signed(h["statement"], "signed head", pubs)
         if st is None:
             return h["seq"], why or ""
         if verifier is not None:

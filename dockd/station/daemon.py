@@ -194,20 +194,19 @@ class Daemon:
                  now=self.clock())
 
     def _check_audit_chain(self) -> None:
-        """Recompute the audit chain and check the signed heads once at start.
+        """Check the audit chain once at start, from its newest signed head on.
 
-        Broken: alarm ``audit-chain`` ("BROKEN at seq N: reason", in status and
-        metrics) and an error log line; intact: the alarm is cleared. Never
-        raises: a damaged log must not keep evidence on the cameras."""
-        from dockd.station.auditlog import check_heads
+        Bounded by the rows since that head (:func:`auditlog.check_since_last_head`), so a station
+        with years of log starts like a new one; ``dockd audit --verify`` checks every row. Broken:
+        alarm ``audit-chain`` ("BROKEN at seq N: reason", in status and metrics) and an error log
+        line; intact: the alarm is cleared. Never raises: a damaged log must not keep evidence on
+        the cameras."""
+        from dockd.station.auditlog import check_since_last_head
+        from dockd.trust.store import known_public_keys  # heads signed before a key rotation check too
 
         q = self.queue
         try:
-            n, bad = q.verify_audit()
-            if bad is None and q.audit_heads():
-                from dockd.trust.store import known_public_keys  # heads signed before a key rotation check too
-
-                bad = check_heads(q, known_public_keys(self.cfg.data_dir))
+            n, bad = check_since_last_head(q, known_public_keys(self.cfg.data_dir))
             if bad is None:
                 q.clear_alarm("audit-chain", now=self.clock())
                 log.info("audit chain intact", rows=n)

@@ -256,3 +256,81 @@ def test_since_compares_as_time_not_as_text(station):
     bad = cli(cfg, "audit", "--since", "last tuesday")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.count("\n") == 1 and "last tuesday" in bad.stderr and "RFC 3339" in bad.stderr
+
+
+# ------------------------------------------------------------------ the daemon's bounded start-up check
+
+
+@pytest.fixture
+def headed(station, tmp_path):
+    """The station's queue with a signed head at seq 10 of its rows, and the key that signed it."""
+    from dockd.evidence import keys
+    from dockd.station.auditlog import signed_head
+
+    cfg, q = station
+    key, _ = keys.load_or_create(tmp_path / "keydir")
+    sql(q, "delete from audit where seq > 10")
+    assert signed_head(q, key, "st1", T0 + 40)["seq"] == 10
+    for i in range(5):
+        q.record("test.after_head", detail={"i": i}, now=T0 + 50 + i)  # seq 11..15
+    return q, key
+
+
+def test_start_check_reads_only_rows_after_the_newest_head(headed):
+    from dockd.station.auditlog import check_since_last_head
+
+    q, key = headed
+    assert check_since_last_head(q, key.public) == (5, None)
+    assert q.verify_audit() == (15, None)
+
+
+def test_start_check_names_a_bad_row_after_the_head(headed):
+    from dockd.station.auditlog import check_since_last_head
+
+    q, key = headed
+    sql(q, "update audit set detail = ? where seq = 13", '{"i": 99}')
+    n, bad = check_since_last_head(q, key.public)
+    assert bad is not None and bad[0] == 13
+
+
+@pytest.mark.parametrize("stmt,reason", [
+    ("update audit set hash = 'ab' || substr(hash, 3) where seq = 10", "chain hash at this seq differs"),
+    ("delete from audit where seq >= 10", "the chain ends before a head"),
+    ("update audit_heads set hash = 'cd' || substr(hash, 3) where seq = 10", "statement differs from its row"),
+])
+def test_start_check_names_a_head_that_does_not_match(headed, stmt, reason):
+    from dockd.station.auditlog import check_since_last_head
+
+    q, key = headed
+    sql(q, stmt)
+    n, bad = check_since_last_head(q, key.public)
+    assert bad is not None and bad[0] == 10 and reason in bad[1], bad
+
+
+def test_start_check_refuses_a_head_signed_by_another_key(headed, tmp_path):
+    from dockd.evidence import keys
+    from dockd.station.auditlog import check_since_last_head
+
+    q, _ = headed
+    other, _ = keys.load_or_create(tmp_path / "other")
+    n, bad = check_since_last_head(q, other.public)
+    assert bad is not None and bad[0] == 10 and "not one of this station's keys" in bad[1]
+
+
+def test_rows_a_head_covers_are_left_to_the_full_check(headed):
+    """The documented bound: a row the newest head covers is rechecked by `audit --verify`, not at start."""
+    from dockd.station.auditlog import check_since_last_head
+
+    q, key = headed
+    sql(q, "update audit set detail = ? where seq = 4", '{"forged": true}')
+    assert check_since_last_head(q, key.public) == (5, None)
+    assert q.verify_audit()[1][0] == 4
+
+
+def test_start_check_without_a_head_checks_the_whole_chain(station):
+    from dockd.station.auditlog import check_since_last_head
+
+    _, q = station
+    sql(q, "update audit set detail = ? where seq = 4", '{"forged": true}')
+    n, bad = check_since_last_head(q, None)
+    assert bad is not None and bad[0] == 4
