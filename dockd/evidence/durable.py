@@ -30,9 +30,8 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` atomically and durably, with file mode ``mode``."""
-    path = Path(path)
+def _write_tmp(path: Path, data: bytes, mode: int) -> Path:
+    """``data`` written and fsynced to a temporary name beside ``path`` (deleted again if that fails)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
@@ -45,11 +44,39 @@ def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
             os.fsync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` atomically and durably, with file mode ``mode``."""
+    path = Path(path)
+    tmp = _write_tmp(path, data, mode)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def create_new(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> bool:
+    """Durably create ``path`` holding ``data``, never replacing anything: False if ``path`` exists.
+
+    The complete, fsynced file appears under its name in one step (a hard link of the temporary
+    file, which fails if the name is taken), so a reader never sees part of it."""
+    path = Path(path)
+    tmp = _write_tmp(path, data, mode)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return True
 
 
 def publish(tmp: str | os.PathLike, final: str | os.PathLike) -> None:

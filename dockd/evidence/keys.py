@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from dockd.core.errors import KeyError_
 from dockd.evidence.durable import write_atomic
+from dockd.evidence.localfile import read_regular
 
 KEY_NAME = "station.ed25519"
 
@@ -73,24 +74,38 @@ def verify(pub: Ed25519PublicKey, data: bytes, sig_b64: str) -> bool:
         return False
 
 
-def load(data_dir: Path) -> StationKey:
-    """Load the station key; raise KeyError_ if missing, unreadable or not private to its owner."""
-    p = key_path(data_dir)
+def load_private(p: Path) -> Ed25519PrivateKey:
+    """A private key file: regular (no symlink, no FIFO), not readable by group or others, Ed25519, at most
+    16 KiB; KeyError_ (or UsageError for a name that is no regular file) otherwise."""
+    p = Path(p)
     try:
         st = os.stat(p, follow_symlinks=False)
     except FileNotFoundError:
-        raise KeyError_(f"{p} does not exist (it is created by the first `dockd run` or `dockd import`)") from None
+        raise KeyError_(f"{p} does not exist") from None
+    except OSError as e:
+        raise KeyError_(f"{p}: {e.strerror or e}") from None
     if not stat.S_ISREG(st.st_mode):
         raise KeyError_(f"{p} is not a regular file")
     if st.st_mode & 0o077:
         raise KeyError_(f"{p} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0600")
+    pem = read_regular(p, 16 << 10)
+    if pem is None:
+        raise KeyError_(f"{p} is bigger than 16 KiB, not a key")
     try:
-        k = serialization.load_pem_private_key(p.read_bytes(), password=None)
-    except (ValueError, OSError) as e:
+        k = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as e:
         raise KeyError_(f"{p} cannot be loaded: {e}") from None
     if not isinstance(k, Ed25519PrivateKey):
         raise KeyError_(f"{p} is not an Ed25519 key")
-    return StationKey(k, p)
+    return k
+
+
+def load(data_dir: Path) -> StationKey:
+    """Load the station key; raise KeyError_ if missing, unreadable or not private to its owner."""
+    p = key_path(data_dir)
+    if not (p.exists() or p.is_symlink()):
+        raise KeyError_(f"{p} does not exist (it is created by the first `dockd run` or `dockd import`)")
+    return StationKey(load_private(p), p)
 
 
 def load_or_create(data_dir: Path) -> tuple[StationKey, bool]:

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from dockd.core.errors import KeyError_, TrustInvalid, UsageError
 from dockd.evidence import keys
-from dockd.evidence.durable import TMP_SUFFIX, fsync_dir, write_atomic
+from dockd.evidence.durable import create_new, fsync_dir, write_atomic
+from dockd.evidence.localfile import read_regular
 from dockd.storage.base import Backend, ErrorClass, StoreFailure
 from dockd.trust import log as trust
 
@@ -48,20 +48,9 @@ def dumps(st: dict[str, Any]) -> bytes:
 
 
 def _read_regular(p: Path, limit: int) -> bytes:
-    """Read a small regular file without following a symlink or opening a FIFO; at most ``limit`` bytes."""
-    try:
-        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as e:
-        raise UsageError(f"{p}: {e.strerror or e}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise TrustInvalid(f"{p} is not a regular file")
-        data = b""
-        while len(data) <= limit and (chunk := os.read(fd, limit + 1 - len(data))):
-            data += chunk
-    finally:
-        os.close(fd)
-    if len(data) > limit:
+    """A small regular file's bytes (no symlink followed, no FIFO opened: UsageError), at most ``limit``."""
+    data = read_regular(p, limit)
+    if data is None:
         raise TrustInvalid(f"{p} is bigger than {limit} bytes")
     return data
 
@@ -78,26 +67,11 @@ def read_json_file(p: Path, what: str) -> Any:
 def write_new(p: Path, data: bytes, mode: int = 0o644) -> bool:
     """Durably create ``p`` holding ``data``; never replace it. Returns False if ``p`` already holds exactly
     ``data``; raises TrustInvalid if it holds anything else."""
-    p = Path(p)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}{TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, p)  # fails if p exists: never overwrite
-        except FileExistsError:
-            if _read_regular(p, len(data) + 1) != data:
-                raise TrustInvalid(f"{p} already exists with different content; not overwritten") from None
-            return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(p.parent)
-    return True
+    if create_new(p, data, mode):
+        return True
+    if _read_regular(p, len(data) + 1) != data:
+        raise TrustInvalid(f"{p} already exists with different content; not overwritten")
+    return False
 
 
 def log_dir(d: Path) -> Path:
@@ -191,23 +165,13 @@ def create_private(p: Path) -> Ed25519PrivateKey:
 
 
 def load_private(p: Path) -> Ed25519PrivateKey:
-    """A private key file: regular, not readable by group or others, Ed25519."""
-    p = Path(p)
+    """A private key file named on the command line (the root's): see :func:`dockd.evidence.keys.load_private`;
+    a name that does not exist is a usage error."""
     try:
-        st = os.stat(p, follow_symlinks=False)
+        os.stat(p, follow_symlinks=False)
     except OSError as e:
         raise UsageError(f"{p}: {e.strerror or e}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise KeyError_(f"{p} is not a regular file")
-    if st.st_mode & 0o077:
-        raise KeyError_(f"{p} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0600")
-    try:
-        k = serialization.load_pem_private_key(_read_regular(p, 16 << 10), password=None)
-    except (ValueError, TypeError) as e:
-        raise KeyError_(f"{p} cannot be loaded: {e}") from None
-    if not isinstance(k, Ed25519PrivateKey):
-        raise KeyError_(f"{p} is not an Ed25519 key")
-    return k
+    return keys.load_private(p)
 
 
 def load_public(p: Path) -> Ed25519PublicKey:

@@ -651,7 +651,7 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, agency_dir):
     one_line_error(run(bad), "duplicate member 'type'")
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
-    one_line_error(run(fifo), "not a regular file")
+    one_line_error(run(fifo), "not a regular file", code=2)  # a file named on the command line: usage
     cfg = station_config(tmp_path)
     assert dockd("--config", str(cfg), "keys", "request", "--out", str(tmp_path / "req.json")).returncode == 0
     one_line_error(run(tmp_path / "req.json", "--from", "2099-06-01"), "valid_from is not before valid_until")
