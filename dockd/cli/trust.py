@@ -227,7 +227,10 @@ def register(main: click.Group, keys: click.Group) -> None:
     @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write it to this file.")
     @pass_ctx
     def keys_request(c, out: Path | None) -> None:
-        """Print this station key's enrolment request (signed by the key; after a rotation also by the old one)."""
+        """Print this station key's enrolment request (signed by the key; after a rotation also by the old one).
+
+        On a station not yet run, the station key is made first (as `dockd run` would)."""
+        c.as_data_dir_owner()  # the key and request files stay the daemon user's
         req, p = trustlog.station_request(c.cfg.data_dir, c.cfg.station.id, _now())
         data = trustlog.dumps(req)
         if out is not None:

@@ -226,8 +226,11 @@ def request_path(data_dir: Path, key_id: str) -> Path:
 
 
 def station_request(data_dir: Path, station_id: str, now: str) -> tuple[dict[str, Any], Path]:
-    """The current key's request: the one ``keys rotate`` left (with continuity), else a new plain one."""
-    k = keys.load(data_dir)
+    """The current key's request: the one ``keys rotate`` left (with continuity), else a new plain one.
+
+    A station being installed has no key yet: it is made here (as the first ``dockd run`` would), so the
+    request can be enrolled before the first clip is signed."""
+    k, _ = keys.load_or_create(data_dir)
     p = request_path(data_dir, k.key_id)
     if p.exists():
         return trust.check_request(read_json_file(p, "request"))[1], p

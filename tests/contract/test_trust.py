@@ -685,3 +685,19 @@ def test_rotation_interrupted_before_the_swap_resumes_with_the_same_new_key(tmp_
     assert req["requested_at"] == "2026-06-01T00:00:00Z"  # the request made the first time
     assert not (d / "keys" / "station.next.ed25519").exists()
     assert set(trustlog.known_public_keys(d)) == {old_id, new_id}
+
+
+def test_keys_request_on_a_station_being_installed_makes_its_key_first(tmp_path):
+    """The install flow: request and enrol before the first run, so the first manifests are already covered."""
+    d = tmp_path / "new"
+    d.mkdir(mode=0o700)
+    cfg = d / "dockd.toml"
+    cfg.write_text(f'[station]\nid = "st-new"\ndata_dir = "{d / "data"}"\n[metrics]\nlisten = ""\n')
+    r = dockd("--config", str(cfg), "keys", "request", "--out", str(tmp_path / "req.json"))
+    assert r.returncode == 0, r
+    req = json.loads((tmp_path / "req.json").read_text())
+    made = keys.load(d / "data")
+    assert req["key_id"] == made.key_id and req["subject"] == {"kind": "station", "name": "st-new"}
+    assert (d / "data" / "keys").stat().st_mode & 0o077 == 0
+    again = dockd("--config", str(cfg), "keys", "request")
+    assert again.returncode == 0 and json.loads(again.stdout)["key_id"] == made.key_id  # the same key, not a new one
