@@ -405,9 +405,13 @@ def _row_detail(raw: object) -> object:
     through that strict I-JSON would refuse (NaN, a duplicate name) cannot be canonicalised or hashes
     differently, so the chain check still names the row."""
     try:
-        return json.loads(raw)  # type: ignore[arg-type]
-    except (ValueError, TypeError):
+        return json.loads(raw, parse_constant=_no_constant)  # type: ignore[arg-type]
+    except (ValueError, TypeError, RecursionError):  # RecursionError: nesting deeper than the C parser takes
         return _detail(raw)
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _detail(raw: object) -> object:
@@ -584,7 +588,7 @@ class Queue:
         with self.engine.connect() as c:
             r = c.execute(select(audit_log).where(audit_log.c.event == ev)
                           .order_by(audit_log.c.seq.desc()).limit(1)).first()
-        return dict(r._mapping, detail=json.loads(r.detail)) if r else None
+        return dict(r._mapping, detail=_detail(r.detail)) if r else None
 
     def last_audit_head(self) -> dict | None:
         with self.engine.connect() as c:

@@ -89,6 +89,7 @@ def generate(data_dir: Path, n: int, *, cameras: int = 40, per_day: int = 1000, 
                                   object_key=f"bwc/{station}/{cam}/{sha}.mp4", verify_mode="reread")
                     q._transition(c, cid, E.UPLOAD_STARTED, now=t)
                     q._transition(c, cid, E.UPLOADED, now=t, detail={"backend": "s3"})
+                    q._transition(c, cid, E.WIPE_STARTED, now=t)
                     q._transition(c, cid, E.WIPED, now=t, staged_path=None,
                                   detail={"receipt": {"sha256": sha, "checked": "sha256"}})
                     i += 1
@@ -155,7 +156,8 @@ def _bulk(q: Queue, c, key, station: str, serials: list[str], staging: Path, sta
         audit(at, "clip.staged", cam, cid, {"from": "copying", "to": "staged"})
         audit(at, "clip.upload_started", cam, cid, {"from": "staged", "to": "uploading"})
         audit(at, "clip.uploaded", cam, cid, {"from": "uploading", "to": "uploaded", "backend": "s3"})
-        audit(at, "clip.wiped", cam, cid, {"from": "uploaded", "to": "wiped",
+        audit(at, "clip.wipe_started", cam, cid, {"from": "uploaded", "to": "wiping"})
+        audit(at, "clip.wiped", cam, cid, {"from": "wiping", "to": "wiped",
                                           "receipt": {"sha256": sha, "checked": "sha256"}})
     flush()
     c.execute(_BUMP_COUNT, {"s": "wiped", "n": count, "b": nbytes})
@@ -219,7 +221,7 @@ def _tail(q: Queue, staging: Path, serials: list[str], tail: dict, now: float) -
     for _ in range(tail["quarantined"]):
         clip("quarantined", [E.QUARANTINE])
     for _ in range(tail["wiped_recent"]):  # wiped today, staged copy kept (keep_staged_hours)
-        clip("wiped", [*path, E.WIPED])
+        clip("wiped", [*path, E.WIPE_STARTED, E.WIPED])
     return out
 
 
