@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import (  # noqa: E402
+from benchlib import (  # noqa: E402 - found through the sys.path entry above
     BENCH_DIR,
     REPO,
     VENV_BIN,

@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchlib import (  # noqa: E402
+from benchlib import (  # noqa: E402 - found through the sys.path entries above
     BENCH_DIR,
     REPO,
     VENV_BIN,
@@ -61,7 +61,7 @@ from benchlib import (  # noqa: E402
     wait_quiet,
 )
 
-from tests.support.seaweed import SeaweedServer  # noqa: E402
+from tests.support.seaweed import SeaweedServer  # noqa: E402 - found through the sys.path entries above
 
 TARGET_RCLONE, TARGET_BOTO3, TARGET_RSS_MIB = 1.2, 0.9, 150
 PY = str(VENV_BIN / "python")
