@@ -17,7 +17,7 @@ import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, overload
 from urllib.parse import urlparse
 
 from dockd.core.errors import ConfigError
@@ -202,7 +202,7 @@ class _Section:
     def key(self, k: str | None) -> str:
         return f"[{self.name}] {_short(k)}" if k else f"[{self.name}]"
 
-    def fail(self, k: str | None, why: str) -> None:
+    def fail(self, k: str | None, why: str) -> NoReturn:
         raise ConfigError(self.path, f"{self.key(k)}: {why}")
 
     def get(self, k: str, typ: type, default: Any = ..., choices: tuple | None = None) -> Any:
@@ -225,6 +225,11 @@ class _Section:
         if choices is not None and v not in choices:
             self.fail(k, f"must be one of {', '.join(map(repr, choices))}, got {v!r}")
         return v
+
+    @overload
+    def strings(self, k: str, default: tuple[str, ...] = ...) -> tuple[str, ...]: ...
+    @overload
+    def strings(self, k: str, default: None) -> tuple[str, ...] | None: ...
 
     def strings(self, k: str, default: Any = ...) -> tuple[str, ...] | None:
         v = self.get(k, list, default)
@@ -321,36 +326,7 @@ def parse(raw: dict, p: Path) -> Config:
     station = StationConfig(id=sid, data_dir=Path(data_dir))
     st.done()
 
-    storage = None
-    if "storage" in top.table:
-        s = _Section(p, "storage", top.table.pop("storage"))
-        url = s.get("url", str)
-        u = urlparse(url)
-        if u.scheme == "s3":
-            if not u.netloc:
-                s.fail("url", f"must name a bucket, like s3://bucket/prefix, got {url!r}")
-        elif u.scheme == "file":
-            if u.netloc or not u.path.startswith("/"):
-                s.fail("url", f"must be an absolute path, like file:///mnt/evidence, got {url!r}")
-        else:
-            s.fail("url", f"must start with s3:// or file://, got {url!r}")
-        storage = StorageConfig(
-            url=url,
-            endpoint_url=s.get("endpoint_url", str, None),
-            region=s.get("region", str, "us-east-1"),
-            multipart_threshold_mb=int(_positive(s, "multipart_threshold_mb", s.get("multipart_threshold_mb", int, 64))),
-            part_size_mb=int(_positive(s, "part_size_mb", s.get("part_size_mb", int, 8))),
-            concurrency=int(_positive(s, "concurrency", s.get("concurrency", int, 8))),
-            part_concurrency=int(_positive(s, "part_concurrency", s.get("part_concurrency", int, 6))),
-            object_lock_days=s.get("object_lock_days", int, 0),
-            legal_hold=s.get("legal_hold", bool, False),
-            verify_after_upload=s.get("verify_after_upload", str, "head", ("head", "read")),
-            timeout_s=_positive(s, "timeout_s", s.get("timeout_s", float, 60.0)),
-            conditional_writes=s.get("conditional_writes", bool, True),
-        )
-        if storage.part_size_mb < 5 and u.scheme == "s3":
-            s.fail("part_size_mb", "must be at least 5 (the S3 minimum part size)")
-        s.done()
+    storage = _storage(p, top)
 
     up = _Section(p, "upload", top.table.pop("upload", {}))
     upload = UploadConfig(
@@ -391,37 +367,7 @@ def parse(raw: dict, p: Path) -> Config:
     )
     of.done()
 
-    cams = top.table.pop("camera", [])
-    if not isinstance(cams, list):
-        raise ConfigError(p, "[[camera]]: must be an array of tables ([[camera]])")
-    profiles = []
-    for i, c in enumerate(cams):
-        cs = _Section(p, f"camera #{i + 1}", c)
-        name = cs.get("name", str)
-        cs.name = f"camera {name!r}"
-        m = cs.get("match", dict)
-        if not m:
-            cs.fail("match", "must name at least one udev property (an empty match would take every USB disk)")
-        match: dict[str, tuple[str, ...]] = {}
-        for mk, mv in m.items():
-            if mk not in MATCH_KEYS:
-                cs.fail(f"match.{mk}", f"unknown udev property (allowed: {', '.join(sorted(MATCH_KEYS))})")
-            vals = mv if isinstance(mv, list) else [mv]
-            if not vals or not all(isinstance(x, str) for x in vals):
-                cs.fail(f"match.{mk}", "must be a string or a list of strings")
-            for x in vals:
-                _bounded(cs, f"match.{mk}", x)
-            match[mk] = tuple(vals)
-        profiles.append(
-            CameraProfile(
-                name=name,
-                match=match,
-                filesystems=cs.strings("filesystems", ("exfat", "vfat")),
-                clip_globs=cs.strings("clip_globs", None),
-                sidecar_globs=cs.strings("sidecar_globs", None),
-            )
-        )
-        cs.done()
+    profiles = _cameras(p, top)
 
     ho = _Section(p, "hooks", top.table.pop("hooks", {}))
     hooks = HooksConfig(on_state=ho.get("on_state", str, ""), timeout_s=ho.get("timeout_s", float, 10.0))
@@ -459,9 +405,81 @@ def parse(raw: dict, p: Path) -> Config:
         upload=upload,
         sources=sources,
         offload=offload,
-        cameras=tuple(profiles),
+        cameras=profiles,
         hooks=hooks,
         metrics=metrics,
         trust=trust_cfg,
         audit=audit,
     )
+
+
+def _storage(p: Path, top: _Section) -> StorageConfig | None:
+    """The optional [storage] section (None without it: dockd then offloads and queues but never wipes)."""
+    if "storage" not in top.table:
+        return None
+    s = _Section(p, "storage", top.table.pop("storage"))
+    url = s.get("url", str)
+    u = urlparse(url)
+    if u.scheme == "s3":
+        if not u.netloc:
+            s.fail("url", f"must name a bucket, like s3://bucket/prefix, got {url!r}")
+    elif u.scheme == "file":
+        if u.netloc or not u.path.startswith("/"):
+            s.fail("url", f"must be an absolute path, like file:///mnt/evidence, got {url!r}")
+    else:
+        s.fail("url", f"must start with s3:// or file://, got {url!r}")
+    storage = StorageConfig(
+        url=url,
+        endpoint_url=s.get("endpoint_url", str, None),
+        region=s.get("region", str, "us-east-1"),
+        multipart_threshold_mb=int(_positive(s, "multipart_threshold_mb",
+                                             s.get("multipart_threshold_mb", int, 64))),
+        part_size_mb=int(_positive(s, "part_size_mb", s.get("part_size_mb", int, 8))),
+        concurrency=int(_positive(s, "concurrency", s.get("concurrency", int, 8))),
+        part_concurrency=int(_positive(s, "part_concurrency", s.get("part_concurrency", int, 6))),
+        object_lock_days=s.get("object_lock_days", int, 0),
+        legal_hold=s.get("legal_hold", bool, False),
+        verify_after_upload=s.get("verify_after_upload", str, "head", ("head", "read")),
+        timeout_s=_positive(s, "timeout_s", s.get("timeout_s", float, 60.0)),
+        conditional_writes=s.get("conditional_writes", bool, True),
+    )
+    if storage.part_size_mb < 5 and u.scheme == "s3":
+        s.fail("part_size_mb", "must be at least 5 (the S3 minimum part size)")
+    s.done()
+    return storage
+
+
+def _cameras(p: Path, top: _Section) -> tuple[CameraProfile, ...]:
+    """The [[camera]] profiles, in file order (first match wins)."""
+    cams = top.table.pop("camera", [])
+    if not isinstance(cams, list):
+        raise ConfigError(p, "[[camera]]: must be an array of tables ([[camera]])")
+    profiles: list[CameraProfile] = []
+    for i, c in enumerate(cams):
+        cs = _Section(p, f"camera #{i + 1}", c)
+        name = cs.get("name", str)
+        cs.name = f"camera {name!r}"
+        m = cs.get("match", dict)
+        if not m:
+            cs.fail("match", "must name at least one udev property (an empty match would take every USB disk)")
+        match: dict[str, tuple[str, ...]] = {}
+        for mk, mv in m.items():
+            if mk not in MATCH_KEYS:
+                cs.fail(f"match.{mk}", f"unknown udev property (allowed: {', '.join(sorted(MATCH_KEYS))})")
+            vals = mv if isinstance(mv, list) else [mv]
+            if not vals or not all(isinstance(x, str) for x in vals):
+                cs.fail(f"match.{mk}", "must be a string or a list of strings")
+            for x in vals:
+                _bounded(cs, f"match.{mk}", x)
+            match[mk] = tuple(vals)
+        profiles.append(
+            CameraProfile(
+                name=name,
+                match=match,
+                filesystems=cs.strings("filesystems", ("exfat", "vfat")),
+                clip_globs=cs.strings("clip_globs", None),
+                sidecar_globs=cs.strings("sidecar_globs", None),
+            )
+        )
+        cs.done()
+    return tuple(profiles)

@@ -37,8 +37,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import (BENCH_DIR, GiB, MiB, REPO, VENV_BIN, Run, drop_caches, ensure_dataset, fmt_row, load1,  # noqa: E402
-                      machine, rm_tree, run_child, save_results, say, summary, wait_quiet)
+from benchlib import (  # noqa: E402 - found through the sys.path entry above
+    BENCH_DIR,
+    REPO,
+    VENV_BIN,
+    GiB,
+    MiB,
+    Run,
+    drop_caches,
+    ensure_dataset,
+    fmt_row,
+    load1,
+    machine,
+    rm_tree,
+    run_child,
+    save_results,
+    say,
+    summary,
+    wait_quiet,
+)
 
 TARGET_NAIVE, TARGET_CP, TARGET_RSS_MIB = 1.5, 0.8, 100
 
@@ -137,7 +154,8 @@ def report(name: str, nbytes: int, n_files: int, runs: dict[str, list[Run]]) -> 
                 "reference: cp + sync + O_DIRECT re-read of the copy, no hashing"
             say(f"  dockd/{peer:<5} = {r:.2f}x   ({verdict})")
     rss = res["dockd"]["max_rss_mib"]
-    say(f"  dockd peak RSS = {rss:.0f} MiB (target < {TARGET_RSS_MIB} MiB: {'met' if rss < TARGET_RSS_MIB else 'MISSED'})")
+    say(f"  dockd peak RSS = {rss:.0f} MiB "
+        f"(target < {TARGET_RSS_MIB} MiB: {'met' if rss < TARGET_RSS_MIB else 'MISSED'})")
     return out
 
 
@@ -174,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                         r = run_sh(tool, {"naive": NAIVE_SH, "cp": CP_SH, "floor": FLOOR_SH}[tool], work, src, nbytes)
                     runs[tool].append(r)
                     extra = f"  (in-process {r.extra['internal_s']:.2f} s)" if "internal_s" in r.extra else ""
-                    say(f"    rep {rep} {tool:<6} {r.seconds:6.2f} s  {r.mbps:6.0f} MB/s  rss {r.maxrss_kib / 1024:5.0f} MiB"
+                    say(f"    rep {rep} {tool:<6} {r.seconds:6.2f} s  {r.mbps:6.0f} MB/s"
+                        f"  rss {r.maxrss_kib / 1024:5.0f} MiB"
                         f"  cpu {r.cpu_s:5.2f} s  load {r.load:.2f}  {'cold' if r.cold else 'WARM'}{extra}")
             results["sets"][name] = report(name, nbytes, n_files, runs)
             results["sets"][name]["runs"] = {t: [vars(r) for r in rs] for t, rs in runs.items()}

@@ -41,9 +41,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchlib import (BENCH_DIR, GiB, MiB, REPO, VENV_BIN, Run, drop_caches, ensure_dataset, fmt_row,  # noqa: E402
-                      load1, machine, rm_tree, run_child, save_results, say, summary, wait_quiet)
-from tests.support.seaweed import SeaweedServer  # noqa: E402
+from benchlib import (  # noqa: E402 - found through the sys.path entries above
+    BENCH_DIR,
+    REPO,
+    VENV_BIN,
+    GiB,
+    MiB,
+    Run,
+    drop_caches,
+    ensure_dataset,
+    fmt_row,
+    load1,
+    machine,
+    rm_tree,
+    run_child,
+    save_results,
+    say,
+    summary,
+    wait_quiet,
+)
+
+from tests.support.seaweed import SeaweedServer  # noqa: E402 - found through the sys.path entries above
 
 TARGET_RCLONE, TARGET_BOTO3, TARGET_RSS_MIB = 1.2, 0.9, 150
 PY = str(VENV_BIN / "python")
@@ -131,7 +149,8 @@ class Bench:
         cfg = self.work / "dockd.toml"
         cfg.write_text(f'[station]\nid = "bench"\ndata_dir = "{data}"\n\n'
                        f'[storage]\nurl = "s3://{bucket}/bwc"\nendpoint_url = "{self.s3.endpoint_url}"\n'
-                       f'region = "{self.s3.region}"\n{self.storage_extra}\n[offload]\nreserve_free_mb = 64\n\n[metrics]\nlisten = ""\n')
+                       f'region = "{self.s3.region}"\n{self.storage_extra}\n'
+                       '[offload]\nreserve_free_mb = 64\n\n[metrics]\nlisten = ""\n')
         c = run_child([str(VENV_BIN / "dockd"), "--config", str(cfg), "import", str(src), "--camera", "BENCH",
                        "--json"], env=self.env, stdout_path=self.work / "import.json")
         if c.rc != 0 or json.loads(c.stdout)["staged"] != n_files:
@@ -198,7 +217,8 @@ def report(name: str, nbytes: int, n_files: int, runs: dict[str, list[Run]]) -> 
         out["ratios"][f"dockd/{peer}"] = r
         say(f"  dockd/{peer:<6} = {r:.2f}x   (target >= {target}x: {'met' if r >= target else 'MISSED'})")
     rss = res["dockd"]["max_rss_mib"]
-    say(f"  dockd peak RSS = {rss:.0f} MiB (target < {TARGET_RSS_MIB} MiB: {'met' if rss < TARGET_RSS_MIB else 'MISSED'})")
+    say(f"  dockd peak RSS = {rss:.0f} MiB "
+        f"(target < {TARGET_RSS_MIB} MiB: {'met' if rss < TARGET_RSS_MIB else 'MISSED'})")
     prog = {r.extra["progress_bytes"] for r in runs["dockd"]}
     say(f"  dockd progress counted {sorted(prog)} bytes for {nbytes} clip bytes "
         f"({'each byte once' if prog == {nbytes} else 'MISCOUNTED'})")
@@ -245,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                 for tool in tools:
                     r = getattr(b, tool)(name, src, n_files, nbytes)
                     runs[tool].append(r)
-                    say(f"    rep {rep} {tool:<6} {r.seconds:6.2f} s  {r.mbps:6.0f} MB/s  rss {r.maxrss_kib / 1024:5.0f} MiB"
+                    say(f"    rep {rep} {tool:<6} {r.seconds:6.2f} s  {r.mbps:6.0f} MB/s"
+                        f"  rss {r.maxrss_kib / 1024:5.0f} MiB"
                         f"  cpu {r.cpu_s:5.2f} s  server cpu {r.extra.get('server_cpu_s', 0):5.2f} s"
                         f"  load {r.load:.2f}  {'cold' if r.cold else 'WARM'}")
             if all(t in runs for t in ("dockd", "rclone", "boto3")):

@@ -50,8 +50,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 from dockd import config as config_mod
 from dockd.camera import mounts, privileges
@@ -60,9 +62,11 @@ from dockd.core.events import Docked, valid_serial
 
 CAMERA_FS = frozenset({"exfat", "vfat", "ntfs", "udf"})  # never a host filesystem (ext4, xfs, btrfs, ...)
 MAX_LINE = 64 * 1024
-ARGS = {"mount": {"serial": str, "devnode": str, "udev_type": (str, type(None)), "allowed": list},
-        "remount_rw": {"handle": int}, "remount_ro": {"handle": int}, "unmount": {"handle": int, "lazy": bool},
-        "cleanup_stale": {}, "shutdown": {}}
+# op -> its arguments and their types (isinstance specs)
+ARGS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "mount": {"serial": str, "devnode": str, "udev_type": (str, type(None)), "allowed": list},
+    "remount_rw": {"handle": int}, "remount_ro": {"handle": int}, "unmount": {"handle": int, "lazy": bool},
+    "cleanup_stale": {}, "shutdown": {}}
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -241,21 +245,22 @@ def serve(helper: Helper, inp, out, logs: list) -> None:
             msg = {"id": rid, "ok": False, "error": _one_line(f"{type(e).__name__}: {e}")}
         msg["log"], logs[:] = list(logs), []
         send(msg)
-        if msg["ok"] and req.get("op") == "shutdown":
+        if msg["ok"] and isinstance(req, dict) and req.get("op") == "shutdown":  # ok: req parsed as a request
             return
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dockd.camera.mounthelper", description="dockd's privileged mount helper")
+    ap = argparse.ArgumentParser(prog="python -m dockd.camera.mounthelper",
+                                 description="dockd's privileged mount helper")
     ap.add_argument("--base", required=True, type=Path, help="the only directory mounts may go under")
     ap.add_argument("--config", required=True, type=Path, help="dockd.toml: its [[camera]] profiles say what "
                                                                "a docked camera is")
     ap.add_argument("--owner", default=None, help="UID:GID to present camera files as (the daemon's user)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the daemon, which then unmounts through us
-    logs: list = []
+    logs: list[EventDict] = []
 
-    def collect(_logger, _method, event: dict) -> dict:
+    def collect(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
         logs.append(event)
         raise structlog.DropEvent
 
@@ -303,6 +308,12 @@ class RemoteMount(Mount):
         self.handle = handle
 
 
+def _handle(m: Mount) -> int:
+    """The helper's name for ``m``: every mount a MountClient hands out is a RemoteMount."""
+    assert isinstance(m, RemoteMount), m
+    return m.handle
+
+
 class MountClient:
     """:class:`dockd.camera.mounts.Mounter`'s interface, run by the mount helper: one request at a time."""
 
@@ -329,7 +340,8 @@ class MountClient:
             with self.lock:
                 hello = self._receive(0, time.monotonic() + 60)
         except MountError:
-            raise MountError(f"it exited at start (exit code {self.proc.returncode}; its reason is on stderr)") from None
+            raise MountError(f"it exited at start (exit code {self.proc.returncode}; "
+                             "its reason is on stderr)") from None
         self.pid, self.caps = self.proc.pid, int(hello["caps"])
         if not self.caps >> privileges.CAP_SYS_ADMIN & 1:
             self.close()
@@ -349,7 +361,7 @@ class MountClient:
         with m.lock:
             if m.closed:
                 raise MountError(f"{m.path}: camera {m.serial} was undocked")
-            self._call(op, handle=m.handle)
+            self._call(op, handle=_handle(m))
             m.rw = rw
 
     def unmount(self, m: Mount, *, lazy: bool = False) -> None:
@@ -359,7 +371,7 @@ class MountClient:
                 return
             m.closed = True
             try:
-                self._call("unmount", handle=m.handle, lazy=lazy)
+                self._call("unmount", handle=_handle(m), lazy=lazy)
             except MountError as e:
                 self.log.warning("unmount failed", camera=m.serial, error=str(e))
 
@@ -372,13 +384,15 @@ class MountClient:
             self._call("shutdown", timeout=60)
         except MountError:
             pass
-        for step in (self.proc.stdin.close, lambda: self.proc.wait(10)):
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        assert stdin is not None and stdout is not None  # started with stdin=PIPE, stdout=PIPE
+        for step in (stdin.close, lambda: self.proc.wait(10)):
             try:
                 step()
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
-        self.proc.stdout.close()
+        stdout.close()
         self.dead = "the mount helper was shut down"
 
     def _call(self, op: str, *, timeout: float | None = None, **args):
@@ -386,15 +400,19 @@ class MountClient:
             if self.dead:
                 raise MountError(self.dead)
             self.ids += 1
+            stdin = self.proc.stdin
+            assert stdin is not None  # started with stdin=PIPE
             try:
-                self.proc.stdin.write(json.dumps({"id": self.ids, "op": op, **args}).encode() + b"\n")
-                self.proc.stdin.flush()
+                stdin.write(json.dumps({"id": self.ids, "op": op, **args}).encode() + b"\n")
+                stdin.flush()
             except OSError:
                 self._gone("mount helper is gone")
             return self._receive(self.ids, time.monotonic() + (timeout or self.timeout))
 
     def _receive(self, rid: int, deadline: float):
-        fd = self.proc.stdout.fileno()
+        stdout = self.proc.stdout
+        assert stdout is not None  # started with stdout=PIPE
+        fd = stdout.fileno()
         while b"\n" not in self.buf:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
@@ -424,7 +442,7 @@ class MountClient:
             raise MountError(msg.get("error") or "mount helper refused")
         return msg.get("result")
 
-    def _gone(self, why: str):
+    def _gone(self, why: str) -> NoReturn:
         try:
             rc = self.proc.wait(5)
         except subprocess.TimeoutExpired:

@@ -261,7 +261,7 @@ class Mounter:
 
     def cleanup_stale(self) -> list[str]:
         """Unmount and remove mount points a crashed run left behind (cold-start recovery)."""
-        done = []
+        done: list[str] = []
         if not self.base.is_dir():
             return done
         for p in sorted(self.base.iterdir()):

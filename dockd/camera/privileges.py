@@ -194,8 +194,8 @@ def limit_to(keep: frozenset[int] = frozenset(), *, user: tuple[int, int] | None
         hdr = _Header(_LINUX_CAPABILITY_VERSION_3, 0)
         data = (_Data * 2)(_Data(mask & 0xFFFFFFFF, mask & 0xFFFFFFFF, 0), _Data(mask >> 32, mask >> 32, 0))
         if _c().capset(ctypes.byref(hdr), data) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"capset: {os.strerror(e)}")
+            err = ctypes.get_errno()
+            raise OSError(err, f"capset: {os.strerror(err)}")
     except OSError as e:
         raise PrivilegeError(e.strerror or str(e)) from None
     for task in Path("/proc/self/task").iterdir():

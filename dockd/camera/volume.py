@@ -171,10 +171,12 @@ class Volume:
                     seen += 1
                     total += 1
                     if seen > limits.max_entries:
-                        out.skipped.append(Skip(escape(rel or "."), f"directory too wide (more than {limits.max_entries} entries); rest not scanned"))
+                        out.skipped.append(Skip(escape(rel or "."), f"directory too wide (more than "
+                                                f"{limits.max_entries} entries); rest not scanned"))
                         break
                     if total > limits.max_entries:
-                        out.skipped.append(Skip(escape(rel or "."), f"volume too large (more than {limits.max_entries} entries); rest not scanned"))
+                        out.skipped.append(Skip(escape(rel or "."), f"volume too large (more than "
+                                                f"{limits.max_entries} entries); rest not scanned"))
                         break
                     self._visit(dfd, rel, depth, de, clip_globs, sidecar_globs, limits, out, side, subdirs)
             subdirs.reverse()
@@ -263,8 +265,8 @@ class Volume:
                 # one bad timestamp skips that file, not the camera (it could not be queued or dated)
                 out.skipped.append(Skip(shown, why))
                 return
-            e = Entry(path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
-            (out.clips if is_clip else side).append(e)
+            entry = Entry(path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+            (out.clips if is_clip else side).append(entry)
         else:
             kind = ("FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
                     else "device node" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file")

@@ -69,7 +69,7 @@ def run_checks(config_path: str | None) -> list[dict]:
             out.append(_r("queue", v == latest, f"{qp} schema v{v} (current v{latest})",
                           "run `dockd run` once to migrate the queue"))
             q.close()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - any failure to open the queue is this check's finding
             out.append(_r("queue", False, f"{qp}: {e}", "check the file; restore from backup"))
     else:
         out.append(_r("queue", False, f"{qp} does not exist yet", "start dockd once"))
@@ -78,7 +78,7 @@ def run_checks(config_path: str | None) -> list[dict]:
         out.append(_r("storage", False, "no [storage] configured: clips are never wiped",
                       "add a [storage] section with url (s3://bucket/prefix or file:///path)"))
     else:
-        out += _storage_checks(cfg)
+        out += _storage_checks(cfg, cfg.storage)
 
     free = shutil.disk_usage(d).free
     need = cfg.offload.reserve_free_mb << 20
@@ -102,18 +102,18 @@ def run_checks(config_path: str | None) -> list[dict]:
     return out
 
 
-def _storage_checks(cfg: config_mod.Config) -> list[dict]:
+def _storage_checks(cfg: config_mod.Config, storage: config_mod.StorageConfig) -> list[dict]:
     from dockd.storage import open_backend
     from dockd.storage.base import StoreFailure
 
     out = []
     try:
-        b = open_backend(cfg.storage)
+        b = open_backend(storage)
         b.check()
-        out.append(_r("storage", True, f"{cfg.storage.url} reachable"))
+        out.append(_r("storage", True, f"{storage.url} reachable"))
     except StoreFailure as e:
-        return [_r("storage", False, f"{cfg.storage.url}: {e}", "check endpoint, bucket name and credentials")]
-    key = "/".join(p for p in (cfg.storage.prefix, cfg.station.id, "_doctor", f"probe-{uuid.uuid4().hex}") if p)
+        return [_r("storage", False, f"{storage.url}: {e}", "check endpoint, bucket name and credentials")]
+    key = "/".join(p for p in (storage.prefix, cfg.station.id, "_doctor", f"probe-{uuid.uuid4().hex}") if p)
     data = f"dockd doctor probe {time.time()}".encode()
     import hashlib
 
@@ -130,7 +130,7 @@ def _storage_checks(cfg: config_mod.Config) -> list[dict]:
                       "the storage returned different bytes: investigate before trusting it"))
     except StoreFailure as e:
         out.append(_r("storage_probe", False, f"probe object: {e}", "grant s3:PutObject/GetObject on the prefix"))
-    if cfg.storage.object_lock_days or cfg.storage.legal_hold:
+    if storage.object_lock_days or storage.legal_hold:
         try:
             ok = b.lock_enforced()
         except StoreFailure:

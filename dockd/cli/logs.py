@@ -11,11 +11,16 @@ import logging
 import sys
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 from dockd.core.textsafe import printable
 
 
-def _printable_strings(_logger, _method, event_dict: dict) -> dict:
+def _unchanged(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    return event_dict
+
+
+def _printable_strings(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """Console logs go to a technician's terminal: camera names in them must not be able to drive it.
 
     Only top-level strings need it: the console renderer shows other values with ``repr``, which
@@ -43,8 +48,8 @@ def configure(level: str = "info", *, stream=None, force_json: bool | None = Non
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info if as_json else (lambda _l, _m, ev: ev),
-            (lambda _l, _m, ev: ev) if as_json else _printable_strings,
+            structlog.processors.format_exc_info if as_json else _unchanged,
+            _unchanged if as_json else _printable_strings,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),

@@ -47,7 +47,7 @@ def echo(line: str) -> None:
 class Ctx:
     def __init__(self, config_path: str | None):
         self.config_path = config_path
-        self._cfg = None
+        self._cfg: config_mod.Config | None = None  # loaded on first use: --help needs no config
 
     @property
     def cfg(self) -> config_mod.Config:
@@ -114,8 +114,10 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 
 @main.command()
-@click.option("--drain", is_flag=True, help="Process what is docked and queued, then exit (0 ok, 1 if something failed).")
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--drain", is_flag=True,
+              help="Process what is docked and queued, then exit (0 ok, 1 if something failed).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
 @pass_ctx
 def run(c: Ctx, drain: bool, log_level: str) -> None:
     """Run the daemon (the systemd service runs this)."""

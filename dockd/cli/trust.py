@@ -25,7 +25,9 @@ MAX_MANIFEST = 16 << 20  # a manifest lists a clip and its sidecars; far below t
 def _now() -> str:
     from dockd.queue.store import rfc3339
 
-    return rfc3339(time.time())
+    now = rfc3339(time.time())
+    assert now is not None  # rfc3339 gives None only for a None time
+    return now
 
 
 def _time(opt: str, text: str) -> str:
@@ -88,11 +90,17 @@ def _dir_state(d: Path, root_key) -> trust.TrustState:
 
 
 def register(main: click.Group, keys: click.Group) -> None:
-    from dockd.cli.main import pass_ctx
-
     @main.group("trust")
     def trust_grp() -> None:
         """The agency trust root and its log of enrolments and revocations."""
+
+    _register_root_holder(trust_grp)
+    _register_verifier(trust_grp)
+    _register_keys(keys)
+
+
+def _register_root_holder(trust_grp: click.Group) -> None:
+    """``trust init|enrol|revoke``: what the holder of the root private key runs (offline)."""
 
     @trust_grp.command("init")
     @click.option("--agency", required=True, help="The agency's name, as it appears in every verification.")
@@ -152,6 +160,11 @@ def register(main: click.Group, keys: click.Group) -> None:
         st = trust.revoke_statement(state, key_id, _time("--from", from_), reason, _now(), k)
         p = trustlog.append_dir(tdir, st)
         click.echo(f"revoked {key_id} from {st['from']}: {p}")
+
+
+def _register_verifier(trust_grp: click.Group) -> None:
+    """``trust publish|show|root|check``: what reads and checks the trust log against the pinned root."""
+    from dockd.cli.main import pass_ctx
 
     @trust_grp.command("publish")
     @click.argument("tdir", type=click.Path(file_okay=False, path_type=Path))
@@ -222,6 +235,11 @@ def register(main: click.Group, keys: click.Group) -> None:
         v = trust_state(c, source, root_pem).check(key_id, role, _time("--at", at))
         click.echo(("valid: " if v.ok else "invalid: ") + v.reason)
         sys.exit(0 if v.ok else EXIT_FAILED)
+
+
+def _register_keys(keys: click.Group) -> None:
+    """``keys request|rotate|install``: this station's side of enrolment."""
+    from dockd.cli.main import pass_ctx
 
     @keys.command("request")
     @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write it to this file.")

@@ -40,18 +40,20 @@ def verify_clips(cfg: Config, q: Queue, ids: list[int] | None, *, remote: bool, 
                 checks.append("remote: no [storage] configured")
                 ok = False
             elif c.state in (ClipState.UPLOADED, ClipState.WIPING, ClipState.WIPED):
+                key = c.object_key
+                assert key is not None  # recorded with the sha256 when the clip was staged
                 try:
-                    obj = backend.head(c.object_key)
+                    obj = backend.head(key)
                     if obj is None:
                         ok = False
-                        checks.append(f"remote object {c.object_key} MISSING")
+                        checks.append(f"remote object {key} MISSING")
                     else:
                         if obj.sha256 or not obj.composite:
                             good = obj.size == c.size and obj.sha256 == c.sha256
                         else:  # a multipart composite proves nothing by itself: recompute it, else download
                             staged = Path(c.staged_path) if c.staged_path and Path(c.staged_path).exists() else None
                             try:
-                                good = backend.find(c.object_key, c.size, c.sha256, staged) is not None
+                                good = backend.find(key, c.size, c.sha256, staged) is not None
                             except StoreFailure as e:
                                 if e.cls is not ErrorClass.CONFLICT:
                                     raise
@@ -60,7 +62,7 @@ def verify_clips(cfg: Config, q: Queue, ids: list[int] | None, *, remote: bool, 
                         checks.append(f"remote checksum {'matches' if good else 'DIFFERS'} "
                                       f"({obj.sha256 or obj.composite})")
                         if deep:
-                            got, n = backend.read_sha256(c.object_key)
+                            got, n = backend.read_sha256(key)
                             good = got == c.sha256 and n == c.size
                             ok &= good
                             checks.append(f"remote bytes {'hash to the recorded sha256' if good else f'HASH TO {got}'}")

@@ -120,7 +120,9 @@ class CameraState(StrEnum):
     UNDOCKED = "undocked"
 
 
-def camera_state(counts: dict[str, int], *, offloading_done: bool, storage_configured: bool, wipe_mode: str) -> CameraState:
+def camera_state(
+    counts: dict[str, int], *, offloading_done: bool, storage_configured: bool, wipe_mode: str
+) -> CameraState:
     """Derive a docked camera's state from the states of its clips still on it.
 
     ``counts`` maps clip states to the number of this camera's clips (from its

@@ -184,6 +184,74 @@ def _write(fd: int, view: memoryview, direct: list[bool]) -> None:
         view = view[n:]
 
 
+class _Pipes:
+    """The channels between the stages of one :func:`_run`: reader -> caller (``filled``), caller -> writer
+    (``to_write``), writer -> caller (``written``: None when done, or the OSError), buffers back to the reader
+    (``free``), and ``stop`` for both threads."""
+
+    def __init__(self, bufs: list[mmap.mmap]):
+        self.free: queue.Queue = queue.Queue()
+        for b in bufs:
+            self.free.put(b)
+        self.filled: queue.Queue = queue.Queue()
+        self.to_write: queue.Queue = queue.Queue()
+        self.written: queue.Queue = queue.Queue()
+        self.stop = threading.Event()
+
+    def shut_down(self, rt: threading.Thread, wt: threading.Thread | None, writer_done: bool) -> None:
+        """Stop both threads and wait for them (every buffer is then back with the caller)."""
+        self.stop.set()
+        if not writer_done:
+            self.to_write.put(_DONE)
+        self.free.put(None)  # wakes a reader waiting for a free buffer
+        while rt.is_alive():
+            rt.join(0.05)
+            self.free.put(None)
+        if wt is not None:
+            wt.join()
+
+
+def _reader(src_fd: int, src_direct: list[bool], pipes: _Pipes) -> None:
+    """The reader thread of :func:`_run`: fills free buffers from ``src_fd`` into ``filled`` as
+    ``(buffer, n)``, ``n == 0`` at the end; an exception goes to ``filled`` for the consumer."""
+    try:
+        while True:
+            b = pipes.free.get()
+            if b is None or pipes.stop.is_set():
+                return
+            n = _read(src_fd, b, src_direct)
+            pipes.filled.put((b, n))
+            if not n:
+                return
+    except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
+        pipes.filled.put(e)
+
+
+def _writer(dst_fd: int, dst_direct: list[bool], pipes: _Pipes) -> None:
+    """The writer thread of :func:`_run`: writes ``(buffer, n)`` items from ``to_write`` to ``dst_fd`` until
+    ``_DONE``, returning each buffer to ``free``; puts None (done) or the exception on ``written``."""
+    off = 0
+    try:
+        while True:
+            item = pipes.to_write.get()
+            if item is _DONE or pipes.stop.is_set():
+                pipes.written.put(None)
+                return
+            b, n = item
+            if dst_direct[0] and n % ALIGN:  # the last, unaligned bytes go through the page cache
+                set_direct(dst_fd, False)
+                dst_direct[0] = False
+            _write(dst_fd, memoryview(b)[:n], dst_direct)
+            if not dst_direct[0]:
+                start_writeback(dst_fd, off, n)
+            off += n
+            pipes.free.put(b)
+    except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
+        pipes.stop.set()
+        pipes.written.put(e)
+        pipes.filled.put(_WriterFailed(e))  # wakes the caller if it waits for data
+
+
 def _run(src_fd: int, size: int | None, chunk: int, dst_fd: int | None, *, cancel: threading.Event | None,
          progress: Callable[[int], None] | None) -> tuple[str, int]:
     """Read ``src_fd`` to its end (hashing, and writing to ``dst_fd`` if given): (hex SHA-256, bytes)."""
@@ -193,54 +261,13 @@ def _run(src_fd: int, size: int | None, chunk: int, dst_fd: int | None, *, cance
     dst_direct = [dst_fd is not None and set_direct(dst_fd, True)]
     # Hashing alone needs only double buffering (one read while one is hashed).
     bufs = _take_buffers(chunk, DEPTH if dst_fd is not None else 2)
-    free: queue.Queue = queue.Queue()
-    for b in bufs:
-        free.put(b)
-    filled: queue.Queue = queue.Queue()
-    to_write: queue.Queue = queue.Queue()
-    written: queue.Queue = queue.Queue()  # writer -> caller: None when done, or the OSError
-    stop = threading.Event()
+    pipes = _Pipes(bufs)
 
-    def reader() -> None:
-        try:
-            while True:
-                b = free.get()
-                if b is None or stop.is_set():
-                    return
-                n = _read(src_fd, b, src_direct)
-                filled.put((b, n))
-                if not n:
-                    return
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
-            filled.put(e)
-
-    def writer() -> None:
-        off = 0
-        try:
-            while True:
-                item = to_write.get()
-                if item is _DONE or stop.is_set():
-                    written.put(None)
-                    return
-                b, n = item
-                if dst_direct[0] and n % ALIGN:  # the last, unaligned bytes go through the page cache
-                    set_direct(dst_fd, False)
-                    dst_direct[0] = False
-                _write(dst_fd, memoryview(b)[:n], dst_direct)
-                if not dst_direct[0]:
-                    start_writeback(dst_fd, off, n)
-                off += n
-                free.put(b)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
-            stop.set()
-            written.put(e)
-            filled.put(_WriterFailed(e))  # wakes the caller if it waits for data
-
-    rt = threading.Thread(target=reader, name="copy-reader", daemon=True)
+    rt = threading.Thread(target=_reader, args=(src_fd, src_direct, pipes), name="copy-reader", daemon=True)
     rt.start()
     wt = None
     if dst_fd is not None:
-        wt = threading.Thread(target=writer, name="copy-writer", daemon=True)
+        wt = threading.Thread(target=_writer, args=(dst_fd, dst_direct, pipes), name="copy-writer", daemon=True)
         wt.start()
     h = hashlib.sha256()
     total = 0
@@ -249,7 +276,7 @@ def _run(src_fd: int, size: int | None, chunk: int, dst_fd: int | None, *, cance
         while True:
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
-            item = filled.get()
+            item = pipes.filled.get()
             if isinstance(item, _WriterFailed):
                 writer_done = True
                 _raise_writer(item.err)
@@ -263,29 +290,21 @@ def _run(src_fd: int, size: int | None, chunk: int, dst_fd: int | None, *, cance
                 raise ShortRead(f"source is longer than its recorded size {size}")
             h.update(memoryview(b)[:n])
             if wt is not None:
-                to_write.put((b, n))
+                pipes.to_write.put((b, n))
             else:
-                free.put(b)
+                pipes.free.put(b)
             if progress is not None:
                 progress(n)
         if size is not None and total != size:
             raise ShortRead(f"read {total} bytes, expected {size}")
         if wt is not None:
-            to_write.put(_DONE)
-            err = written.get()
+            pipes.to_write.put(_DONE)
+            err = pipes.written.get()
             writer_done = True
             if err is not None:
                 _raise_writer(err)
     finally:
-        stop.set()
-        if not writer_done:
-            to_write.put(_DONE)
-        free.put(None)  # wakes a reader waiting for a free buffer
-        while rt.is_alive():
-            rt.join(0.05)
-            free.put(None)
-        if wt is not None:
-            wt.join()
+        pipes.shut_down(rt, wt, writer_done)
         _give_buffers(chunk, bufs)
         if not src_direct[0]:
             _advise(src_fd, os.POSIX_FADV_DONTNEED)

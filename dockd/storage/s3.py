@@ -38,7 +38,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -118,7 +118,7 @@ def _session(cfg: StorageConfig) -> boto3.Session:
 class _MemoryLedger:
     """A ledger kept only in memory (multipart without a queue behind it)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.upload_id: str | None = None
         self.parts: dict[int, tuple[int, str, str]] = {}
 
@@ -579,7 +579,7 @@ class S3Backend:
         reader = _PartReader(path)
         try:
             with ThreadPoolExecutor(self.part_workers, thread_name_prefix="part") as pool:
-                futs = []
+                futs: list[Future[None]] = []
                 for number in range(1, n_parts + 1):
                     buf = self._take_part_buf()  # waits while part_concurrency parts are in flight
                     handed = False
@@ -604,8 +604,8 @@ class S3Backend:
                             pool_bufs.put(buf)
                 wait(futs, return_when=FIRST_EXCEPTION)
                 for f in futs:
-                    if f.exception():
-                        raise f.exception()
+                    if (exc := f.exception()) is not None:
+                        raise exc
         finally:
             reader.close()
         if full.hexdigest() != sha256:
@@ -637,7 +637,8 @@ class S3Backend:
                 raise
 
     def list_multipart_uploads(self, prefix: str = "") -> list[tuple[str, str]]:
-        out, kw = [], {}
+        out: list[tuple[str, str]] = []
+        kw: dict[str, str] = {}
         while True:
             r = self._call(self.client.list_multipart_uploads, Bucket=self.bucket, Prefix=prefix, **kw)
             out += [(u["Key"], u["UploadId"]) for u in r.get("Uploads", [])]
@@ -675,7 +676,8 @@ class _PartReader:
     CHUNK = 1 << 20
 
     def __init__(self, path: Path):
-        self.path, self.stage = path, None
+        self.path = path
+        self.stage: mmap.mmap | None = None  # the aligned buffer of direct reads; None: ordinary reads
         flag = getattr(os, "O_DIRECT", 0)
         if flag:
             try:
@@ -691,7 +693,7 @@ class _PartReader:
         """Fill ``buf`` from ``offset``; return the bytes read (fewer only at the end of the file)."""
         if self.stage is not None:
             try:
-                return self._read_direct(buf, offset)
+                return self._read_direct(self.stage, buf, offset)
             except OSError as e:
                 if e.errno != errno.EINVAL:
                     raise
@@ -706,8 +708,8 @@ class _PartReader:
             got += n
         return got
 
-    def _read_direct(self, buf: bytearray, offset: int) -> int:
-        view, stage = memoryview(buf), memoryview(self.stage)
+    def _read_direct(self, aligned: mmap.mmap, buf: bytearray, offset: int) -> int:
+        view, stage = memoryview(buf), memoryview(aligned)
         got = 0
         while got < len(buf):
             want = min(self.CHUNK, len(buf) - got)

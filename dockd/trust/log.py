@@ -225,12 +225,14 @@ class TrustState:
         e = self.enrolments.get(key_id)
         return e[0].public if e else None
 
-    def check(self, key_id: str, role: str, at: str) -> Verdict:
-        """Was ``key_id`` enrolled for ``role`` at ``at`` (a time taken from the signed object), and not revoked?"""
+    def check(self, key_id: str, role: str, at: object) -> Verdict:
+        """Was ``key_id`` enrolled for ``role`` at ``at`` (a time taken from the signed object), and not revoked?
+
+        ``at`` is whatever the signed object holds there: anything but an RFC 3339 UTC time is refused."""
         try:
             t = time_ns(at)
-        except ValueError as e:
-            return Verdict(False, f"no usable signing time: {e}")
+        except ValueError as err:
+            return Verdict(False, f"no usable signing time: {err}")
         ens = self.enrolments.get(key_id)
         if not ens:
             return Verdict(False, f"key {key_id} is not enrolled by {self.agency} (unknown key)")
@@ -325,28 +327,13 @@ def load(root_pub: Ed25519PublicKey, statements: Sequence[bytes]) -> TrustState:
             if (i == 0) != (kind == "root"):
                 raise ValueError("the root statement must be seq 0, and only seq 0")
             if kind == "root":
-                _need(st, ("agency", "root_key_id", "public_key"))
-                if not _name(st["agency"]):
-                    raise ValueError("agency must be printable text")
-                if st["root_key_id"] != root_id or keys.key_id_of(_public(st["public_key"])) != root_id:
-                    raise ValueError(f"names a root key other than the pinned {root_id}")
-                state = TrustState(root_key_id=root_id, agency=st["agency"], head_seq=0, head_digest="",
-                                   statements=[])
+                state = _root(st, root_id)
             elif kind == "enrol":
                 assert state is not None
                 _enrol(state, st)
             elif kind == "revoke":
                 assert state is not None
-                _need(st, ("key_id", "from", "reason"))
-                kid = st["key_id"]
-                if kid not in state.enrolments:
-                    raise ValueError(f"revokes {kid!r}, which is not enrolled")
-                if kid in state.revocations:
-                    raise ValueError(f"revokes {kid} a second time")
-                time_ns(st["from"])
-                if not isinstance(st["reason"], str) or len(st["reason"]) > 1000:
-                    raise ValueError("reason must be text of at most 1000 characters")
-                state.revocations[kid] = Revocation(i, kid, st["from"], st["reason"])
+                _revoke(state, st, i)
             else:
                 raise ValueError(f"unknown kind {kind!r}")
         except (ValueError, TrustInvalid) as e:
@@ -358,6 +345,29 @@ def load(root_pub: Ed25519PublicKey, statements: Sequence[bytes]) -> TrustState:
         state.head_seq, state.head_digest = i, prev
     assert state is not None
     return state
+
+
+def _root(st: dict[str, Any], root_id: str) -> TrustState:
+    """The state a root statement (seq 0, signature already checked) starts."""
+    _need(st, ("agency", "root_key_id", "public_key"))
+    if not _name(st["agency"]):
+        raise ValueError("agency must be printable text")
+    if st["root_key_id"] != root_id or keys.key_id_of(_public(st["public_key"])) != root_id:
+        raise ValueError(f"names a root key other than the pinned {root_id}")
+    return TrustState(root_key_id=root_id, agency=st["agency"], head_seq=0, head_digest="", statements=[])
+
+
+def _revoke(state: TrustState, st: dict[str, Any], seq: int) -> None:
+    _need(st, ("key_id", "from", "reason"))
+    kid = st["key_id"]
+    if kid not in state.enrolments:
+        raise ValueError(f"revokes {kid!r}, which is not enrolled")
+    if kid in state.revocations:
+        raise ValueError(f"revokes {kid} a second time")
+    time_ns(st["from"])
+    if not isinstance(st["reason"], str) or len(st["reason"]) > 1000:
+        raise ValueError("reason must be text of at most 1000 characters")
+    state.revocations[kid] = Revocation(seq, kid, st["from"], st["reason"])
 
 
 def _enrol(state: TrustState, st: dict[str, Any]) -> None:

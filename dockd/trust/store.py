@@ -359,4 +359,6 @@ def station_status(cfg) -> dict[str, Any]:
         kid = keys.load(cfg.data_dir).key_id
     except KeyError_:
         return {"key_id": None, "enrolled": False, "detail": "no station key yet (created by the first run)"}
-    return station_trust(cfg.data_dir, cfg.trust.root_pubkey, kid, rfc3339(_time.time()))
+    now = rfc3339(_time.time())
+    assert now is not None  # rfc3339 gives None only for a None time
+    return station_trust(cfg.data_dir, cfg.trust.root_pubkey, kid, now)

@@ -138,7 +138,9 @@ def summary(runs: list[Run]) -> dict:
 
 
 def fmt_row(cols: list, widths: list[int]) -> str:
-    return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cols, widths)))
+    # one width per column: a row with a missing or extra column is a bug in the caller
+    cells = zip(cols, widths, strict=True)
+    return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(cells))
 
 
 def write_random(path: Path, size: int, chunk: int = 8 * MiB) -> None:
@@ -193,7 +195,8 @@ def rm_tree(path: Path) -> None:
 def save_results(name: str, data: dict) -> Path:
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     out = BENCH_DIR / f"results-{name}.json"
-    out.write_text(json.dumps(data, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)))
+    out.write_text(json.dumps(data, indent=2,
+                              default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)))
     return out
 
 

@@ -47,7 +47,7 @@ def dockd_upload(config_path: str) -> dict:
         while True:
             try:
                 clip = up.run_once()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - the error is the benchmark's result, reported by the parent
                 errors.append(repr(e))
                 return
             if clip is None:

@@ -90,9 +90,10 @@ class UdevSource:
         mon = pyudev.Monitor.from_netlink(ctx, source="udev")
         mon.filter_by("block")
         # The observer thread does nothing but enqueue (its callbacks block it).
-        self._observer = pyudev.MonitorObserver(mon, callback=lambda d: self.raw.put((d.action, dict(d.properties))),
-                                                name="udev-observer")
-        self._observer.start()
+        observer = pyudev.MonitorObserver(mon, callback=lambda d: self.raw.put((d.action, dict(d.properties))),
+                                          name="udev-observer")
+        self._observer = observer
+        observer.start()
         # Cold plug, after the monitor is armed so nothing slips between (a
         # device both listed and announced is docked once: the daemon ignores
         # a second Docked for a camera it is handling). Translated here, so the
