@@ -5,9 +5,9 @@
 
 Two data dirs in $DOCKD_BENCH_DIR (default /var/tmp/dockd-bench): ``scale-0`` (an empty queue: the
 same 40 cameras docked, no clips) and ``scale-N`` (default N = 1,000,000 clips over 40 cameras: all but
-30 ``wiped`` through the whole path with their 6 audit rows each, days exported and heads signed as the daemon does, then a few clips in
-every other state; generated once by scripts/benchlib/scalegen.py through dockd's queue code and
-cached; ``--regen`` makes it again). On each, as child processes:
+30 ``wiped`` through the whole path with their 7 audit rows each, days exported and heads signed as
+the daemon does, then a few clips in every other state; generated once by scripts/benchlib/scalegen.py
+through dockd's queue code and cached; ``--regen`` makes it again). On each, as child processes:
 
 * ``dockd status``, ``dockd queue --limit 50``, ``dockd show ID`` (a clip from the middle):
   wall time, median of R (warm; ``status`` also once cold when the page cache can be dropped);
@@ -36,8 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import (BENCH_DIR, REPO, VENV_BIN, drop_caches, load1, machine, run_child, save_results,  # noqa: E402
-                      say, wait_quiet)
+from benchlib import BENCH_DIR, REPO, VENV_BIN, drop_caches, load1, machine, run_child, save_results, say, wait_quiet  # noqa: E402
 
 DOCKD = str(VENV_BIN / "dockd")
 PY = str(VENV_BIN / "python")
@@ -148,8 +147,9 @@ def daemon(cfg: Path, port: int, idle_s: float) -> dict:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-    return {"start_s": start_s, "metrics_s": statistics.median(scrapes), "idle_cpu_pct": 100 * (cpu1 - cpu0) / (w1 - w0),
-            "idle_cpu_s": cpu1 - cpu0, "idle_s": w1 - w0, "rss_kib": mem.get("VmRSS", 0), "hwm_kib": mem.get("VmHWM", 0)}
+    return {"start_s": start_s, "metrics_s": statistics.median(scrapes),
+            "idle_cpu_pct": 100 * (cpu1 - cpu0) / (w1 - w0), "idle_cpu_s": cpu1 - cpu0, "idle_s": w1 - w0,
+            "rss_kib": mem.get("VmRSS", 0), "hwm_kib": mem.get("VmHWM", 0)}
 
 
 def measure(name: str, d: Path, info: dict, reps: int, idle_s: float) -> dict:
@@ -197,11 +197,13 @@ def main() -> int:
     def row(label, v0, v1, unit, target, ok):
         ratio = f"{v1 / v0:.2f}x" if v0 else "-"
         fmt = (lambda v: f"{v:.3f} {unit}") if unit == "s" else (lambda v: f"{v:,.0f} {unit}")
-        say(f"| {label:<34} | {fmt(v0):>14} | {fmt(v1):>14} | {ratio:>7} | {target:<12} | {'met' if ok else 'NOT met':<7} |")
+        verdict = "met" if ok else "NOT met"
+        say(f"| {label:<34} | {fmt(v0):>14} | {fmt(v1):>14} | {ratio:>7} | {target:<12} | {verdict:<7} |")
 
     say()
     say(f"machine: {machine()}")
-    say(f"| {'measure':<34} | {'empty queue':>14} | {f'{a.clips:,} clips':>14} | {'ratio':>7} | {'target':<12} | {'':<7} |")
+    n_clips = f"{a.clips:,} clips"
+    say(f"| {'measure':<34} | {'empty queue':>14} | {n_clips:>14} | {'ratio':>7} | {'target':<12} | {'':<7} |")
     say(f"|{'-' * 36}|{'-' * 16}:|{'-' * 16}:|{'-' * 8}:|{'-' * 14}|{'-' * 9}|")
     s0, s1 = r0["status"]["seconds"], r1["status"]["seconds"]
     row("dockd status", s0, s1, "s", "< 0.3 s", s1 < 0.3)

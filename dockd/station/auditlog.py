@@ -173,7 +173,6 @@ def check_heads(queue: Queue, pub, verifier=None) -> tuple[int, str] | None:
     the agency had enrolled for ``station`` at the head's own ``at``.
     Returns ``(seq, reason)`` for the first bad head, or None.
     """
-    from dockd.evidence import keys
 
     pubs = _keys_by_id(pub)
     cp_seq = -1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
@@ -66,7 +67,7 @@ class Metrics:
         for cls in ("transient", "permanent", "clock", "bad_digest", "conflict"):
             self.upload_errors.labels(cls)
         self.registry.register(QueueCollector(queue, data_dir))
-        self._server = None
+        self._server: WSGIServer | None = None
 
     def serve(self, listen: str) -> None:
         host, port = listen.rsplit(":", 1)

@@ -238,7 +238,8 @@ def main() -> int:
     def progress(i, total, dt):
         print(f"  {i}/{total} clips in {dt:.0f} s", file=sys.stderr, flush=True)
 
-    r = generate(a.data_dir, a.n, cameras=a.cameras, per_day=a.per_day, batch=a.batch, progress=progress, bulk=not a.slow)
+    r = generate(a.data_dir, a.n, cameras=a.cameras, per_day=a.per_day, batch=a.batch, progress=progress,
+                 bulk=not a.slow)
     print(json.dumps(r))
     return 0
 
