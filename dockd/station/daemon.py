@@ -48,7 +48,7 @@ from dockd.station.runtime import DataDirLock, run_hook, sd_notify, watchdog_int
 from dockd.station.status import Meters, write_status
 from dockd.station.uploader import Uploader
 from dockd.station.wipe import WipeResult, interrupted_wipes, prune_staging, reopen_wiped, wipe_clips
-from dockd.storage import Backend, open_backend
+from dockd.storage import Backend, TokenBucket, open_backend
 
 if TYPE_CHECKING:
     from dockd.camera.mounthelper import MountClient
@@ -143,7 +143,9 @@ class Daemon:
         # Checked beside the work, never before it: a broken chain raises an alarm, evidence keeps moving.
         chain_check = threading.Thread(target=self._check_audit_chain, name="audit-check", daemon=True)
         chain_check.start()
-        self.backend = open_backend(self.cfg.storage) if self.cfg.storage else None
+        mbps = self.cfg.upload.bandwidth_limit_mbps  # one limit for the whole station, shared by every upload
+        limiter = TokenBucket.from_mbps(mbps) if mbps else None
+        self.backend = open_backend(self.cfg.storage, limiter=limiter) if self.cfg.storage else None
         self.metrics = self._start_metrics()
         self.offloader = Offloader(self.cfg, q, key, clock=self.clock, on_progress=self.meters.offloaded,
                                    on_status=self._paused)

@@ -139,7 +139,7 @@ class S3Backend:
     name = "s3"
     LOCK_CACHE_S = 300.0
 
-    def __init__(self, cfg: StorageConfig, *, max_pool: int = 32, client=None):
+    def __init__(self, cfg: StorageConfig, *, max_pool: int = 32, client=None, limiter: TokenBucket | None = None):
         self.cfg = cfg
         self.bucket = cfg.bucket
         self.part_size = cfg.part_size_mb << 20
@@ -163,7 +163,7 @@ class S3Backend:
         )
         self.client = client or _session(cfg).client("s3", endpoint_url=cfg.endpoint_url, config=bc)
         self.conditional_writes = cfg.conditional_writes
-        self.limiter: TokenBucket | None = None  # shared bandwidth limiter (set by the uploader)
+        self.limiter = limiter  # the station's shared bandwidth limit, if any
         self._lock_cache: tuple[float, bool] | None = None
         self._bucket_ok: float | None = None  # when the bucket was last seen to exist
 
