@@ -84,7 +84,7 @@ def station(tmp_path):
         docked = Docked(CameraInfo(serial=SERIAL, source="watch", bay="dir:watch"), root=cam)
         src = FakeSource(docked, *extra_events)
         mounter = FakeMounter()
-        d = Daemon(cfg, drain=True, clock=Clock(), sources=[src], mounter=mounter)  # type: ignore[arg-type]
+        d = Daemon(cfg, drain=True, clock=Clock(), sources=[src], mounter=mounter)
         src.attach(d)
         result: list[int] = []
         t = threading.Thread(target=lambda: result.append(d.run()), daemon=True)
