@@ -26,9 +26,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -36,8 +37,9 @@ from dockd import __version__
 from dockd.camera import mounts
 from dockd.camera.volume import Volume
 from dockd.config import Config
+from dockd.core import policy
 from dockd.core.events import Docked, Rejected, Undocked, valid_serial
-from dockd.core.lifecycle import CameraState, ClipState, camera_state
+from dockd.core.lifecycle import CameraState, ClipState
 from dockd.evidence import keys
 from dockd.evidence.copier import Cancelled
 from dockd.queue.store import Queue
@@ -45,12 +47,16 @@ from dockd.station.offloader import Offloader
 from dockd.station.runtime import DataDirLock, run_hook, sd_notify, watchdog_interval
 from dockd.station.status import Meters, write_status
 from dockd.station.uploader import Uploader
-from dockd.station.wipe import interrupted_wipes, prune_staging, reopen_wiped, wipe_clips
-from dockd.storage import open_backend
+from dockd.station.wipe import WipeResult, interrupted_wipes, prune_staging, reopen_wiped, wipe_clips
+from dockd.storage import Backend, TokenBucket, open_backend
+
+if TYPE_CHECKING:
+    from dockd.camera.mounthelper import MountClient
+    from dockd.station.metrics import Metrics
 
 log = structlog.get_logger("dockd.daemon")
 
-WIPE_BATCH_S = 30.0  # wipe uploaded clips at least this often while others are still pending
+WIPE_BATCH_S = policy.WIPE_BATCH_S  # wipe uploaded clips at least this often while others are still pending
 STORAGE_PROBE_S = 30.0  # how often status checks that central storage answers
 AUDIT_SIGN_S = 300.0  # sign the audit chain head this often (and at stop)
 AUDIT_EXPORT_S = 60.0  # look for finished days' audit segments to upload this often
@@ -60,11 +66,18 @@ AUDIT_EXPORT_S = 60.0  # look for finished days' audit segments to upload this o
 class CameraWork:
     docked: Docked
     cancel: threading.Event = field(default_factory=threading.Event)
-    future: object = None
+    future: Future[None] | None = None
     mount: mounts.Mount | None = None
-    prev: object = None  # an undocked worker for the same serial still winding down: start after it
+    prev: Future[None] | None = None  # an undocked worker for the same serial still winding down: start after it
     lock: threading.Lock = field(default_factory=threading.Lock)  # cancel vs. state writes
-    refused: frozenset = frozenset()  # clip ids the wipe gate kept back when this worker finished
+    refused: frozenset[int] = frozenset()  # clip ids the wipe gate kept back when this worker finished
+
+
+class Source(Protocol):
+    """Where docks come from: puts :mod:`dockd.core.events` events on the daemon's queue while started."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
 
 
 def queue_path(cfg: Config) -> Path:
@@ -73,8 +86,10 @@ def queue_path(cfg: Config) -> Path:
 
 class Daemon:
     def __init__(self, cfg: Config, *, drain: bool = False, clock: Callable[[], float] = time.time,
-                 sources: list | None = None, mounter: mounts.Mounter | None = None):
+                 sources: list[Source] | None = None, mounter: mounts.Mounter | MountClient | None = None,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.cfg, self.drain, self.clock = cfg, drain, clock
+        self.monotonic = monotonic  # intervals of a camera worker's wipe passes (policy.WIPE_BATCH_S)
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.lock = DataDirLock(cfg.data_dir)
         self.events: queue_mod.Queue = queue_mod.Queue()
@@ -83,11 +98,22 @@ class Daemon:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.work: dict[str, CameraWork] = {}
         self.meters = Meters()
-        self.mounter = mounter or mounts.Mounter(cfg.data_dir / "mnt")
+        self.mounter: mounts.Mounter | MountClient = mounter or mounts.Mounter(cfg.data_dir / "mnt")
         self._separate = mounter is None and sources is None  # embedded (test) use never changes privileges
         self._sources = sources
-        self.retiring: dict[str, object] = {}  # serial -> future of a cancelled worker not yet finished
-        self.queue: Queue | None = None
+        self.retiring: dict[str, Future[None]] = {}  # serial -> future of a cancelled worker not yet finished
+        self._queue: Queue | None = None  # open while run() runs
+        self._helper: MountClient | None = None  # the mount helper process, when privileges were dropped
+        self.backend: Backend | None = None
+        self._cfg_sha256: str | None = None
+        self._cfg_hashed = False
+
+    @property
+    def queue(self) -> Queue:
+        """The queue; open only while :meth:`run` runs (everything that uses it runs inside it)."""
+        if self._queue is None:
+            raise RuntimeError("the daemon's queue is not open")
+        return self._queue
 
     # -- life
 
@@ -96,14 +122,14 @@ class Daemon:
         self._privileges = self._drop_privileges()  # before the data dir is touched: it is the daemon user's
         try:
             with self.lock:
-                self.queue = Queue(queue_path(self.cfg))
+                self._queue = Queue(queue_path(self.cfg))
                 try:
                     return self._run()
                 finally:
-                    self.queue.close()
+                    self._queue.close()
         finally:
-            if hasattr(self.mounter, "close"):  # the mount helper: unmounts what is left, exits
-                self.mounter.close()
+            if self._helper is not None:  # the mount helper: unmounts what is left, exits
+                self._helper.close()
 
     def _run(self) -> int:
         q = self.queue
@@ -117,17 +143,13 @@ class Daemon:
         # Checked beside the work, never before it: a broken chain raises an alarm, evidence keeps moving.
         chain_check = threading.Thread(target=self._check_audit_chain, name="audit-check", daemon=True)
         chain_check.start()
-        self.backend = open_backend(self.cfg.storage) if self.cfg.storage else None
+        mbps = self.cfg.upload.bandwidth_limit_mbps  # one limit for the whole station, shared by every upload
+        limiter = TokenBucket.from_mbps(mbps) if mbps else None
+        self.backend = open_backend(self.cfg.storage, limiter=limiter) if self.cfg.storage else None
         self.metrics = self._start_metrics()
         self.offloader = Offloader(self.cfg, q, key, clock=self.clock, on_progress=self.meters.offloaded,
                                    on_status=self._paused)
-        rec = self.offloader.recover()
-        released = q.release_leases(now=self.clock())  # we hold the data-dir lock: every lease is stale
-        wiping = interrupted_wipes(q, clock=self.clock)  # settled by their camera's next pass (docked: now)
-        self.mounter.cleanup_stale()
-        if rec["reset"] or released or wiping:
-            log.info("recovered", reset_copies=rec["reset"], released_leases=released, interrupted_wipes=wiping)
-        self._abort_orphans()
+        self._recover()
 
         pool = ThreadPoolExecutor(self.cfg.offload.parallel_cameras, thread_name_prefix="camera")
         uploaders = self._start_uploaders()
@@ -175,6 +197,18 @@ class Daemon:
                 self.metrics.stop()
         return self._exit_code()
 
+    def _recover(self) -> None:
+        """Start-up: reset interrupted copies, release every lease, note interrupted wipes, drop stale mounts,
+        abort multipart uploads the queue does not know."""
+        q = self.queue
+        rec = self.offloader.recover()
+        released = q.release_leases(now=self.clock())  # we hold the data-dir lock: every lease is stale
+        wiping = interrupted_wipes(q, clock=self.clock)  # settled by their camera's next pass (docked: now)
+        self.mounter.cleanup_stale()
+        if rec["reset"] or released or wiping:
+            log.info("recovered", reset_copies=rec["reset"], released_leases=released, interrupted_wipes=wiping)
+        self._abort_orphans()
+
     def stop(self) -> None:
         self.stop_evt.set()
 
@@ -221,9 +255,10 @@ class Daemon:
             log.exception("could not raise the audit-chain alarm")
 
     def _config_sha256(self) -> str | None:
-        if not hasattr(self, "_cfg_sha256"):
+        if not self._cfg_hashed:
             p = self.cfg.path
             self._cfg_sha256 = hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else None
+            self._cfg_hashed = True
         return self._cfg_sha256
 
     def _drop_privileges(self) -> dict | None:
@@ -245,7 +280,8 @@ class Daemon:
         helper = None
         if self.cfg.sources.udev and os.geteuid() == 0 and privileges.has(privileges.CAP_SYS_ADMIN):
             try:
-                self.mounter = helper = MountClient(self.cfg.data_dir / "mnt", config=self.cfg.path, owner=user)
+                self.mounter = self._helper = helper = MountClient(self.cfg.data_dir / "mnt", config=self.cfg.path,
+                                                                   owner=user)
             except (mounts.MountError, OSError) as e:  # OSError: e.g. joining the group without CAP_SETGID
                 raise privileges.PrivilegeError(f"the mount helper did not start: {e}") from None
         try:
@@ -272,7 +308,7 @@ class Daemon:
         log.info("privileges dropped", **detail)
         return detail
 
-    def _start_metrics(self):
+    def _start_metrics(self) -> Metrics | None:
         if not self.cfg.metrics.listen:
             return None
         from dockd.station.metrics import Metrics
@@ -283,7 +319,7 @@ class Daemon:
         except OSError as e:  # metrics must never stop evidence from moving
             log.error("metrics endpoint unavailable", listen=self.cfg.metrics.listen, error=str(e))
             return None
-        self.meters.sink = m
+        self.meters.sink = m  # type: ignore[assignment]  # Meters.sink is annotated None in status.py (not ours)
         log.info("metrics served", url=f"http://{self.cfg.metrics.listen}/metrics")
         return m
 
@@ -304,12 +340,13 @@ class Daemon:
         if now - self._last_head >= AUDIT_SIGN_S:
             self._last_head = now
             self._sign_audit_head()
-        if self.backend is not None and now - self._last_export >= AUDIT_EXPORT_S:
+        storage = self.cfg.storage
+        if self.backend is not None and storage is not None and now - self._last_export >= AUDIT_EXPORT_S:
             self._last_export = now
             from dockd.station.auditlog import export_days
 
             try:
-                export_days(self.queue, self.backend, self.key, self.cfg.station.id, self.cfg.storage.prefix,
+                export_days(self.queue, self.backend, self.key, self.cfg.station.id, storage.prefix,
                             now=self.clock())
             except Exception as e:  # noqa: BLE001 - storage down: try again next time
                 log.warning("audit export deferred", error=str(e))
@@ -322,8 +359,8 @@ class Daemon:
                 except Exception:  # noqa: BLE001 - never stops the daemon; the rows stay
                     log.exception("audit compaction failed")
 
-    def _make_sources(self) -> list:
-        out = []
+    def _make_sources(self) -> list[Source]:
+        out: list[Source] = []
         if self.cfg.sources.watch_dirs:
             from dockd.camera.sources.watchdir import WatchDirSource
 
@@ -335,13 +372,14 @@ class Daemon:
         return out
 
     def _abort_orphans(self) -> None:
-        if self.backend is None:
+        storage = self.cfg.storage
+        if self.backend is None or storage is None:
             return
         try:
             from dockd.storage.base import station_prefix  # only this station's uploads: the bucket may be shared
 
             aborted = self.backend.abort_unknown_uploads(
-                self.queue.known_upload_ids(), prefix=station_prefix(self.cfg.storage.prefix, self.cfg.station.id))
+                self.queue.known_upload_ids(), prefix=station_prefix(storage.prefix, self.cfg.station.id))
             if aborted:
                 self.queue.record("upload.orphans_aborted", detail={"upload_ids": aborted}, now=self.clock())
         except Exception as e:  # noqa: BLE001 - storage may be down at start; uploads retry later
@@ -408,7 +446,8 @@ class Daemon:
             if w.future is not None and w.future.done() and not w.cancel.is_set():
                 uploaded = {c.id for c in q.clips(camera=serial, state=ClipState.UPLOADED)}
                 wiping = {c.id for c in q.clips(camera=serial, state=ClipState.WIPING)}
-                if (uploaded - w.refused and self._wiping()) or wiping - w.refused:
+                if policy.needs_new_worker(uploaded, wiping, w.refused, storage_configured=self.cfg.storage is not None,
+                                           wipe_mode=self.cfg.offload.wipe):
                     w2 = CameraWork(w.docked)
                     self.work[serial] = w2
                     w2.future = pool.submit(self._camera_guarded, w2)
@@ -422,9 +461,7 @@ class Daemon:
             return False
         if any(w.future is not None and not w.future.done() for w in self.work.values()):
             return False
-        c = self.queue.counts()
-        staged = c[ClipState.STAGED] if self.cfg.storage is not None else 0  # without storage, staged is final
-        return not (staged or c[ClipState.UPLOADING] or c[ClipState.COPYING])
+        return not policy.is_pending(self.queue.counts(), storage_configured=self.cfg.storage is not None)
 
     def _exit_code(self) -> int:
         c = self.queue.counts()
@@ -434,9 +471,6 @@ class Daemon:
         return 1 if bad else 0
 
     # -- cameras
-
-    def _wiping(self) -> bool:
-        return self.cfg.storage is not None and self.cfg.offload.wipe == "after-upload"
 
     def _set_state(self, serial: str, state: CameraState, reason: str | None = None) -> None:
         if self.queue.set_camera_state(serial, state, reason, now=self.clock()):
@@ -508,46 +542,26 @@ class Daemon:
         # still on the camera, are settled first: until then the camera is `wiping`, never `ready`.
         reopen_wiped(self.queue, summary.wiped_present, clock=self.clock)
         if self.queue.clips(camera=serial, state=ClipState.WIPING):
-            self._wipe(w, root, [ClipState.WIPING])  # what it refuses is uploaded again: the loop decides
-        last_wipe = time.monotonic()
+            self._wipe(w, root, [ClipState.WIPING])  # what it refuses is uploaded again: the policy decides
+        last_wipe = self.monotonic()
         while not w.cancel.is_set() and not self.stop_evt.is_set():
-            counts = self.queue.camera_counts(serial)
-            # A clip still ``discovered`` after the pass had its copy aborted (read error, file changed) or
-            # is no longer on the camera: only a new dock copies it, so it must not hold this one open.
-            counts.pop(ClipState.DISCOVERED, None)
-            pending = any(counts.get(s) for s in (ClipState.COPYING, ClipState.STAGED, ClipState.UPLOADING)
-                          if self.cfg.storage is not None or s is not ClipState.STAGED)  # no storage: staged is final
-            if ((counts.get(ClipState.UPLOADED) and self._wiping()) or counts.get(ClipState.WIPING)) and (
-                    (not pending and not refused) or time.monotonic() - last_wipe > WIPE_BATCH_S):
+            v = policy.camera_verdict(self.queue.camera_counts(serial), serial=serial, aborted=summary.aborted,
+                                      refused=refused, since_wipe=self.monotonic() - last_wipe,
+                                      storage_configured=self.cfg.storage is not None,
+                                      wipe_mode=self.cfg.offload.wipe)
+            if v.step is policy.Step.WIPE:
                 res = self._wipe(w, root)
                 refused = bool(res.refused)
                 w.refused = frozenset(cid for cid, _ in res.refused)
-                last_wipe = time.monotonic()
-                if refused and not pending:
-                    # The gate said no (source changed, Object Lock not enforced, ...): that needs a
-                    # person, not a retry loop. The clips stay on the camera, uploaded.
-                    first = res.refused[0][1]
-                    self._finish(w, CameraState.ATTENTION,
-                                 f"{len(res.refused)} uploaded clip(s) were not wiped and stay on the camera: "
-                                 f"{first}")
-                    break
-                continue
-            state = camera_state(counts, offloading_done=True, storage_configured=self.cfg.storage is not None,
-                                 wipe_mode=self.cfg.offload.wipe)
-            reason = None
-            if state is CameraState.ATTENTION:
-                reason = (f"{counts.get(ClipState.FAILED, 0)} failed, {counts.get(ClipState.QUARANTINED, 0)} "
-                          f"quarantined clip(s) stay on the camera; see `dockd queue --camera {serial}`")
-            elif state is CameraState.HOLDING:
-                reason = "wiping is off (no [storage] or wipe = \"never\"); clips stay on the camera"
-            if summary.aborted and state in (CameraState.READY, CameraState.HOLDING):
-                state = CameraState.ATTENTION
-                reason = (f"{summary.aborted} clip(s) could not be copied and stay on the camera; dock it again "
-                          f"to retry (see `dockd queue --camera {serial} --state discovered`)")
-            if state in (CameraState.READY, CameraState.HOLDING, CameraState.ATTENTION) and not pending:
-                self._finish(w, state, reason)
+                last_wipe = self.monotonic()
+                v = policy.after_wipe(v, [why for _, why in res.refused]) or v
+                if v.step is policy.Step.WIPE:
+                    continue
+            assert v.state is not None
+            if v.step is policy.Step.FINISH:
+                self._finish(w, v.state, v.reason)
                 break
-            self._work_state(w, state, reason)
+            self._work_state(w, v.state, v.reason)
             with self.changed:
                 self.changed.wait(timeout=1.0)
         if w.mount:
@@ -560,7 +574,7 @@ class Daemon:
             w.mount = None
         self._work_state(w, state, reason)
 
-    def _wipe(self, w: CameraWork, root: Path, states: list[ClipState] | None = None):
+    def _wipe(self, w: CameraWork, root: Path, states: list[str] | None = None) -> WipeResult:
         serial = w.docked.camera.serial
         self._work_state(w, CameraState.WIPING)
         clips = self.queue.clips(camera=serial, state=states or [ClipState.UPLOADED, ClipState.WIPING])
@@ -593,7 +607,7 @@ class Daemon:
     # -- uploads
 
     def _start_uploaders(self) -> list[threading.Thread]:
-        if self.backend is None:
+        if self.backend is None or self.cfg.storage is None:
             return []
         up = Uploader(self.cfg, self.queue, self.backend, owner=self.owner, clock=self.clock,
                       on_progress=self.meters.uploaded, on_error=self.meters.upload_error)
@@ -632,14 +646,15 @@ class Daemon:
 
     def _probe_storage(self) -> None:
         """Check storage reachability every STORAGE_PROBE_S in the background (for status and metrics)."""
-        if self.backend is None or self._probing or time.monotonic() - self._last_probe < STORAGE_PROBE_S:
+        backend = self.backend
+        if backend is None or self._probing or time.monotonic() - self._last_probe < STORAGE_PROBE_S:
             return
         self._last_probe = time.monotonic()
         self._probing = True
 
         def probe() -> None:
             try:
-                self.backend.check()
+                backend.check()
                 self._storage_state = {"reachable": True, "checked_at": self.clock(), "error": None}
             except Exception as e:  # noqa: BLE001 - reported, never raised
                 self._storage_state = {"reachable": False, "checked_at": self.clock(), "error": str(e)}

@@ -106,8 +106,7 @@ class Uploader:
         self.on_progress = on_progress
         self.on_error = on_error  # error class name, for metrics
         self.lease_s = cfg.upload.lease_s
-        if cfg.upload.bandwidth_limit_mbps and getattr(backend, "limiter", None) is None \
-                and hasattr(backend, "limiter"):
+        if cfg.upload.bandwidth_limit_mbps and backend.limiter is None:  # opened without the station's limit
             backend.limiter = TokenBucket.from_mbps(cfg.upload.bandwidth_limit_mbps)
 
     @property

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -86,7 +86,10 @@ class PartLedger(Protocol):
 
 
 class Backend(Protocol):
+    """Every method raises :class:`StoreFailure` (classified) when the storage fails it."""
+
     name: str
+    # The station's shared bandwidth limit, given at construction (``open_backend(cfg, limiter=...)``).
     limiter: TokenBucket | None
     # True if a put can never replace an existing object (S3 If-None-Match: *,
     # link(2) on a share): the uploader may then skip the HEAD before a clip's
@@ -123,8 +126,27 @@ class Backend(Protocol):
     def lock_enforced(self) -> bool:
         """True if the storage enforces Object Lock (WORM) for what we write."""
 
+    def ensure_lock(self, obj: RemoteObject) -> RemoteObject:
+        """Give ``obj`` (already stored) the configured retention and legal hold where the storage can hold
+        them; return the object as it now is (unchanged where there is nothing to do)."""
+
+    def abort(self, key: str, upload_id: str) -> None:
+        """Abort the multipart upload ``upload_id`` of ``key``; one that is already gone is not an error."""
+
     def abort_unknown_uploads(self, known: set[str], prefix: str | None = None, key: str | None = None) -> list[str]:
         """Abort unfinished multipart uploads the queue does not know (no orphans)."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object under ``key`` (for probes, never evidence); a missing key is not an error."""
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """Every object key under ``prefix``."""
+
+    def get_bytes(self, key: str, limit: int) -> bytes | None:
+        """The object's bytes, or None if it holds more than ``limit`` (never reads more than limit+1)."""
+
+    def read_small(self, key: str, limit: int) -> bytes | None:
+        """A small object's bytes, None if there is none; StoreFailure(PERMANENT) if bigger than ``limit``."""
 
 
 class TokenBucket:

@@ -35,9 +35,9 @@ class FileBackend:
     def multipart_for(size: int) -> bool:
         return False
 
-    def __init__(self, cfg: StorageConfig):
+    def __init__(self, cfg: StorageConfig, *, limiter: TokenBucket | None = None):
         self.root = cfg.root
-        self.limiter: TokenBucket | None = None
+        self.limiter = limiter  # the station's shared bandwidth limit, if any
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -183,8 +183,26 @@ class FileBackend:
     def ensure_lock(self, obj: RemoteObject) -> RemoteObject:
         return obj
 
+    def abort(self, key: str, upload_id: str) -> None:
+        """A share has no multipart uploads: nothing to abort."""
+
     def abort_unknown_uploads(self, known: set[str], prefix: str | None = None, key: str | None = None) -> list[str]:
         return []
+
+    def delete(self, key: str) -> None:
+        """Unlink the object and its checksum side file (a missing one is fine), then fsync the directory."""
+        p = self._path(key)
+        try:
+            for victim in (self._side(p), p):
+                try:
+                    os.unlink(victim)
+                except FileNotFoundError:
+                    pass
+            durable.fsync_dir(p.parent)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StoreFailure(ErrorClass.TRANSIENT, f"{p}: {e.strerror or e}", "OSError") from e
 
     def list_keys(self, prefix: str) -> Iterator[str]:
         """Keys of the regular files under ``prefix`` (a directory prefix ending in ``/``); our checksum

@@ -22,88 +22,39 @@ key is settled, so no part is left behind.
 
 Transient errors are retried here a few times with tenacity (short, jittered);
 longer backoff across attempts is the uploader's, recorded in the queue.
+
+Split by concern: error classification in :mod:`dockd.storage.s3_errors`, the
+hand-driven multipart upload and its staged-file reader in
+:mod:`dockd.storage.multipart`, throttled request bodies in
+:mod:`dockd.storage.throttle`; this module is the backend.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-import errno
 import hashlib
 import io
 import math
-import mmap
 import os
 import queue
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
 import botocore.session
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from ..config import StorageConfig
 from .base import ErrorClass, PartLedger, RemoteObject, StoreFailure, TokenBucket, b64
+from .multipart import Multipart, _MemoryLedger, _PartReader, composite_checksum
+from .s3_errors import HINTS, classify
+from .throttle import throttled
 
-TRANSIENT_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
-                   "ThrottlingException", "TooManyRequests", "RequestLimitExceeded", "OperationAborted",
-                   "500", "502", "503", "504", "429"}
-PERMANENT_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket",
-                   "AllAccessDisabled", "AccountProblem", "InvalidBucketName", "InvalidArgument",
-                   "InvalidRequest", "MethodNotAllowed", "NotImplemented", "EntityTooLarge", "403", "400"}
-DIGEST_CODES = {"BadDigest", "XAmzContentSHA256Mismatch", "InvalidDigest", "InvalidChecksum"}
-# Complete failed in a way that means this upload id can never complete: start over.
-RESTART_CODES = {"NoSuchUpload", "InvalidPart", "InvalidPartOrder", "EntityTooSmall"}
-HINTS = {
-    "InvalidAccessKeyId": "unknown access key: check the storage credentials",
-    "SignatureDoesNotMatch": "wrong secret key: check the storage credentials",
-    "AccessDenied": "check the credentials' permissions on the bucket",
-    "NoSuchBucket": "the bucket does not exist: create it or fix [storage] url",
-    "RequestTimeTooSkewed": "the station clock is wrong: fix NTP",
-}
-
-
-def classify(e: BaseException, bucket: str | None = None) -> StoreFailure:
-    """Translate a boto3/botocore exception into a StoreFailure with its class."""
-    if isinstance(e, StoreFailure):
-        return e
-    if isinstance(e, ClientError):
-        err = e.response.get("Error", {})
-        code = str(err.get("Code", ""))
-        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        msg = f"{code or status}: {err.get('Message') or e}"
-        if code in HINTS:
-            msg += f" ({HINTS[code]}{f'; bucket {bucket!r}' if bucket and code == 'NoSuchBucket' else ''})"
-        if code == "RequestTimeTooSkewed":
-            return StoreFailure(ErrorClass.CLOCK, msg, code)
-        if code in DIGEST_CODES:
-            return StoreFailure(ErrorClass.BAD_DIGEST, msg, code)
-        if code in TRANSIENT_CODES or status >= 500 or status == 429:
-            return StoreFailure(ErrorClass.TRANSIENT, msg, code)
-        return StoreFailure(ErrorClass.PERMANENT, msg, code)
-    if isinstance(e, NoCredentialsError):
-        return StoreFailure(ErrorClass.PERMANENT, "no storage credentials found (AWS environment, shared "
-                                                  "credentials file or $CREDENTIALS_DIRECTORY)", "NoCredentials")
-    if isinstance(e, ParamValidationError):
-        return StoreFailure(ErrorClass.PERMANENT, f"invalid request: {e}", "ParamValidation")
-    if isinstance(e, (BotoCoreError, OSError)):
-        return StoreFailure(ErrorClass.TRANSIENT, f"{type(e).__name__}: {e}", type(e).__name__)
-    return StoreFailure(ErrorClass.TRANSIENT, f"{type(e).__name__}: {e}", type(e).__name__)
-
-
-def composite_checksum(part_digests_b64: list[str]) -> str:
-    """The S3 composite SHA-256 of a multipart object: ``b64(sha256(d1||d2||...))-N``."""
-    h = hashlib.sha256()
-    for d in part_digests_b64:
-        h.update(base64.b64decode(d))
-    return f"{base64.b64encode(h.digest()).decode()}-{len(part_digests_b64)}"
-
+__all__ = ["S3Backend", "classify", "composite_checksum"]
 
 def _session(cfg: StorageConfig) -> boto3.Session:
     bs = botocore.session.Session()
@@ -115,31 +66,11 @@ def _session(cfg: StorageConfig) -> boto3.Session:
     return boto3.Session(botocore_session=bs, region_name=cfg.region)
 
 
-class _MemoryLedger:
-    """A ledger kept only in memory (multipart without a queue behind it)."""
-
-    def __init__(self) -> None:
-        self.upload_id: str | None = None
-        self.parts: dict[int, tuple[int, str, str]] = {}
-
-    def begin(self, upload_id: str) -> None:
-        self.upload_id, self.parts = upload_id, {}
-
-    def done_parts(self) -> dict[int, tuple[int, str, str]]:
-        return dict(self.parts)
-
-    def record(self, number: int, size: int, sha256_b64: str, etag: str) -> None:
-        self.parts[number] = (size, sha256_b64, etag)
-
-    def finish(self) -> None:
-        self.upload_id, self.parts = None, {}
-
-
 class S3Backend:
     name = "s3"
     LOCK_CACHE_S = 300.0
 
-    def __init__(self, cfg: StorageConfig, *, max_pool: int = 32, client=None):
+    def __init__(self, cfg: StorageConfig, *, max_pool: int = 32, client=None, limiter: TokenBucket | None = None):
         self.cfg = cfg
         self.bucket = cfg.bucket
         self.part_size = cfg.part_size_mb << 20
@@ -163,7 +94,7 @@ class S3Backend:
         )
         self.client = client or _session(cfg).client("s3", endpoint_url=cfg.endpoint_url, config=bc)
         self.conditional_writes = cfg.conditional_writes
-        self.limiter: TokenBucket | None = None  # shared bandwidth limiter (set by the uploader)
+        self.limiter = limiter  # the station's shared bandwidth limit, if any
         self._lock_cache: tuple[float, bool] | None = None
         self._bucket_ok: float | None = None  # when the bucket was last seen to exist
 
@@ -307,13 +238,13 @@ class S3Backend:
                  progress=None) -> RemoteObject:
         self._ensure_bucket()
         if self.multipart_for(size):
-            composite = self._multipart(key, path, size, sha256, ledger or _MemoryLedger(), progress)
+            composite = Multipart(self).upload(key, path, size, sha256, ledger or _MemoryLedger(), progress)
             return self._verify(key, size, sha256, composite, path)
         if size <= self.part_size:
             r = self._put_small(key, path, size, sha256, progress)
         else:
             with open(path, "rb") as f:
-                r = self._put_conditional(key, _Throttled(f, self.limiter, progress), size, sha256)
+                r = self._put_conditional(key, throttled(f, self.limiter, progress), size, sha256)
         return self._verify(key, size, sha256, None, path, existed=r is None)
 
     def _put_small(self, key: str, path: Path, size: int, sha256: str, progress) -> dict | None:
@@ -333,7 +264,7 @@ class S3Backend:
                 reader.close()
             if n != size:  # (the server checks the bytes sent against the recorded SHA-256)
                 raise StoreFailure(ErrorClass.BAD_DIGEST, f"staged copy holds {n} bytes, not {size}", "LocalRead")
-            body = _Throttled(io.BytesIO(data), self.limiter, progress) if self.limiter else data
+            body = throttled(io.BytesIO(data), self.limiter, progress) if self.limiter else data
             r = self._put_conditional(key, body, size, sha256)
             del data, body
         finally:
@@ -482,153 +413,6 @@ class S3Backend:
 
     # -- multipart
 
-    def _part_len(self, size: int, number: int) -> int:
-        return min(self.part_size, size - (number - 1) * self.part_size)
-
-    def _drop(self, key: str, upload_id: str, ledger: PartLedger) -> None:
-        """Give up on an upload id for good: abort it on the server and forget it."""
-        try:
-            self.abort(key, upload_id)
-        finally:
-            ledger.finish()
-
-    def _multipart(self, key: str, path: Path, size: int, sha256: str, ledger: PartLedger, progress) -> str:
-        n_parts = math.ceil(size / self.part_size)
-        done: dict[int, tuple[int, str, str]] = {}
-        if ledger.upload_id:
-            server = self._list_parts(key, ledger.upload_id)
-            if server is None:  # the server no longer knows the upload (aborted, expired, completed)
-                ledger.finish()
-            else:
-                done = {n: v for n, v in ledger.done_parts().items()
-                        if n <= n_parts and v[0] == self._part_len(size, n) and n in server
-                        and server[n][0] == v[0] and server[n][1].strip('"') == v[2].strip('"')}
-        if not ledger.upload_id:
-            r = self._call(self.client.create_multipart_upload, Bucket=self.bucket, Key=key,
-                           ChecksumAlgorithm="SHA256", **self._lock_params())
-            ledger.begin(r["UploadId"])
-        upload_id = ledger.upload_id
-        assert upload_id
-        try:
-            digests, etags = self._send_parts(key, path, size, sha256, upload_id, n_parts, done, ledger, progress)
-        except StoreFailure as e:
-            if e.code in RESTART_CODES:
-                ledger.finish()
-                raise StoreFailure(ErrorClass.TRANSIENT, f"{key}: multipart upload {upload_id} is gone from "
-                                                         f"the server ({e}); starting over", e.code) from e
-            if e.cls is ErrorClass.BAD_DIGEST:
-                self._drop(key, upload_id, ledger)
-            raise
-        ordered = [digests[n] for n in range(1, n_parts + 1)]
-        composite = composite_checksum(ordered)
-        parts = [{"PartNumber": n, "ETag": etags[n], "ChecksumSHA256": digests[n]} for n in range(1, n_parts + 1)]
-        try:
-            self._call(self.client.complete_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id,
-                       MultipartUpload={"Parts": parts}, IfNoneMatch="*")
-        except StoreFailure as e:
-            # A Complete whose answer was lost (the retry then finds the key
-            # taken), or a key that already exists: settle it by what the
-            # server now holds.
-            try:
-                obj = self.find(key, size, sha256, path)
-            except StoreFailure as conflict:
-                if conflict.cls is ErrorClass.CONFLICT:
-                    self._drop(key, upload_id, ledger)
-                raise
-            if obj is None:
-                if e.code in RESTART_CODES or e.cls is ErrorClass.BAD_DIGEST:
-                    self._drop(key, upload_id, ledger)
-                    if e.cls is not ErrorClass.BAD_DIGEST:
-                        raise StoreFailure(ErrorClass.TRANSIENT, f"{key}: Complete refused ({e}); starting over",
-                                           e.code) from e
-                raise
-            # Our bytes are there. If this upload id is still open (the object
-            # came from another upload), abort it so no parts linger.
-            if self._list_parts(key, upload_id) is not None:
-                self.abort(key, upload_id)
-        ledger.finish()
-        return composite
-
-    def _send_parts(self, key: str, path: Path, size: int, sha256: str, upload_id: str, n_parts: int,
-                    done: dict[int, tuple[int, str, str]], ledger: PartLedger, progress):
-        digests: dict[int, str] = {n: v[1] for n, v in done.items()}
-        etags: dict[int, str] = {n: v[2] for n, v in done.items()}
-        full = hashlib.sha256()
-        lock = threading.Lock()
-        pool_bufs = self._part_bufs
-
-        def send(number: int, data: bytearray | bytes, digest: str, buf: bytearray) -> None:
-            try:
-                # Without a bandwidth limit the part goes out in one piece (no
-                # 16 KiB read loop, no Expect: 100-continue round trip) and
-                # counts as progress once it is stored, so a retried part is
-                # never counted twice.
-                body = _Throttled(io.BytesIO(data), self.limiter, progress) if self.limiter else data
-                r = self._call(self.client.upload_part, Bucket=self.bucket, Key=key, UploadId=upload_id,
-                               PartNumber=number, Body=body, ContentLength=len(data), ChecksumSHA256=digest)
-                ledger.record(number, len(data), digest, r["ETag"])
-                with lock:
-                    etags[number] = r["ETag"]
-                if progress and not self.limiter:
-                    progress(len(data))
-            finally:
-                pool_bufs.put(buf)
-
-        # One sequential reader: it feeds the full-file hash (proves the staged
-        # copy still has the offloaded SHA-256) and hands parts to the pool.
-        reader = _PartReader(path)
-        try:
-            with ThreadPoolExecutor(self.part_workers, thread_name_prefix="part") as pool:
-                futs: list[Future[None]] = []
-                for number in range(1, n_parts + 1):
-                    buf = self._take_part_buf()  # waits while part_concurrency parts are in flight
-                    handed = False
-                    try:
-                        if any(f.done() and f.exception() for f in futs):
-                            break
-                        n = reader.read_into(buf, (number - 1) * self.part_size)
-                        view = memoryview(buf)[:n]
-                        full.update(view)
-                        if number in digests:
-                            if progress:
-                                progress(n)
-                            continue
-                        digests[number] = base64.b64encode(hashlib.sha256(view).digest()).decode()
-                        data = buf if n == len(buf) else bytes(view)  # the last part is shorter
-                        del view
-                        futs.append(pool.submit(send, number, data, digests[number], buf))
-                        handed = True
-                        del data
-                    finally:
-                        if not handed:
-                            pool_bufs.put(buf)
-                wait(futs, return_when=FIRST_EXCEPTION)
-                for f in futs:
-                    if (exc := f.exception()) is not None:
-                        raise exc
-        finally:
-            reader.close()
-        if full.hexdigest() != sha256:
-            raise StoreFailure(ErrorClass.BAD_DIGEST, f"staged copy no longer hashes to {sha256}", "LocalDigest")
-        return digests, etags
-
-    def _list_parts(self, key: str, upload_id: str) -> dict[int, tuple[int, str]] | None:
-        out: dict[int, tuple[int, str]] = {}
-        marker = 0
-        while True:
-            try:
-                r = self._call(self.client.list_parts, Bucket=self.bucket, Key=key, UploadId=upload_id,
-                               PartNumberMarker=marker, MaxParts=1000)
-            except StoreFailure as e:
-                if e.code in ("NoSuchUpload", "404"):
-                    return None
-                raise
-            for p in r.get("Parts", []):
-                out[p["PartNumber"]] = (p["Size"], p["ETag"])
-            if not r.get("IsTruncated"):
-                return out
-            marker = r["NextPartNumberMarker"]
-
     def abort(self, key: str, upload_id: str) -> None:
         try:
             self._call(self.client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id)
@@ -660,97 +444,3 @@ class S3Backend:
             self.abort(k, uid)
             aborted.append(uid)
         return aborted
-
-
-class _PartReader:
-    """Reads a staged file part by part, with O_DIRECT where the filesystem allows it.
-
-    Direct reads come from the disk (so the full-file hash proves what is on
-    disk), cost no copy through the page cache and leave nothing cached; they
-    go through a small aligned buffer because O_DIRECT needs aligned memory,
-    offsets and lengths (parts are whole MiB, so every offset is aligned).
-    Where O_DIRECT is refused (tmpfs, some network or FUSE filesystems) the
-    file is read the ordinary way.
-    """
-
-    CHUNK = 1 << 20
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.stage: mmap.mmap | None = None  # the aligned buffer of direct reads; None: ordinary reads
-        flag = getattr(os, "O_DIRECT", 0)
-        if flag:
-            try:
-                self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | flag)
-                self.stage = mmap.mmap(-1, self.CHUNK)  # page-aligned
-                return
-            except OSError as e:
-                if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                    raise
-        self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-
-    def read_into(self, buf: bytearray, offset: int) -> int:
-        """Fill ``buf`` from ``offset``; return the bytes read (fewer only at the end of the file)."""
-        if self.stage is not None:
-            try:
-                return self._read_direct(self.stage, buf, offset)
-            except OSError as e:
-                if e.errno != errno.EINVAL:
-                    raise
-                os.close(self.fd)  # direct I/O refused after all: read the ordinary way
-                self.fd, self.stage = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW), None
-        got = 0
-        view = memoryview(buf)
-        while got < len(buf):
-            n = os.preadv(self.fd, [view[got:]], offset + got)
-            if not n:
-                break
-            got += n
-        return got
-
-    def _read_direct(self, aligned: mmap.mmap, buf: bytearray, offset: int) -> int:
-        view, stage = memoryview(buf), memoryview(aligned)
-        got = 0
-        while got < len(buf):
-            want = min(self.CHUNK, len(buf) - got)
-            # a direct read's length must be a multiple of the block size too: round up, keep ``want``
-            n = min(want, os.preadv(self.fd, [stage[:-(-want // 4096) * 4096]], offset + got))
-            if not n:
-                break
-            view[got:got + n] = stage[:n]
-            got += n
-            if n % 4096:  # a short read ends the file
-                break
-        return got
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
-class _Throttled:
-    """File wrapper that charges reads to a shared bandwidth limiter and reports progress.
-
-    Progress counts each byte of the file once: a body rewound for a retry
-    reports only what goes beyond the furthest point already reported."""
-
-    def __init__(self, f, limiter: TokenBucket | None, progress):
-        self.f, self.limiter, self.progress = f, limiter, progress
-        self.reported = 0
-
-    def read(self, n: int = -1) -> bytes:
-        b = self.f.read(n)
-        if b:
-            if self.limiter:
-                self.limiter.take(len(b))
-            if self.progress:
-                end = self.f.tell()
-                if end > self.reported:
-                    self.progress(end - self.reported)
-                    self.reported = end
-        return b
-
-    def seek(self, *a):
-        return self.f.seek(*a)
-
-    def tell(self):
-        return self.f.tell()

@@ -150,3 +150,30 @@ def test_same_content_from_concurrent_writers_is_one_object(store, tmp_path):
         results = list(pool.map(put, range(4)))
     assert {(r.size, r.sha256) for r in results} == {(len(data), sha)}
     assert raw.get("c/clip.mp4") == data
+
+
+def test_delete_removes_the_object_and_a_missing_key_is_fine(store):
+    backend, raw = store
+    data = b"doctor probe"
+    backend.put_bytes("_doctor/probe-1", data, hashlib.sha256(data).hexdigest())
+    backend.delete("_doctor/probe-1")
+    assert backend.head("_doctor/probe-1") is None and raw.get("_doctor/probe-1") is None
+    backend.delete("_doctor/probe-1")  # again: nothing there is not an error
+
+
+def test_abort_of_an_upload_that_is_not_there_is_fine(store):
+    backend, _ = store
+    backend.abort("a/b/never-started.mp4", "no-such-upload-id")
+    assert backend.abort_unknown_uploads(set(), key="a/b/never-started.mp4") == []
+
+
+def test_limiter_is_given_at_construction(store):
+    from dockd.storage import open_backend
+    from dockd.storage.base import TokenBucket
+
+    backend, _ = store
+    assert backend.limiter is None
+    cfg = backend.cfg if isinstance(backend, S3Backend) else StorageConfig(url=f"file://{backend.root}")
+    tb = TokenBucket(1 << 30)
+    again = open_backend(cfg, limiter=tb)
+    assert type(again) is type(backend) and again.limiter is tb
