@@ -116,10 +116,6 @@ class Backend(Protocol):
     def read_sha256(self, key: str) -> tuple[str, int]:
         """Download and hash the object (deep verification)."""
 
-    def read_small(self, key: str, limit: int) -> bytes | None:
-        """The bytes of a small object (a trust statement), None if there is none; never reads more than
-        ``limit`` bytes (StoreFailure(PERMANENT) if the object is bigger)."""
-
     def check(self) -> None:
         """Raise StoreFailure if the storage is not reachable and writable."""
 
