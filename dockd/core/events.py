@@ -31,7 +31,8 @@ class CameraInfo:
     filesystems: tuple[str, ...] = ()
 
     def manifest_fields(self) -> dict:
-        d = {"serial": self.serial, "vendor": self.vendor, "model": self.model, "profile": self.profile, "bay": self.bay}
+        d = {"serial": self.serial, "vendor": self.vendor, "model": self.model, "profile": self.profile,
+             "bay": self.bay}
         return {k: v for k, v in d.items() if v is not None}
 
 

@@ -9,10 +9,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from dockd.core import timefmt
 from dockd.core.errors import IllegalTransition, NotFound, SchemaTooNew
 from dockd.core.lifecycle import ClipEvent, ClipState
-from dockd.queue import store as qmod
-from dockd.queue.store import SCHEMA_VERSION, Queue
+from dockd.queue import schema
+from dockd.queue.schema import SCHEMA_VERSION
+from dockd.queue.store import Queue
 
 E, S = ClipEvent, ClipState
 T0 = 1_700_000_000.0
@@ -53,8 +55,8 @@ def audit_count(q: Queue) -> int:
 
 
 def test_fresh_db_is_at_schema_version(tmp_path):
-    assert SCHEMA_VERSION == qmod.MIGRATIONS[-1][0]
-    assert [v for v, _ in qmod.MIGRATIONS] == sorted({v for v, _ in qmod.MIGRATIONS})
+    assert SCHEMA_VERSION == schema.MIGRATIONS[-1][0]
+    assert [v for v, _ in schema.MIGRATIONS] == sorted({v for v, _ in schema.MIGRATIONS})
     q = Queue(tmp_path / "q.db")
     try:
         assert q.schema_version() == SCHEMA_VERSION
@@ -85,7 +87,7 @@ def test_appended_migration_upgrades_existing_db_in_place(tmp_path, monkeypatch)
         conn.exec_driver_sql("ALTER TABLE clips ADD COLUMN retention_class TEXT DEFAULT 'standard'")
         conn.exec_driver_sql("CREATE TABLE holds (clip_id INTEGER PRIMARY KEY REFERENCES clips(id))")
 
-    monkeypatch.setattr(qmod, "MIGRATIONS", [*qmod.MIGRATIONS, (SCHEMA_VERSION + 1, v2)])
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, (SCHEMA_VERSION + 1, v2)])
     q2 = Queue(p, migrate=False)
     try:
         assert q2.schema_version() == SCHEMA_VERSION
@@ -112,7 +114,7 @@ def test_failing_migration_rolls_back_and_keeps_version(tmp_path, monkeypatch):
         conn.exec_driver_sql("CREATE TABLE half_done (x INTEGER)")
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(qmod, "MIGRATIONS", [*qmod.MIGRATIONS, (SCHEMA_VERSION + 1, broken)])
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, (SCHEMA_VERSION + 1, broken)])
     with pytest.raises(RuntimeError):
         Queue(p)
     con = sqlite3.connect(p)
@@ -365,7 +367,7 @@ def test_discover_many_creates_new_and_returns_existing_unchanged(q):
         rows = q.audit_rows(clip=c.id)
         assert [r["event"] for r in rows] == ["clip.discovered"]
         assert rows[0]["camera"] == "CAM1" and rows[0]["detail"] == {
-            "path": c.path, "size": c.size, "mtime": qmod.rfc3339_ns(c.mtime_ns)}
+            "path": c.path, "size": c.size, "mtime": timefmt.rfc3339_ns(c.mtime_ns)}
     assert audit_count(q) == n_audit + 3  # one per new identity, none for existing ones or duplicates
     assert {c.id: c for c in q.clips() if c.id in before} == before  # existing rows untouched
     # the same identities through discover() are the same clips
