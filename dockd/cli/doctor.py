@@ -57,10 +57,9 @@ def run_checks(config_path: str | None) -> list[dict]:
                       "send `dockd keys request` to the agency's trust administrator, then `dockd keys install "
                       "storage` (ingest goes on meanwhile; manifests name the key id)"))
 
-    from dockd.queue.store import MIGRATIONS, Queue
-    from dockd.station.daemon import queue_path
+    from dockd.queue.store import MIGRATIONS, Queue, queue_path
 
-    qp = queue_path(cfg)
+    qp = queue_path(cfg.data_dir)
     if qp.exists():
         try:
             q = Queue(qp, migrate=False)

@@ -19,7 +19,7 @@ import click
 from dockd import __version__
 from dockd import config as config_mod
 from dockd.core.errors import EXIT_FAILED, DockdError, NotFound, QueueUnreadable, UsageError
-from dockd.core.lifecycle import ClipEvent, ClipState
+from dockd.core.lifecycle import CameraState, ClipEvent, ClipState
 from dockd.core.textsafe import json_text, one_line, printable
 
 # Clip ids and counts end up in SQLite, whose integers are 64-bit signed: anything larger is a usage error
@@ -63,12 +63,12 @@ class Ctx:
             become_data_dir_owner(self.cfg.data_dir, self.cfg.sources.user)
 
     def queue(self, *, must_exist: bool = False):
-        from dockd.queue.store import Queue
+        from dockd.queue.store import Queue, queue_path
 
         global _queue_in_use
 
         self.as_data_dir_owner()
-        p = self.cfg.data_dir / "queue.db"  # daemon.queue_path, without importing the daemon
+        p = queue_path(self.cfg.data_dir)
         _queue_in_use = p
         try:
             st = p.lstat()
@@ -114,8 +114,10 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 
 @main.command()
-@click.option("--drain", is_flag=True, help="Process what is docked and queued, then exit (0 ok, 1 if something failed).")
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--drain", is_flag=True,
+              help="Process what is docked and queued, then exit (0 ok, 1 if something failed).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
 @pass_ctx
 def run(c: Ctx, drain: bool, log_level: str) -> None:
     """Run the daemon (the systemd service runs this)."""
@@ -174,7 +176,7 @@ def import_(c: Ctx, directory: Path, serial: str, as_json: bool) -> None:
         q.record("import.started", camera=serial, detail={"directory": str(directory.resolve())})
         s = off.offload(CameraInfo(serial=serial, source="import"), directory)
         q.record("import.finished", camera=serial, detail=s.to_json())
-        q.set_camera_state(serial, "holding" if s.staged or s.already else "ready", "imported")
+        q.set_camera_state(serial, CameraState.HOLDING if s.staged or s.already else CameraState.READY, "imported")
     if as_json:
         emit_json(s.to_json())
     else:

@@ -43,12 +43,14 @@ from pathlib import Path
 import structlog
 from tenacity import wait_random_exponential
 
-from dockd.camera.volume import safe_ext
 from dockd.config import Config
+from dockd.core import naming
 from dockd.core.lifecycle import ClipEvent, ClipState
+from dockd.core.outcomes import AttemptError
 from dockd.evidence import durable
 from dockd.evidence import manifest as mf
-from dockd.queue.store import Clip, Queue
+from dockd.queue.records import Clip
+from dockd.queue.store import Queue
 from dockd.storage.base import Backend, ErrorClass, RemoteObject, StoreFailure, TokenBucket
 
 log = structlog.get_logger("dockd.upload")
@@ -195,10 +197,8 @@ class Uploader:
         if self.lock_wanted and hasattr(self.backend, "ensure_lock"):
             obj = self.backend.ensure_lock(obj)
         m = json.loads(clip.manifest)
-        base = clip.object_key.rsplit("/", 1)[0]
         for sc in self.queue.sidecars(clip.id):
-            ext = safe_ext(sc["path"])
-            key = f"{base}/{sc['sha256']}{ext}"
+            key = naming.sidecar_key(clip.object_key, sc["sha256"], sc["path"])
             if self.backend.find(key, sc["size"], sc["sha256"], None) is None:
                 if not sc["staged_path"]:
                     raise StoreFailure(ErrorClass.BAD_DIGEST, f"staged copy unreadable: sidecar {sc['path']!r} "
@@ -206,7 +206,7 @@ class Uploader:
                 self.backend.put_file(key, Path(sc["staged_path"]), sc["size"], sc["sha256"], None, None)
         body = mf.dumps(m)
         digest = hashlib.sha256(body).hexdigest()
-        mkey = clip.object_key + ".manifest.json"
+        mkey = naming.manifest_key(clip.object_key)
         try:
             self.backend.put_bytes(mkey, body, digest)
         except StoreFailure as e:
@@ -215,7 +215,7 @@ class Uploader:
             # The same bytes were offloaded twice from this camera on this day
             # (same content-addressed key): the first clip's manifest is already
             # there. This clip's manifest goes beside it under its own digest.
-            mkey = f"{clip.object_key}.{digest[:16]}.manifest.json"
+            mkey = naming.manifest_key(clip.object_key, digest)
             self.backend.put_bytes(mkey, body, digest)
             self.queue.record("upload.duplicate_content", camera=clip.camera, clip=clip.id,
                               detail={"object_key": clip.object_key, "manifest_key": mkey}, now=self.clock())
@@ -257,7 +257,7 @@ class Uploader:
     def _failed_attempt(self, clip: Clip, e: StoreFailure, blog) -> Clip:
         now = self.clock()
         up = self.cfg.upload
-        msg = f"{e.cls}: {e}"
+        msg = AttemptError(e.cls, str(e)).text()
         detail = {"error_class": str(e.cls), "code": e.code, "error": str(e)}
         if e.cls is ErrorClass.CONFLICT:
             self.queue.raise_alarm("conflict", f"clip {clip.id}: {e}", now=now)
@@ -272,7 +272,8 @@ class Uploader:
                 blog.error("quarantined: staged copy is corrupt", recorded=clip.sha256, staged=got)
                 return self._quarantine(clip, blog, now=now, detail=detail,
                                         last_error=f"staged copy corrupt: {got} != {clip.sha256}")
-            if (clip.last_error or "").startswith(f"{ErrorClass.BAD_DIGEST}:"):
+            previous = AttemptError.parse(clip.last_error)
+            if previous is not None and previous.cls is ErrorClass.BAD_DIGEST:
                 blog.error("failed: storage rejected the checksum twice", error=str(e))
                 return self.queue.transition(clip.id, ClipEvent.UPLOAD_FAILED, now=now, last_error=msg,
                                              attempts=clip.attempts + 1, detail=detail)

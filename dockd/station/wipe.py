@@ -48,10 +48,12 @@ import structlog
 
 from dockd.camera.volume import Entry, SourceChanged, Volume, escape
 from dockd.config import Config
+from dockd.core import naming
 from dockd.core.errors import IllegalTransition
 from dockd.core.lifecycle import ClipEvent, ClipState, may_wipe
 from dockd.evidence import durable
-from dockd.queue.store import Clip, Queue
+from dockd.queue.records import Clip
+from dockd.queue.store import Queue
 
 log = structlog.get_logger("dockd.wipe")
 
@@ -350,7 +352,7 @@ def prune_staging(cfg: Config, queue: Queue, *, now: float | None = None, limit:
     for c in queue.clips_to_prune(t - keep, limit=limit):
         if not c.staged_path or c.uploaded_at is None or t - c.uploaded_at < keep:
             continue
-        paths = [c.staged_path, str(cfg.data_dir / "staging" / f"{c.id:010d}.manifest.json")]
+        paths = [c.staged_path, str(cfg.data_dir / naming.STAGING_DIR / naming.staged_manifest_name(c.id))]
         paths += [sc["staged_path"] for sc in queue.sidecars(c.id) if sc["staged_path"]]
         for p in paths:
             try:
