@@ -568,3 +568,32 @@ def test_claims_are_fair_between_cameras(tmp_path):
     third = q.claim_upload("w3", lease_s=60, now=3.0)
     assert (first.camera, second.camera) == ("CAM-A", "CAM-B")
     assert third.camera == "CAM-A" and third.id != first.id
+
+
+def test_update_clip_refuses_lifecycle_columns(q):
+    c, _ = q.discover("CAM1", "DCIM/A.MP4", 100, 1, now=T0)
+    before_clip, before_audit = q.clip(c.id), q.audit_rows()
+    for col in ("state", "uploaded_at", "wiped_at", "lease_owner"):
+        with pytest.raises(ValueError, match="transition"):
+            q.update_clip(c.id, **{col: "x"}, last_error="e")
+    assert q.clip(c.id) == before_clip and q.audit_rows() == before_audit
+    q.update_clip(c.id, last_error="bookkeeping")  # not a state change: allowed
+    assert q.clip(c.id).last_error == "bookkeeping"
+
+
+def test_claim_upload_audits_through_the_transition(q):
+    cid = staged_clip(q)
+    got = q.claim_upload("w1", lease_s=60, now=T0)
+    assert got is not None and got.id == cid and got.state is S.UPLOADING and got.lease_owner == "w1"
+    assert got.lease_expires == T0 + 60
+    row = q.audit_rows(clip=cid)[-1]
+    assert row["event"] == "clip.upload_started"
+    assert row["detail"] == {"from": "staged", "to": "uploading", "owner": "w1"}
+
+
+def test_oldest_pending_counts_failed_clips_not_quarantined_ones(q):
+    failed = staged_clip(q, now=T0)
+    q.transition(failed, E.UPLOAD_FAILED, now=T0 + 1)
+    quarantined, _ = q.discover("CAM1", "DCIM/Q.MP4", 100, 1, now=T0 - 100)
+    q.transition(quarantined.id, E.QUARANTINE, now=T0)
+    assert q.oldest_pending() == T0
