@@ -17,6 +17,7 @@ the reason (see :func:`check_ns`), never offloaded with a made-up date.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 from dockd.core.errors import UsageError
 
@@ -65,6 +66,10 @@ def rfc3339_ns(ns: int) -> str:
             f".{frac:09d}Z")
 
 
+@overload
+def rfc3339(ts: float) -> str: ...
+@overload
+def rfc3339(ts: None) -> None: ...
 def rfc3339(ts: float | None) -> str | None:
     """Epoch seconds as the stored RFC 3339 UTC form to the millisecond (``2026-11-21T05:37:00.437Z``);
     None stays None. Queue timestamps, audit rows and CLI JSON use this form."""

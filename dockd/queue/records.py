@@ -41,7 +41,9 @@ class Clip:
     @classmethod
     def from_row(cls, row: Any) -> Clip:
         m = row._mapping
-        return cls(**{f.name: (ClipState(m[f.name]) if f.name == "state" else m[f.name]) for f in fields(cls)})
+        vals: dict[str, Any] = {f.name: m[f.name] for f in fields(cls)}
+        vals["state"] = ClipState(vals["state"])
+        return cls(**vals)
 
     def to_json(self) -> dict:
         """The stable JSON shape of a clip (``dockd queue --json``, ``dockd show --json``)."""

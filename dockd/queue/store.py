@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -151,10 +151,12 @@ def _detail(raw: object) -> object:
     comes back as its raw text, not a dict, so that readers carry on and the chain check names the row."""
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
+    if not isinstance(raw, str):
+        return repr(raw)
     try:
         return ijson.loads(raw)
     except (ijson.Invalid, TypeError):
-        return raw if isinstance(raw, str) else repr(raw)
+        return raw
 
 
 class Queue:
@@ -279,7 +281,9 @@ class Queue:
         last = after_seq
         while True:
             with self.engine.connect() as c:
-                rows = c.connection.driver_connection.execute(sql, (last, page)).fetchall()
+                dbapi = c.connection.driver_connection
+                assert dbapi is not None  # an open connection always has its sqlite3 connection
+                rows = dbapi.execute(sql, (last, page)).fetchall()
             batch = [{"seq": r[0], "at": r[1], "event": r[2], "camera": r[3], "clip": r[4], "detail": loads(r[5]),
                       "prev_hash": r[6], "hash": r[7]} for r in rows]
             yield from batch
@@ -500,9 +504,11 @@ class Queue:
 
     def _insert_discovered(self, c: Connection, camera: str, path: str, size: int, mtime_ns: int, t: float) -> int:
         """A new ``discovered`` clip with its audit event; returns its id."""
-        cid = c.execute(insert(clips).values(camera=camera, path=path, size=size, mtime_ns=mtime_ns,
-                                             state=ClipState.DISCOVERED, attempts=0, created_at=t,
-                                             updated_at=t)).inserted_primary_key[0]
+        pk = c.execute(insert(clips).values(camera=camera, path=path, size=size, mtime_ns=mtime_ns,
+                                            state=ClipState.DISCOVERED, attempts=0, created_at=t,
+                                            updated_at=t)).inserted_primary_key
+        assert pk is not None  # an INSERT into a table with an integer primary key
+        cid = pk[0]
         _count_move(c, None, ClipState.DISCOVERED, size)
         self._audit(c, "clip.discovered", camera=camera, clip=cid,
                     detail={"path": path, "size": size, "mtime": rfc3339_ns(mtime_ns)}, now=t)
@@ -534,7 +540,7 @@ class Queue:
             raise NotFound("clip", clip_id)
         return Clip.from_row(r)
 
-    def clips(self, *, state: str | list[str] | None = None, camera: str | None = None, limit: int | None = None,
+    def clips(self, *, state: str | Sequence[str] | None = None, camera: str | None = None, limit: int | None = None,
               ids: list[int] | None = None) -> list[Clip]:
         q = select(clips).order_by(clips.c.id)
         if state:
