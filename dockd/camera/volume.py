@@ -271,8 +271,8 @@ class Volume:
                 # one bad timestamp skips that file, not the camera (it could not be queued or dated)
                 out.skipped.append(Skip(shown, why))
                 return
-            e = Entry(path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
-            (out.clips if is_clip else side).append(e)
+            found = Entry(path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+            (out.clips if is_clip else side).append(found)
         else:
             kind = ("FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
                     else "device node" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file")

@@ -47,7 +47,7 @@ def echo(line: str) -> None:
 class Ctx:
     def __init__(self, config_path: str | None):
         self.config_path = config_path
-        self._cfg = None
+        self._cfg: config_mod.Config | None = None
 
     @property
     def cfg(self) -> config_mod.Config:

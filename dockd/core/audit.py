@@ -20,15 +20,16 @@ from . import jcs
 GENESIS = "0" * 64
 
 
-def content(seq: int, at: str, event: str, camera: str | None, clip: int | None, detail: dict[str, Any]) -> dict:
+def content(seq: int, at: str, event: str, camera: str | None, clip: int | None,
+            detail: dict[str, Any]) -> dict[str, Any]:
     return {"seq": seq, "at": at, "event": event, "camera": camera, "clip": clip, "detail": detail}
 
 
-def link(prev_hash: str, row_content: dict) -> str:
+def link(prev_hash: str, row_content: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode("ascii") + jcs.dumps(row_content)).hexdigest()
 
 
-def first_bad(rows: Iterable[dict], start_prev: str = GENESIS, start_seq: int = 1) -> tuple[int, str] | None:
+def first_bad(rows: Iterable[dict[str, Any]], start_prev: str = GENESIS, start_seq: int = 1) -> tuple[int, str] | None:
     """Recompute the chain; return ``(seq, reason)`` of the first broken row, or None if intact.
 
     ``rows`` are dicts with the content fields plus ``prev_hash`` and ``hash``,

@@ -30,7 +30,7 @@ class CameraInfo:
     sidecar_globs: tuple[str, ...] = ()
     filesystems: tuple[str, ...] = ()
 
-    def manifest_fields(self) -> dict:
+    def manifest_fields(self) -> dict[str, str]:
         d = {"serial": self.serial, "vendor": self.vendor, "model": self.model, "profile": self.profile,
              "bay": self.bay}
         return {k: v for k, v in d.items() if v is not None}
@@ -44,7 +44,7 @@ class Docked:
     root: Path | None = None
     devnode: str | None = None
     fs_type: str | None = None
-    props: dict = field(default_factory=dict, compare=False)
+    props: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)

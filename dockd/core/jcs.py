@@ -14,13 +14,14 @@ pure-Python serialiser.
 from __future__ import annotations
 
 import json
+from typing import Any, cast
 
 import rfc8785
 
 _SAFE = 2**53 - 1
 _encoder = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
 try:  # the C encoder built once (json.dumps builds one per call, which costs more than the encoding)
-    from json.encoder import c_make_encoder, encode_basestring
+    from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]  # CPython's C encoder: not in the stubs
 
     def _refuse(o: object) -> None:
         raise TypeError(f"{type(o).__name__} is not JSON serializable")
@@ -33,7 +34,7 @@ except ImportError:  # pragma: no cover - CPython always has it
     _dumps = _encoder.encode
 
 
-def _plain(o: object) -> bool:
+def _plain(o: Any) -> bool:
     """Only dicts with string keys, lists, strings, booleans, null and safe integers (keys not checked)."""
     t = type(o)
     if t is dict:
@@ -52,13 +53,13 @@ def _plain(o: object) -> bool:
     if t is str or t is bool or o is None:
         return True
     if t is int:
-        return -_SAFE <= o <= _SAFE
+        return bool(-_SAFE <= o <= _SAFE)
     if t is list:
         return all(_plain(v) for v in o)
     return False
 
 
-def _bmp_keys(o: object) -> bool:
+def _bmp_keys(o: Any) -> bool:
     """Every dict key below U+D800 (where code point order is UTF-16 order)."""
     if type(o) is dict:
         return all((k.isascii() or max(k, default="") < "\ud800") and _bmp_keys(v) for k, v in o.items())
@@ -78,4 +79,4 @@ def dumps(obj: object) -> bytes:
                 return text.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate: let rfc8785 refuse it in its own words
                 pass
-    return rfc8785.dumps(obj)
+    return rfc8785.dumps(cast(Any, obj))  # it refuses (TypeError) what it cannot encode
