@@ -39,6 +39,7 @@ def verify_clips(cfg: Config, q: Queue, ids: list[int] | None, *, remote: bool, 
                 checks.append("remote: no [storage] configured")
                 ok = False
             elif c.state in IN_STORAGE:
+                assert c.object_key is not None  # recorded with the hash when the clip was staged
                 try:
                     obj = backend.head(c.object_key)
                     if obj is None:

@@ -282,7 +282,7 @@ class Offloader:
         dest = self.staged_path(clip_id)
         try:
             job.sha = self._verify_or_recopy(job.vol, entry, dest, job.sha, job.tries, job.cancel, cam.serial)
-            side_rows = []
+            side_rows: list[dict[str, Any]] = []
             for n, se in enumerate(job.sides):
                 sp = self.sidecar_path(clip_id, n)
                 ssha = self._stage_verified(job.vol, se, sp, job.cancel, cam.serial)
@@ -409,7 +409,8 @@ class Offloader:
         try:
             dfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
-                progress = (lambda n: self.on_progress(serial, n)) if self.on_progress else None
+                report = self.on_progress
+                progress = (lambda n: report(serial, n)) if report else None
                 sha = copy_hash(src, dfd, entry.size, bufsize=self.bufsize, cancel=cancel, progress=progress)
                 # A failed fsync is never retried: the pages may be gone. The
                 # exception propagates, the temporary file is deleted below

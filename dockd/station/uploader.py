@@ -39,9 +39,10 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import structlog
-from tenacity import wait_random_exponential
+from tenacity import RetryCallState, wait_random_exponential
 
 from dockd.config import Config
 from dockd.core import naming
@@ -63,7 +64,8 @@ class _Attempt:
 
 def backoff_s(attempt: int, initial: float, maximum: float) -> float:
     """Full-jitter exponential backoff: uniform(0, min(max, initial * 2**(attempt-1)))."""
-    return wait_random_exponential(multiplier=initial, max=maximum)(_Attempt(attempt))
+    # the wait strategy reads only attempt_number of its RetryCallState
+    return wait_random_exponential(multiplier=initial, max=maximum)(cast(RetryCallState, _Attempt(attempt)))
 
 
 def _first_attempt(clip: Clip) -> bool:
@@ -170,7 +172,8 @@ class Uploader:
 
     def _upload(self, clip: Clip) -> tuple[RemoteObject, bool]:
         assert clip.sha256 and clip.object_key and clip.manifest
-        progress = (lambda n: self.on_progress(clip.camera, n)) if self.on_progress else None
+        report = self.on_progress
+        progress = (lambda n: report(clip.camera, n)) if report else None
         staged = Path(clip.staged_path) if clip.staged_path else None
         found = None
         if not (_first_attempt(clip) and self.backend.conditional_writes
@@ -258,7 +261,7 @@ class Uploader:
         now = self.clock()
         up = self.cfg.upload
         msg = AttemptError(e.cls, str(e)).text()
-        detail = {"error_class": str(e.cls), "code": e.code, "error": str(e)}
+        detail: dict[str, Any] = {"error_class": str(e.cls), "code": e.code, "error": str(e)}
         if e.cls is ErrorClass.CONFLICT:
             self.queue.raise_alarm("conflict", f"clip {clip.id}: {e}", now=now)
             blog.error("quarantined: storage holds different content under this key", error=str(e))

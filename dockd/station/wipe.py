@@ -43,6 +43,7 @@ import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -207,7 +208,7 @@ def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | Non
     sides = [sc for sc in queue.sidecars(clip.id) if sc["wiped_at"] is None]
     paths = [sc["path"] for sc in sides] + [clip.path]
     try:
-        there = {p: vol.present(p) for p in paths}
+        there: dict[str, bool | None] = {p: vol.present(p) for p in paths}  # None: kept on the camera
     except OSError as e:
         _back(queue, clip, _why(e), [], res, blog, clock)
         return
@@ -241,9 +242,9 @@ def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | Non
     deleted = []
     try:
         for sc in sides:
-            e = gated.get(sc["path"])
-            if there[sc["path"]] and e is not None:
-                vol.unlink(e, sync=False)
+            side = gated.get(sc["path"])
+            if there[sc["path"]] and side is not None:
+                vol.unlink(side, sync=False)
                 deleted.append(sc["path"])
                 step("sidecar_unlinked", clip.id)
         if there[clip.path]:
@@ -280,8 +281,8 @@ def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | Non
         how = "deleted on re-check" if resumed else "after deletion"
     else:
         how = "found gone on re-check" if resumed else "found gone"
-    receipt = {"object_key": clip.object_key, "sha256": clip.sha256, "size": clip.size, "path": clip.path,
-               "confirmed": how, "dir_synced": synced}
+    receipt: dict[str, Any] = {"object_key": clip.object_key, "sha256": clip.sha256, "size": clip.size,
+                               "path": clip.path, "confirmed": how, "dir_synced": synced}
     if clip.path in gated:  # its bytes on the camera were checked in this pass, just before the unlink
         receipt["checked"] = "sha256" if by_hash else "stat"
     if resumed:
