@@ -40,6 +40,7 @@ def history(q: Queue, n_wiped: int, *, cameras=("CAM1", "CAM2"), now: float = T0
             q._transition(c, cid, E.STAGED, sha256=f"{i:064x}", staged_path=f"/s/{cid}.clip", now=now - 900)
             q._transition(c, cid, E.UPLOAD_STARTED, now=now - 900)
             q._transition(c, cid, E.UPLOADED, now=now - 900)
+            q._transition(c, cid, E.WIPE_STARTED, now=now - 900)  # the intent, then the receipt
             q._transition(c, cid, E.WIPED, now=now - 900, staged_path=None)
     # one clip in each state still in flight
     path = iter(f"DCIM/NEW{i}.MP4" for i in range(100))
@@ -139,6 +140,7 @@ def test_camera_progress_counts_only_the_current_dock(q):
     assert p["found"]["clips"] == 7 and p["wiped"]["clips"] == 0
     assert p["staged"]["clips"] == 4 and p["uploaded"]["clips"] == 1
     c = q.clips(state=S.UPLOADED)[0]
+    q.transition(c.id, E.WIPE_STARTED, now=T0)
     q.transition(c.id, E.WIPED, now=T0)
     p = q.camera_progress("CAM1")
     assert p["wiped"] == {"clips": 1, "bytes": 10} and p["found"]["clips"] == 7
@@ -347,7 +349,7 @@ def _scalegen():
     import importlib.util
     from pathlib import Path
 
-    p = Path(__file__).resolve().parents[1] / "scripts" / "benchlib" / "scalegen.py"
+    p = Path(__file__).resolve().parents[2] / "scripts" / "benchlib" / "scalegen.py"
     spec = importlib.util.spec_from_file_location("scalegen", p)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
