@@ -520,9 +520,11 @@ def _known_failure(e: Exception) -> DockdError | None:
     """
     import sqlite3
 
+    from dockd.queue.store import QUEUE_FILE
+
     orig = getattr(e, "orig", None)  # sqlalchemy wraps the DB-API error
     if isinstance(orig, sqlite3.Error) or isinstance(e, sqlite3.Error):
-        return QueueUnreadable(_queue_in_use or "queue.db", orig if isinstance(orig, sqlite3.Error) else e)
+        return QueueUnreadable(_queue_in_use or QUEUE_FILE, orig if isinstance(orig, sqlite3.Error) else e)
     if isinstance(e, OSError):
         where = e.filename if e.filename is not None else "dockd"
         return DockdError(f"{where}: {e.strerror or e}")

@@ -46,6 +46,7 @@ from dockd.core.lifecycle import (
     NOT_YET_UPLOADED,
     ON_CAMERA,
     STAGED_OR_LATER,
+    CameraState,
     ClipEvent,
     ClipState,
     next_state,
@@ -420,7 +421,7 @@ class Queue:
         t = _now(now)
         with self.tx() as c:
             exists = c.execute(select(cameras.c.serial).where(cameras.c.serial == serial)).first()
-            vals = dict(vendor=vendor, model=model, profile=profile, bay=bay, source=source, state="docked",
+            vals = dict(vendor=vendor, model=model, profile=profile, bay=bay, source=source, state=CameraState.DOCKED,
                         reason=None, docked=1, docked_at=t, updated_at=t)
             if exists:
                 c.execute(update(cameras).where(cameras.c.serial == serial).values(**vals))
@@ -444,7 +445,7 @@ class Queue:
             if row.state == state and row.reason == reason and (docked is None or row.docked == int(docked)):
                 return False
             c.execute(update(cameras).where(cameras.c.serial == serial).values(**vals))
-            ev = "camera.undocked" if state == "undocked" else "camera.state"
+            ev = "camera.undocked" if state == CameraState.UNDOCKED else "camera.state"
             self._audit(c, ev, camera=serial, detail={"from": row.state, "to": state, "reason": reason}, now=t)
             return True
 
