@@ -15,9 +15,9 @@ import math
 import os
 import stat
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, NoReturn, overload
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
 from dockd.core.errors import ConfigError
@@ -53,7 +53,7 @@ MATCH_KEYS = frozenset(
 @dataclass(frozen=True)
 class StationConfig:
     id: str
-    data_dir: Path
+    data_dir: Path = Path("/var/lib/dockd")
 
 
 @dataclass(frozen=True)
@@ -184,6 +184,21 @@ class Config:
         return None
 
 
+# Each TOML section and the dataclass whose field defaults are its defaults (the example TOML is checked
+# against these by tests/unit/test_config.py).
+SECTIONS: dict[str, type] = {
+    "station": StationConfig,
+    "storage": StorageConfig,
+    "upload": UploadConfig,
+    "sources": SourcesConfig,
+    "offload": OffloadConfig,
+    "camera": CameraProfile,
+    "hooks": HooksConfig,
+    "metrics": MetricsConfig,
+    "trust": TrustConfig,
+    "audit": AuditConfig,
+}
+
 # ---------------------------------------------------------------- validation
 
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number", list: "a list",
@@ -193,8 +208,8 @@ _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", float:
 class _Section:
     """Reads one table, remembering which keys were used so leftovers are errors."""
 
-    def __init__(self, path: Path, name: str, table: Any):
-        self.path, self.name = path, name
+    def __init__(self, path: Path, name: str, table: Any, defaults: type | None = None):
+        self.path, self.name, self.defaults = path, name, defaults
         if not isinstance(table, dict):
             self.fail(None, "must be a table")
         self.table = dict(table)
@@ -226,10 +241,18 @@ class _Section:
             self.fail(k, f"must be one of {', '.join(map(repr, choices))}, got {v!r}")
         return v
 
-    @overload
-    def strings(self, k: str, default: tuple[str, ...] = ...) -> tuple[str, ...]: ...
-    @overload
-    def strings(self, k: str, default: None) -> tuple[str, ...] | None: ...
+    def default(self, k: str) -> Any:
+        """The default of key ``k``: the default of the field ``k`` of this section's dataclass
+        (the one place defaults are written)."""
+        return field_default(self.defaults, k)
+
+    def opt(self, k: str, typ: type, choices: tuple | None = None) -> Any:
+        """An optional key: its value, else the dataclass default."""
+        return self.get(k, typ, self.default(k), choices)
+
+    def opt_strings(self, k: str) -> Any:
+        """An optional list of strings: its value, else the dataclass default."""
+        return self.strings(k, self.default(k))
 
     def strings(self, k: str, default: Any = ...) -> tuple[str, ...] | None:
         v = self.get(k, list, default)
@@ -244,6 +267,18 @@ class _Section:
     def done(self) -> None:
         if self.table:
             self.fail(sorted(self.table)[0], "unknown key")
+
+
+def field_default(cls: Any, name: str) -> Any:
+    """The default value of field ``name`` of the dataclass ``cls``; KeyError if it has none."""
+    for f in fields(cls):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            if f.default_factory is not MISSING:
+                return f.default_factory()
+            break
+    raise KeyError(f"{cls.__name__}.{name} has no default")
 
 
 def _short(k: str) -> str:
@@ -316,81 +351,81 @@ def parse(raw: dict, p: Path) -> Config:
 
     if "station" not in raw:
         raise ConfigError(p, "[station]: section is required")
-    st = _Section(p, "station", top.table.pop("station"))
+    st = _Section(p, "station", top.table.pop("station"), StationConfig)
     sid = st.get("id", str)
     if not sid or "/" in sid or sid.strip() != sid or sid in (".", ".."):
         st.fail("id", f"must be a non-empty name without '/' or surrounding spaces, got {sid!r}")
-    data_dir = st.get("data_dir", str, "/var/lib/dockd")
+    data_dir = st.get("data_dir", str, str(st.default("data_dir")))
     if not data_dir.startswith("/"):
         st.fail("data_dir", f"must be an absolute path, got {data_dir!r}")
     station = StationConfig(id=sid, data_dir=Path(data_dir))
     st.done()
 
-    storage = _storage(p, top)
+    storage = _parse_storage(p, top.table.pop("storage")) if "storage" in top.table else None
 
-    up = _Section(p, "upload", top.table.pop("upload", {}))
+    up = _Section(p, "upload", top.table.pop("upload", {}), UploadConfig)
     upload = UploadConfig(
-        max_attempts=int(_positive(up, "max_attempts", up.get("max_attempts", int, 8))),
-        backoff_initial_s=_positive(up, "backoff_initial_s", up.get("backoff_initial_s", float, 2.0)),
-        backoff_max_s=_positive(up, "backoff_max_s", up.get("backoff_max_s", float, 600.0)),
-        bandwidth_limit_mbps=up.get("bandwidth_limit_mbps", float, 0.0),
-        lease_s=_positive(up, "lease_s", up.get("lease_s", float, 900.0)),
+        max_attempts=int(_positive(up, "max_attempts", up.opt("max_attempts", int))),
+        backoff_initial_s=_positive(up, "backoff_initial_s", up.opt("backoff_initial_s", float)),
+        backoff_max_s=_positive(up, "backoff_max_s", up.opt("backoff_max_s", float)),
+        bandwidth_limit_mbps=up.opt("bandwidth_limit_mbps", float),
+        lease_s=_positive(up, "lease_s", up.opt("lease_s", float)),
     )
     up.done()
 
-    so = _Section(p, "sources", top.table.pop("sources", {}))
+    so = _Section(p, "sources", top.table.pop("sources", {}), SourcesConfig)
     sources = SourcesConfig(
-        udev=so.get("udev", bool, False),
-        watch_dirs=tuple(Path(d) for d in so.strings("watch_dirs", ())),
-        drop_privileges=so.get("drop_privileges", bool, True),
-        user=so.get("user", str, "dockd"),
+        udev=so.opt("udev", bool),
+        watch_dirs=tuple(Path(d) for d in so.opt_strings("watch_dirs") or ()),
+        drop_privileges=so.opt("drop_privileges", bool),
+        user=so.opt("user", str),
     )
     so.done()
 
-    d = OffloadConfig()
-    of = _Section(p, "offload", top.table.pop("offload", {}))
+    of = _Section(p, "offload", top.table.pop("offload", {}), OffloadConfig)
     if of.table.get("clip_globs") == []:
         of.fail("clip_globs", "must name at least one glob")
     offload = OffloadConfig(
-        clip_globs=of.strings("clip_globs", d.clip_globs),
-        sidecar_globs=of.strings("sidecar_globs", d.sidecar_globs),
-        wipe=of.get("wipe", str, d.wipe, ("after-upload", "never")),
-        wipe_check=of.get("wipe_check", str, d.wipe_check, ("hash", "stat")),
-        verify=of.get("verify", str, d.verify, ("reread", "none")),
-        max_file_size_gb=of.get("max_file_size_gb", float, d.max_file_size_gb),
-        max_depth=int(_positive(of, "max_depth", of.get("max_depth", int, d.max_depth))),
-        max_entries=int(_positive(of, "max_entries", of.get("max_entries", int, d.max_entries))),
-        reserve_free_mb=of.get("reserve_free_mb", int, d.reserve_free_mb),
-        parallel_cameras=int(_positive(of, "parallel_cameras", of.get("parallel_cameras", int, d.parallel_cameras))),
-        keep_staged_hours=of.get("keep_staged_hours", float, d.keep_staged_hours),
-        buffer_kb=int(_positive(of, "buffer_kb", of.get("buffer_kb", int, d.buffer_kb))),
+        clip_globs=of.opt_strings("clip_globs"),
+        sidecar_globs=of.opt_strings("sidecar_globs"),
+        wipe=of.opt("wipe", str, ("after-upload", "never")),
+        wipe_check=of.opt("wipe_check", str, ("hash", "stat")),
+        verify=of.opt("verify", str, ("reread", "none")),
+        max_file_size_gb=of.opt("max_file_size_gb", float),
+        max_depth=int(_positive(of, "max_depth", of.opt("max_depth", int))),
+        max_entries=int(_positive(of, "max_entries", of.opt("max_entries", int))),
+        reserve_free_mb=of.opt("reserve_free_mb", int),
+        parallel_cameras=int(_positive(of, "parallel_cameras", of.opt("parallel_cameras", int))),
+        keep_staged_hours=of.opt("keep_staged_hours", float),
+        buffer_kb=int(_positive(of, "buffer_kb", of.opt("buffer_kb", int))),
     )
     of.done()
 
-    profiles = _cameras(p, top)
+    profiles = _parse_cameras(p, top.table.pop("camera", []))
 
-    ho = _Section(p, "hooks", top.table.pop("hooks", {}))
-    hooks = HooksConfig(on_state=ho.get("on_state", str, ""), timeout_s=ho.get("timeout_s", float, 10.0))
+    ho = _Section(p, "hooks", top.table.pop("hooks", {}), HooksConfig)
+    hooks = HooksConfig(on_state=ho.opt("on_state", str), timeout_s=ho.opt("timeout_s", float))
     ho.done()
 
-    me = _Section(p, "metrics", top.table.pop("metrics", {}))
-    metrics = MetricsConfig(listen=me.get("listen", str, "127.0.0.1:9464"))
+    me = _Section(p, "metrics", top.table.pop("metrics", {}), MetricsConfig)
+    metrics = MetricsConfig(listen=me.opt("listen", str))
     if metrics.listen and (":" not in metrics.listen or not metrics.listen.rsplit(":", 1)[1].isdigit()):
         me.fail("listen", f"must be HOST:PORT or empty, got {metrics.listen!r}")
     me.done()
 
-    tr = _Section(p, "trust", top.table.pop("trust", {}))
-    root_pub = tr.get("root_pubkey", str, None)
+    tr = _Section(p, "trust", top.table.pop("trust", {}), TrustConfig)
+    root_pub = tr.get("root_pubkey", str, None)  # default: unset (TrustConfig.root_pubkey is None)
     if root_pub is not None and not root_pub.startswith("/"):
         tr.fail("root_pubkey", f"must be an absolute path, got {root_pub!r}")
     trust_cfg = TrustConfig(root_pubkey=Path(root_pub) if root_pub else None)
     tr.done()
-    au = _Section(p, "audit", top.table.pop("audit", {}))
-    audit = AuditConfig(keep_days=au.get("keep_days", float, 0.0))
+    au = _Section(p, "audit", top.table.pop("audit", {}), AuditConfig)
+    audit = AuditConfig(keep_days=au.opt("keep_days", float))
     if audit.keep_days < 0:
         au.fail("keep_days", f"must be 0 (keep forever) or more, got {audit.keep_days}")
     if 0 < audit.keep_days < 1:
-        au.fail("keep_days", f"must be at least 1 (a day's segment is exported after the day ends), got {audit.keep_days}")
+        au.fail("keep_days", "must be at least 1 (a day's segment is exported after the day ends), "
+                             f"got {audit.keep_days}")
     au.done()
 
     if top.table:
@@ -413,11 +448,9 @@ def parse(raw: dict, p: Path) -> Config:
     )
 
 
-def _storage(p: Path, top: _Section) -> StorageConfig | None:
-    """The optional [storage] section (None without it: dockd then offloads and queues but never wipes)."""
-    if "storage" not in top.table:
-        return None
-    s = _Section(p, "storage", top.table.pop("storage"))
+def _parse_storage(p: Path, table: Any) -> StorageConfig:
+    """The ``[storage]`` section."""
+    s = _Section(p, "storage", table, StorageConfig)
     url = s.get("url", str)
     u = urlparse(url)
     if u.scheme == "s3":
@@ -430,18 +463,17 @@ def _storage(p: Path, top: _Section) -> StorageConfig | None:
         s.fail("url", f"must start with s3:// or file://, got {url!r}")
     storage = StorageConfig(
         url=url,
-        endpoint_url=s.get("endpoint_url", str, None),
-        region=s.get("region", str, "us-east-1"),
-        multipart_threshold_mb=int(_positive(s, "multipart_threshold_mb",
-                                             s.get("multipart_threshold_mb", int, 64))),
-        part_size_mb=int(_positive(s, "part_size_mb", s.get("part_size_mb", int, 8))),
-        concurrency=int(_positive(s, "concurrency", s.get("concurrency", int, 8))),
-        part_concurrency=int(_positive(s, "part_concurrency", s.get("part_concurrency", int, 6))),
-        object_lock_days=s.get("object_lock_days", int, 0),
-        legal_hold=s.get("legal_hold", bool, False),
-        verify_after_upload=s.get("verify_after_upload", str, "head", ("head", "read")),
-        timeout_s=_positive(s, "timeout_s", s.get("timeout_s", float, 60.0)),
-        conditional_writes=s.get("conditional_writes", bool, True),
+        endpoint_url=s.opt("endpoint_url", str),
+        region=s.opt("region", str),
+        multipart_threshold_mb=int(_positive(s, "multipart_threshold_mb", s.opt("multipart_threshold_mb", int))),
+        part_size_mb=int(_positive(s, "part_size_mb", s.opt("part_size_mb", int))),
+        concurrency=int(_positive(s, "concurrency", s.opt("concurrency", int))),
+        part_concurrency=int(_positive(s, "part_concurrency", s.opt("part_concurrency", int))),
+        object_lock_days=s.opt("object_lock_days", int),
+        legal_hold=s.opt("legal_hold", bool),
+        verify_after_upload=s.opt("verify_after_upload", str, ("head", "read")),
+        timeout_s=_positive(s, "timeout_s", s.opt("timeout_s", float)),
+        conditional_writes=s.opt("conditional_writes", bool),
     )
     if storage.part_size_mb < 5 and u.scheme == "s3":
         s.fail("part_size_mb", "must be at least 5 (the S3 minimum part size)")
@@ -449,14 +481,13 @@ def _storage(p: Path, top: _Section) -> StorageConfig | None:
     return storage
 
 
-def _cameras(p: Path, top: _Section) -> tuple[CameraProfile, ...]:
-    """The [[camera]] profiles, in file order (first match wins)."""
-    cams = top.table.pop("camera", [])
+def _parse_cameras(p: Path, cams: Any) -> tuple[CameraProfile, ...]:
+    """The ``[[camera]]`` profiles."""
     if not isinstance(cams, list):
         raise ConfigError(p, "[[camera]]: must be an array of tables ([[camera]])")
-    profiles: list[CameraProfile] = []
+    profiles = []
     for i, c in enumerate(cams):
-        cs = _Section(p, f"camera #{i + 1}", c)
+        cs = _Section(p, f"camera #{i + 1}", c, CameraProfile)
         name = cs.get("name", str)
         cs.name = f"camera {name!r}"
         m = cs.get("match", dict)
@@ -476,9 +507,9 @@ def _cameras(p: Path, top: _Section) -> tuple[CameraProfile, ...]:
             CameraProfile(
                 name=name,
                 match=match,
-                filesystems=cs.strings("filesystems", ("exfat", "vfat")),
-                clip_globs=cs.strings("clip_globs", None),
-                sidecar_globs=cs.strings("sidecar_globs", None),
+                filesystems=cs.opt_strings("filesystems"),
+                clip_globs=cs.opt_strings("clip_globs"),
+                sidecar_globs=cs.opt_strings("sidecar_globs"),
             )
         )
         cs.done()

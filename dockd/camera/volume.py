@@ -23,6 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from dockd.core import timefmt
+from dockd.core.naming import safe_ext
+from dockd.core.outcomes import SkipKind
 
 # Sizes are recorded in JSON (manifest, queue JSON, audit) that jq and JavaScript read as
 # doubles: above 2**53 - 1 a size would not be exact there (I-JSON, RFC 7493).
@@ -53,16 +55,13 @@ class Entry:
         return safe_ext(self.path)
 
 
-def safe_ext(path: str) -> str:
-    """The extension, lower-cased, only if it is short and plain ASCII; else empty (names are untrusted)."""
-    m = re.search(r"(\.[A-Za-z0-9]{1,8})$", path.rsplit("/", 1)[-1])
-    return m.group(1).lower() if m else ""
 
 
 @dataclass(frozen=True)
 class Skip:
     path: str  # escaped for display
-    reason: str
+    reason: str  # one line, for people
+    kind: SkipKind = SkipKind.ENTRY  # for policy: INCOMPLETE if the scan stopped here
 
 
 @dataclass
@@ -70,6 +69,11 @@ class Scan:
     clips: list[Entry] = field(default_factory=list)
     sidecars: dict[str, list[Entry]] = field(default_factory=dict)  # clip path -> its sidecars
     skipped: list[Skip] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """False if the scan stopped early (too many entries): a clip it did not see may still be there."""
+        return not any(sk.kind is SkipKind.INCOMPLETE for sk in self.skipped)
 
 
 @dataclass(frozen=True)
@@ -171,12 +175,14 @@ class Volume:
                     seen += 1
                     total += 1
                     if seen > limits.max_entries:
-                        out.skipped.append(Skip(escape(rel or "."), f"directory too wide (more than "
-                                                f"{limits.max_entries} entries); rest not scanned"))
+                        out.skipped.append(Skip(
+                            escape(rel or "."), f"directory too wide (more than {limits.max_entries} entries); "
+                            "rest not scanned", SkipKind.INCOMPLETE))
                         break
                     if total > limits.max_entries:
-                        out.skipped.append(Skip(escape(rel or "."), f"volume too large (more than "
-                                                f"{limits.max_entries} entries); rest not scanned"))
+                        out.skipped.append(Skip(
+                            escape(rel or "."), f"volume too large (more than {limits.max_entries} entries); "
+                            "rest not scanned", SkipKind.INCOMPLETE))
                         break
                     self._visit(dfd, rel, depth, de, clip_globs, sidecar_globs, limits, out, side, subdirs)
             subdirs.reverse()
@@ -265,8 +271,8 @@ class Volume:
                 # one bad timestamp skips that file, not the camera (it could not be queued or dated)
                 out.skipped.append(Skip(shown, why))
                 return
-            entry = Entry(path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
-            (out.clips if is_clip else side).append(entry)
+            found = Entry(path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+            (out.clips if is_clip else side).append(found)
         else:
             kind = ("FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
                     else "device node" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file")

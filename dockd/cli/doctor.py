@@ -57,10 +57,9 @@ def run_checks(config_path: str | None) -> list[dict]:
                       "send `dockd keys request` to the agency's trust administrator, then `dockd keys install "
                       "storage` (ingest goes on meanwhile; manifests name the key id)"))
 
-    from dockd.queue.store import MIGRATIONS, Queue
-    from dockd.station.daemon import queue_path
+    from dockd.queue.store import MIGRATIONS, Queue, queue_path
 
-    qp = queue_path(cfg)
+    qp = queue_path(cfg.data_dir)
     if qp.exists():
         try:
             q = Queue(qp, migrate=False)
@@ -122,8 +121,7 @@ def _storage_checks(cfg: config_mod.Config, storage: config_mod.StorageConfig) -
         got, n = b.read_sha256(key)
         ok = got == hashlib.sha256(data).hexdigest() and n == len(data)
         try:
-            if hasattr(b, "delete"):
-                b.delete(key)
+            b.delete(key)
         except StoreFailure:
             pass
         out.append(_r("storage_probe", ok, f"wrote, read back{' and deleted' if ok else ''} {key}",

@@ -19,7 +19,7 @@ import click
 from dockd import __version__
 from dockd import config as config_mod
 from dockd.core.errors import EXIT_FAILED, DockdError, NotFound, QueueUnreadable, UsageError
-from dockd.core.lifecycle import ClipEvent, ClipState
+from dockd.core.lifecycle import CameraState, ClipEvent, ClipState
 from dockd.core.textsafe import json_text, one_line, printable
 
 # Clip ids and counts end up in SQLite, whose integers are 64-bit signed: anything larger is a usage error
@@ -63,12 +63,12 @@ class Ctx:
             become_data_dir_owner(self.cfg.data_dir, self.cfg.sources.user)
 
     def queue(self, *, must_exist: bool = False):
-        from dockd.queue.store import Queue
+        from dockd.queue.store import Queue, queue_path
 
         global _queue_in_use
 
         self.as_data_dir_owner()
-        p = self.cfg.data_dir / "queue.db"  # daemon.queue_path, without importing the daemon
+        p = queue_path(self.cfg.data_dir)
         _queue_in_use = p
         try:
             st = p.lstat()
@@ -176,7 +176,7 @@ def import_(c: Ctx, directory: Path, serial: str, as_json: bool) -> None:
         q.record("import.started", camera=serial, detail={"directory": str(directory.resolve())})
         s = off.offload(CameraInfo(serial=serial, source="import"), directory)
         q.record("import.finished", camera=serial, detail=s.to_json())
-        q.set_camera_state(serial, "holding" if s.staged or s.already else "ready", "imported")
+        q.set_camera_state(serial, CameraState.HOLDING if s.staged or s.already else CameraState.READY, "imported")
     if as_json:
         emit_json(s.to_json())
     else:
@@ -520,9 +520,11 @@ def _known_failure(e: Exception) -> DockdError | None:
     """
     import sqlite3
 
+    from dockd.queue.store import QUEUE_FILE
+
     orig = getattr(e, "orig", None)  # sqlalchemy wraps the DB-API error
     if isinstance(orig, sqlite3.Error) or isinstance(e, sqlite3.Error):
-        return QueueUnreadable(_queue_in_use or "queue.db", orig if isinstance(orig, sqlite3.Error) else e)
+        return QueueUnreadable(_queue_in_use or QUEUE_FILE, orig if isinstance(orig, sqlite3.Error) else e)
     if isinstance(e, OSError):
         where = e.filename if e.filename is not None else "dockd"
         return DockdError(f"{where}: {e.strerror or e}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dockd.config import Config
-from dockd.core.lifecycle import ClipState
+from dockd.core.lifecycle import HELD_LOCALLY, IN_STORAGE, STAGED_OR_LATER, ordered
 from dockd.evidence import durable
 from dockd.queue.store import Queue
 from dockd.storage import open_backend
@@ -14,8 +14,7 @@ from dockd.storage.base import ErrorClass, StoreFailure
 
 def verify_clips(cfg: Config, q: Queue, ids: list[int] | None, *, remote: bool, deep: bool) -> list[dict]:
     if ids is None:
-        clips = q.clips(state=[ClipState.STAGED, ClipState.UPLOADING, ClipState.UPLOADED, ClipState.WIPING,
-                               ClipState.WIPED, ClipState.FAILED])
+        clips = q.clips(state=ordered(STAGED_OR_LATER))  # every clip with a verified copy and its hash
     else:
         clips = [q.clip(i) for i in ids]
     backend = open_backend(cfg.storage) if (remote and cfg.storage) else None
@@ -30,7 +29,7 @@ def verify_clips(cfg: Config, q: Queue, ids: list[int] | None, *, remote: bool, 
             good = got == c.sha256 and n == c.size
             ok &= good
             checks.append(f"staged copy {'matches' if good else f'HASHES TO {got} ({n} bytes)'}")
-        elif c.state in (ClipState.STAGED, ClipState.UPLOADING, ClipState.FAILED):
+        elif c.state in HELD_LOCALLY:
             ok = False
             checks.append("staged copy MISSING")
         else:
@@ -39,9 +38,9 @@ def verify_clips(cfg: Config, q: Queue, ids: list[int] | None, *, remote: bool, 
             if backend is None:
                 checks.append("remote: no [storage] configured")
                 ok = False
-            elif c.state in (ClipState.UPLOADED, ClipState.WIPING, ClipState.WIPED):
+            elif c.state in IN_STORAGE:
                 key = c.object_key
-                assert key is not None  # recorded with the sha256 when the clip was staged
+                assert key is not None  # recorded with the hash when the clip was staged
                 try:
                     obj = backend.head(key)
                     if obj is None:

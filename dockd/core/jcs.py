@@ -14,7 +14,7 @@ pure-Python serialiser.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import rfc8785
 
@@ -82,4 +82,4 @@ def dumps(obj: Any) -> bytes:
                 return text.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate: let rfc8785 refuse it in its own words
                 pass
-    return rfc8785.dumps(obj)
+    return rfc8785.dumps(cast(Any, obj))  # it refuses (TypeError) what it cannot encode

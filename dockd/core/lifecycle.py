@@ -78,12 +78,30 @@ TRANSITIONS: dict[tuple[ClipState, ClipEvent], ClipState] = {
     (S.WIPED, E.WIPE_REDO): S.WIPING,
 }
 
+# Named state sets: every module that asks "which clips are ..." uses one of these, never a list of its own.
+
+# Not yet copied off the camera (no verified staged copy yet).
+NOT_YET_COPIED = frozenset({S.DISCOVERED, S.COPYING})
 # States in which the clip still needs work before its camera may be released.
 PENDING = frozenset({S.DISCOVERED, S.COPYING, S.STAGED, S.UPLOADING})
 # States that need a person (replay, investigation).
 NEEDS_ATTENTION = frozenset({S.FAILED, S.QUARANTINED})
-# States in which the station holds the only verified copy off the camera.
+# States in which the station holds the only verified copy off the camera (its staged copy must exist).
 HELD_LOCALLY = frozenset({S.STAGED, S.UPLOADING, S.FAILED})
+# Not yet uploaded: the clips ``oldest clip not yet uploaded`` looks at. A ``failed`` clip is not
+# uploaded (it waits for ``dockd replay``), so it counts; a ``quarantined`` one is rejected, not waiting.
+NOT_YET_UPLOADED = PENDING | {S.FAILED}
+# Central storage proved it holds the clip's bytes.
+IN_STORAGE = frozenset({S.UPLOADED, S.WIPING, S.WIPED})
+# A verified copy was made and its hash recorded (staged, or later); quarantined clips are not counted.
+STAGED_OR_LATER = HELD_LOCALLY | IN_STORAGE
+# Still on its camera: every state but ``wiped`` (a new state counts as on the camera).
+ON_CAMERA = frozenset(S) - {S.WIPED}
+
+
+def ordered(states: frozenset[ClipState]) -> list[ClipState]:
+    """``states`` in lifecycle order (a stable list for queries and output)."""
+    return [s for s in ClipState if s in states]
 
 
 def next_state(clip_id: object, state: ClipState | str, event: ClipEvent | str) -> ClipState:
@@ -137,10 +155,10 @@ def camera_state(
         return CameraState.WIPING
     wiping = storage_configured and wipe_mode == "after-upload"
     if not wiping:
-        if any(counts.get(s, 0) for s in (S.DISCOVERED, S.COPYING)):
+        if any(counts.get(s, 0) for s in NOT_YET_COPIED):
             return CameraState.OFFLOADING
         return CameraState.HOLDING
-    if any(counts.get(s, 0) for s in (S.DISCOVERED, S.COPYING, S.STAGED, S.UPLOADING)):
+    if any(counts.get(s, 0) for s in PENDING):
         return CameraState.UPLOADING
     if counts.get(S.UPLOADED, 0):
         return CameraState.WIPING

@@ -17,6 +17,9 @@ the reason (see :func:`check_ns`), never offloaded with a made-up date.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import overload
+
+from dockd.core.errors import UsageError
 
 MIN_NS = -(1 << 63)
 MAX_NS = (1 << 63) - 1
@@ -61,3 +64,27 @@ def rfc3339_ns(ns: int) -> str:
     d, frac = utc(ns)
     return (f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
             f".{frac:09d}Z")
+
+
+@overload
+def rfc3339(ts: float) -> str: ...
+@overload
+def rfc3339(ts: None) -> None: ...
+def rfc3339(ts: float | None) -> str | None:
+    """Epoch seconds as the stored RFC 3339 UTC form to the millisecond (``2026-11-21T05:37:00.437Z``);
+    None stays None. Queue timestamps, audit rows and CLI JSON use this form."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def normalise_time(text: str) -> str:
+    """Any RFC 3339 / ISO 8601 time (``Z`` or offset; naive = UTC) in the stored form, so strings compare
+    as times (``...:00Z`` would otherwise sort after ``...:00.500Z``). Raises UsageError otherwise."""
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"{text!r} is not an RFC 3339 time (like 2026-11-21T00:00:00Z)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -17,28 +17,16 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Column,
     Connection,
     Engine,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
     String,
-    Table,
-    Text,
-    UniqueConstraint,
     bindparam,
     create_engine,
     event,
@@ -51,194 +39,53 @@ from sqlalchemy import (
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from dockd.core import audit as chain
-from dockd.core import ijson, timefmt
-from dockd.core.errors import IllegalTransition, NotAQueue, NotFound, SchemaTooNew, UsageError
-from dockd.core.lifecycle import ClipEvent, ClipState, next_state
-
-SCHEMA_VERSION = 2
-
-md = MetaData()
-
-cameras = Table(
-    "cameras",
-    md,
-    Column("serial", String, primary_key=True),
-    Column("vendor", String),
-    Column("model", String),
-    Column("profile", String),
-    Column("bay", String),
-    Column("source", String),  # "udev" or "watch" or "import"
-    Column("state", String, nullable=False),
-    Column("reason", String),
-    Column("docked", Integer, nullable=False, default=0),
-    Column("docked_at", Float),
-    Column("updated_at", Float, nullable=False),
+from dockd.core import ijson
+from dockd.core.errors import IllegalTransition, NotFound, SchemaTooNew, UsageError
+from dockd.core.lifecycle import (
+    IN_STORAGE,
+    NOT_YET_UPLOADED,
+    ON_CAMERA,
+    STAGED_OR_LATER,
+    CameraState,
+    ClipEvent,
+    ClipState,
+    next_state,
+    ordered,
+)
+from dockd.core.timefmt import normalise_time, rfc3339, rfc3339_ns
+from dockd.queue import schema
+from dockd.queue.records import Camera, Clip
+from dockd.queue.schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    alarms,
+    audit_checkpoints,
+    audit_exports,
+    audit_heads,
+    audit_log,
+    cameras,
+    clips,
+    parts,
+    refuse_foreign,
+    sidecars,
+    skips,
+    state_counts,
 )
 
-clips = Table(
-    "clips",
-    md,
-    Column("id", Integer, primary_key=True),
-    Column("camera", String, ForeignKey("cameras.serial"), nullable=False),
-    Column("path", String, nullable=False),  # original path on the camera, relative, UTF-8
-    Column("size", Integer, nullable=False),
-    Column("mtime_ns", Integer, nullable=False),
-    Column("state", String, nullable=False),
-    Column("sha256", String),
-    Column("staged_path", String),
-    Column("object_key", String),
-    Column("manifest", Text),
-    Column("verify_mode", String),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("last_error", String),
-    Column("next_attempt_at", Float),
-    Column("lease_owner", String),
-    Column("lease_expires", Float),
-    Column("upload_id", String),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
-    Column("staged_at", Float),
-    Column("uploaded_at", Float),
-    Column("wiped_at", Float),
-    UniqueConstraint("camera", "path", "size", "mtime_ns", name="uq_clip_identity"),
-    Index("ix_clips_state", "state", "next_attempt_at"),
-    Index("ix_clips_camera", "camera", "state"),
-)
+# Names other modules still import from here (their home is given): the records, the time
+# formatting (dockd.core.timefmt) and the schema (dockd.queue.schema).
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Camera", "Clip", "Queue", "audit_exports", "audit_heads", "audit_log",
+           "clips", "normalise_time", "queue_path", "refuse_foreign", "rfc3339", "rfc3339_ns"]
 
-sidecars = Table(
-    "sidecars",
-    md,
-    Column("clip_id", Integer, ForeignKey("clips.id"), primary_key=True),
-    Column("path", String, primary_key=True),
-    Column("size", Integer, nullable=False),
-    Column("mtime_ns", Integer, nullable=False),
-    Column("sha256", String, nullable=False),
-    Column("staged_path", String),
-    Column("wiped_at", Float),
-)
-
-parts = Table(
-    "parts",
-    md,
-    Column("clip_id", Integer, ForeignKey("clips.id"), primary_key=True),
-    Column("upload_id", String, primary_key=True),
-    Column("part_number", Integer, primary_key=True),
-    Column("size", Integer, nullable=False),
-    Column("sha256_b64", String, nullable=False),
-    Column("etag", String, nullable=False),
-)
-
-skips = Table(
-    "skips",
-    md,
-    Column("id", Integer, primary_key=True),
-    Column("camera", String, nullable=False),
-    Column("path", String, nullable=False),  # escaped for display
-    Column("reason", String, nullable=False),
-    Column("at", Float, nullable=False),
-    UniqueConstraint("camera", "path", "reason", name="uq_skip"),
-)
-
-alarms = Table(
-    "alarms",
-    md,
-    Column("kind", String, primary_key=True),  # e.g. "clock", "conflict", "storage"
-    Column("message", String, nullable=False),
-    Column("at", Float, nullable=False),
-)
-
-audit_log = Table(
-    "audit",
-    md,
-    Column("seq", Integer, primary_key=True, autoincrement=False),
-    Column("at", String, nullable=False),  # RFC 3339 UTC
-    Column("event", String, nullable=False),
-    Column("camera", String),
-    Column("clip", Integer),
-    Column("detail", Text, nullable=False),  # JSON object
-    Column("prev_hash", String, nullable=False),
-    Column("hash", String, nullable=False),
-    Index("ix_audit_clip", "clip"),
-    Index("ix_audit_camera", "camera"),
-)
+QUEUE_FILE = "queue.db"
+# Columns only the lifecycle changes (Queue.transition): update_clip refuses them.
+LIFECYCLE_COLUMNS = frozenset({"id", "state", "updated_at", "staged_at", "uploaded_at", "wiped_at",
+                               "lease_owner", "lease_expires"})
 
 
-audit_heads = Table(
-    "audit_heads",
-    md,
-    Column("seq", Integer, primary_key=True, autoincrement=False),  # last audit row covered
-    Column("hash", String, nullable=False),
-    Column("at", String, nullable=False),
-    Column("statement", Text, nullable=False),  # signed JSON statement
-)
-
-audit_exports = Table(
-    "audit_exports",
-    md,
-    Column("day", String, primary_key=True),  # YYYY-MM-DD (UTC)
-    Column("first_seq", Integer, nullable=False),
-    Column("last_seq", Integer, nullable=False),
-    Column("object_key", String, nullable=False),
-    Column("at", Float, nullable=False),
-)
-
-
-# Schema v2 (migration _v2): summary tables kept in the same transaction as the rows they summarise.
-# Their own MetaData, so that _v1's create_all keeps creating exactly the v1 schema.
-md2 = MetaData()
-
-state_counts = Table(
-    "state_counts",
-    md2,
-    Column("state", String, primary_key=True),
-    Column("clips", Integer, nullable=False),
-    Column("bytes", Integer, nullable=False),
-)
-
-audit_checkpoints = Table(
-    "audit_checkpoints",
-    md2,
-    Column("seq", Integer, primary_key=True, autoincrement=False),  # last compacted audit row
-    Column("hash", String, nullable=False),  # its hash: the first kept row's prev_hash
-    Column("at", String, nullable=False),
-    Column("statement", Text, nullable=False),  # signed JSON statement (like a head)
-)
-
-# Indexes of the hot paths (v2). Each is named after the statement it serves.
-_V2_INDEXES = (
-    # camera_progress / camera_counts: one camera's clips by state, the wiped ones by wiped_at; covering
-    "CREATE INDEX IF NOT EXISTS ix_clips_progress ON clips (camera, state, wiped_at, size)",
-    # prune_staging and recovery: only clips that still have a staged copy
-    "CREATE INDEX IF NOT EXISTS ix_clips_staged ON clips (uploaded_at) WHERE staged_path IS NOT NULL",
-    # known_upload_ids: only clips with a multipart upload open
-    "CREATE INDEX IF NOT EXISTS ix_clips_upload_id ON clips (upload_id) WHERE upload_id IS NOT NULL",
-    # the last event of a kind (daemon start: the previous daemon.started); seq is the rowid, so included
-    "CREATE INDEX IF NOT EXISTS ix_audit_event ON audit (event)",
-)
-
-
-def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def normalise_time(text: str) -> str:
-    """Any RFC 3339 / ISO 8601 time (``Z`` or offset; naive = UTC) in the stored form, so strings compare
-    as times (``...:00Z`` would otherwise sort after ``...:00.500Z``)."""
-    try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(f"{text!r} is not an RFC 3339 time (like 2026-11-21T00:00:00Z)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def rfc3339_ns(ns: int) -> str:
-    """Nanosecond-exact RFC 3339 UTC time (JSON numbers can't hold epoch nanoseconds exactly);
-    the one conversion of :mod:`dockd.core.timefmt`, shared with object keys and manifests."""
-    return timefmt.rfc3339_ns(ns)
+def queue_path(data_dir: Path) -> Path:
+    """The queue database of the station whose data dir is ``data_dir`` (the one place it is named)."""
+    return Path(data_dir) / QUEUE_FILE
 
 
 # Statements of the hot paths (every clip state change), built once: building
@@ -254,8 +101,8 @@ _bump = sqlite_insert(state_counts).values(state=bindparam("s"), clips=bindparam
 _BUMP_COUNT = _bump.on_conflict_do_update(  # state_counts += (n, b) for state s
     index_elements=["state"], set_={"clips": state_counts.c.clips + _bump.excluded.clips,
                                     "bytes": state_counts.c.bytes + _bump.excluded.bytes})
-# Clip states in which the clip is still on its camera (every state but wiped; a new state counts).
-_ON_CAMERA = [s for s in ClipState if s is not ClipState.WIPED]
+# Clip states in which the clip is still on its camera (lifecycle.ON_CAMERA: every state but wiped).
+_ON_CAMERA = ordered(ON_CAMERA)
 _PROGRESS_ON_CAMERA = (select(clips.c.state, func.count(), func.coalesce(func.sum(clips.c.size), 0))
                        .where(clips.c.camera == bindparam("cam"), clips.c.state.in_(_ON_CAMERA))
                        .group_by(clips.c.state))
@@ -266,7 +113,7 @@ _PROGRESS_WIPED = (select(func.count(), func.coalesce(func.sum(clips.c.size), 0)
 # on wiped/uploaded (the whole history) never outbids the partial index ix_clips_staged.
 _NOT_INDEXED_STATE = literal_column("+clips.state", String)
 _TO_PRUNE = (select(clips).where(clips.c.staged_path.is_not(None), clips.c.uploaded_at < bindparam("before"),
-                                  _NOT_INDEXED_STATE.in_([ClipState.UPLOADED, ClipState.WIPING, ClipState.WIPED]))
+                                  _NOT_INDEXED_STATE.in_(ordered(IN_STORAGE)))
              .order_by(clips.c.uploaded_at, clips.c.id).limit(bindparam("n")))
 _UPLOADING = select(clips.c.id).where(clips.c.state == ClipState.UPLOADING)
 _UPLOADING_EXPIRED = _UPLOADING.where(clips.c.lease_expires < bindparam("t"))
@@ -280,106 +127,6 @@ _NEXT_DUE_UPLOAD = (  # claim_upload: the camera with the fewest uploads in flig
                                          _busy.c.state == ClipState.UPLOADING).scalar_subquery(),
               clips.c.next_attempt_at.is_not(None), clips.c.id)
     .limit(1))
-
-
-@dataclass(frozen=True)
-class Clip:
-    id: int
-    camera: str
-    path: str
-    size: int
-    mtime_ns: int
-    state: ClipState
-    sha256: str | None
-    staged_path: str | None
-    object_key: str | None
-    manifest: str | None
-    verify_mode: str | None
-    attempts: int
-    last_error: str | None
-    next_attempt_at: float | None
-    lease_owner: str | None
-    lease_expires: float | None
-    upload_id: str | None
-    created_at: float
-    updated_at: float
-    staged_at: float | None
-    uploaded_at: float | None
-    wiped_at: float | None
-
-    @classmethod
-    def from_row(cls, row: Any) -> Clip:
-        m = row._mapping
-        return cls(**{f.name: (ClipState(m[f.name]) if f.name == "state" else m[f.name]) for f in fields(cls)})
-
-    def to_json(self) -> dict:
-        """The stable JSON shape of a clip (``dockd queue --json``, ``dockd show --json``)."""
-        return {
-            "id": self.id,
-            "camera": self.camera,
-            "path": self.path,
-            "size": self.size,
-            "mtime": rfc3339_ns(self.mtime_ns),
-            "sha256": self.sha256,
-            "state": str(self.state),
-            "attempts": self.attempts,
-            "last_error": self.last_error,
-            "next_attempt_at": rfc3339(self.next_attempt_at),
-            "object_key": self.object_key,
-            "staged_path": self.staged_path,
-            "verify": self.verify_mode,
-            "created_at": rfc3339(self.created_at),
-            "updated_at": rfc3339(self.updated_at),
-            "staged_at": rfc3339(self.staged_at),
-            "uploaded_at": rfc3339(self.uploaded_at),
-            "wiped_at": rfc3339(self.wiped_at),
-        }
-
-
-@dataclass(frozen=True)
-class Camera:
-    serial: str
-    vendor: str | None
-    model: str | None
-    profile: str | None
-    bay: str | None
-    source: str | None
-    state: str
-    reason: str | None
-    docked: int
-    docked_at: float | None
-    updated_at: float
-
-    @classmethod
-    def from_row(cls, row: Any) -> Camera:
-        m = row._mapping
-        return cls(**{f.name: m[f.name] for f in fields(cls)})
-
-
-# ------------------------------------------------------------------ migrations
-
-
-def _v1(conn: Connection) -> None:
-    md.create_all(conn)
-
-
-def _v2(conn: Connection) -> None:
-    """Summary tables and hot-path indexes: a station with years of history behaves like a new one.
-
-    ``state_counts`` starts from one count over the clips (the only full scan, once, at upgrade);
-    from then on every state change keeps it in step in its own transaction.
-    """
-    md2.create_all(conn)
-    for ddl in _V2_INDEXES:
-        conn.exec_driver_sql(ddl)
-    conn.execute(state_counts.delete())
-    conn.exec_driver_sql("INSERT INTO state_counts (state, clips, bytes) "
-                         "SELECT state, count(*), coalesce(sum(size), 0) FROM clips GROUP BY state")
-
-
-# Append-only: a station upgrades its queue in place by running every step
-# above its PRAGMA user_version, each in its own transaction.
-MIGRATIONS: list[tuple[int, Any]] = [(1, _v1), (2, _v2)]
 
 
 def _count_move(c: Connection, old: ClipState | None, new: ClipState, size: int) -> None:
@@ -419,39 +166,12 @@ def _detail(raw: object) -> object:
     comes back as its raw text, not a dict, so that readers carry on and the chain check names the row."""
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
+    if not isinstance(raw, str):
+        return repr(raw)
     try:
         return ijson.loads(raw)
     except (ijson.Invalid, TypeError):
-        return raw if isinstance(raw, str) else repr(raw)
-
-
-def refuse_foreign(path: Path) -> None:
-    """Raise NotAQueue if ``path`` is an SQLite database of another program; before SQLite opens it.
-
-    Opening alone would change such a file (``journal_mode=WAL`` rewrites its header) and migrating
-    would add our tables to it. A dockd queue has ``user_version`` >= 1 once migrated; at version 0
-    it is a new file of at most one page (migration 1 writes its tables and the version in one
-    transaction). Reads only the 100-byte header; anything that is not SQLite is left to SQLite to
-    refuse.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block us here
-    except FileNotFoundError:
-        return
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return
-        head, size = os.pread(fd, 100, 0), st.st_size
-    finally:
-        os.close(fd)
-    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
-        return
-    page_size = int.from_bytes(head[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    user_version = int.from_bytes(head[60:64], "big")
-    if user_version == 0 and size > page_size:
-        raise NotAQueue(path, f"schema version 0 but {size} bytes of content")
+        return raw
 
 
 class Queue:
@@ -501,10 +221,10 @@ class Queue:
         """Apply pending migrations; return the versions applied."""
         applied = []
         current = self.schema_version()
-        latest = MIGRATIONS[-1][0]
+        latest = schema.MIGRATIONS[-1][0]
         if current > latest:
             raise SchemaTooNew(self.path, current, latest)
-        for version, step in MIGRATIONS:
+        for version, step in schema.MIGRATIONS:
             if version <= current:
                 continue
             with self.writer.begin() as c:
@@ -575,7 +295,9 @@ class Queue:
         last = after_seq
         while True:
             with self.engine.connect() as c:
-                rows = c.connection.driver_connection.execute(sql, (last, page)).fetchall()
+                dbapi = c.connection.driver_connection
+                assert dbapi is not None  # an open connection always has its sqlite3 connection
+                rows = dbapi.execute(sql, (last, page)).fetchall()
             batch = [{"seq": r[0], "at": r[1], "event": r[2], "camera": r[3], "clip": r[4], "detail": _row_detail(r[5]),
                       "prev_hash": r[6], "hash": r[7]} for r in rows]
             yield from batch
@@ -643,7 +365,8 @@ class Queue:
         with self.engine.connect() as c:
             return {r.day for r in c.execute(select(audit_exports.c.day))}
 
-    def mark_audit_exported(self, day: str, first_seq: int, last_seq: int, key: str, *, now: float | None = None) -> None:
+    def mark_audit_exported(self, day: str, first_seq: int, last_seq: int, key: str, *,
+                            now: float | None = None) -> None:
         with self.tx() as c:
             c.execute(insert(audit_exports).values(day=day, first_seq=first_seq, last_seq=last_seq, object_key=key,
                                                    at=_now(now)))
@@ -718,7 +441,7 @@ class Queue:
         t = _now(now)
         with self.tx() as c:
             exists = c.execute(select(cameras.c.serial).where(cameras.c.serial == serial)).first()
-            vals = dict(vendor=vendor, model=model, profile=profile, bay=bay, source=source, state="docked",
+            vals = dict(vendor=vendor, model=model, profile=profile, bay=bay, source=source, state=CameraState.DOCKED,
                         reason=None, docked=1, docked_at=t, updated_at=t)
             if exists:
                 c.execute(update(cameras).where(cameras.c.serial == serial).values(**vals))
@@ -742,7 +465,7 @@ class Queue:
             if row.state == state and row.reason == reason and (docked is None or row.docked == int(docked)):
                 return False
             c.execute(update(cameras).where(cameras.c.serial == serial).values(**vals))
-            ev = "camera.undocked" if state == "undocked" else "camera.state"
+            ev = "camera.undocked" if state == CameraState.UNDOCKED else "camera.state"
             self._audit(c, ev, camera=serial, detail={"from": row.state, "to": state, "reason": reason}, now=t)
             return True
 
@@ -769,11 +492,10 @@ class Queue:
         """
         cam = self.camera(serial)
         since = cam.docked_at if cam and cam.docked_at else 0.0
-        reached = {
+        reached = {  # from the lifecycle's named sets
             "found": list(ClipState),
-            "staged": [ClipState.STAGED, ClipState.UPLOADING, ClipState.UPLOADED, ClipState.WIPING, ClipState.WIPED,
-                       ClipState.FAILED],
-            "uploaded": [ClipState.UPLOADED, ClipState.WIPING, ClipState.WIPED],
+            "staged": ordered(STAGED_OR_LATER),
+            "uploaded": ordered(IN_STORAGE),
             "wiped": [ClipState.WIPED],
         }
         # Two index searches (ix_clips_progress): the clips still on the camera by state, and the wiped
@@ -789,7 +511,8 @@ class Queue:
 
     # -- clips
 
-    def discover(self, camera: str, path: str, size: int, mtime_ns: int, *, now: float | None = None) -> tuple[Clip, bool]:
+    def discover(self, camera: str, path: str, size: int, mtime_ns: int, *,
+                 now: float | None = None) -> tuple[Clip, bool]:
         """Return the clip with this identity, creating it (``discovered``) if new."""
         t = _now(now)
         ident = (clips.c.camera == camera, clips.c.path == path, clips.c.size == size, clips.c.mtime_ns == mtime_ns)
@@ -802,9 +525,11 @@ class Queue:
 
     def _insert_discovered(self, c: Connection, camera: str, path: str, size: int, mtime_ns: int, t: float) -> int:
         """A new ``discovered`` clip with its audit event; returns its id."""
-        cid = c.execute(insert(clips).values(camera=camera, path=path, size=size, mtime_ns=mtime_ns,
-                                             state=ClipState.DISCOVERED, attempts=0, created_at=t,
-                                             updated_at=t)).inserted_primary_key[0]
+        pk = c.execute(insert(clips).values(camera=camera, path=path, size=size, mtime_ns=mtime_ns,
+                                            state=ClipState.DISCOVERED, attempts=0, created_at=t,
+                                            updated_at=t)).inserted_primary_key
+        assert pk is not None  # an INSERT into a table with an integer primary key
+        cid = pk[0]
         _count_move(c, None, ClipState.DISCOVERED, size)
         self._audit(c, "clip.discovered", camera=camera, clip=cid,
                     detail={"path": path, "size": size, "mtime": rfc3339_ns(mtime_ns)}, now=t)
@@ -836,7 +561,7 @@ class Queue:
             raise NotFound("clip", clip_id)
         return Clip.from_row(r)
 
-    def clips(self, *, state: str | list[str] | None = None, camera: str | None = None, limit: int | None = None,
+    def clips(self, *, state: str | Sequence[str] | None = None, camera: str | None = None, limit: int | None = None,
               ids: list[int] | None = None) -> list[Clip]:
         q = select(clips).order_by(clips.c.id)
         if state:
@@ -870,10 +595,11 @@ class Queue:
         return {str(s): got.get(str(s), (0, 0)) for s in ClipState}
 
     def oldest_pending(self) -> float | None:
+        """``created_at`` of the oldest clip not yet uploaded (:data:`~dockd.core.lifecycle.NOT_YET_UPLOADED`:
+        ``failed`` ones included, they wait for a replay), or None."""
         with self.engine.connect() as c:
             return c.execute(select(func.min(clips.c.created_at)).where(
-                clips.c.state.in_([ClipState.DISCOVERED, ClipState.COPYING, ClipState.STAGED,
-                                   ClipState.UPLOADING, ClipState.FAILED]))).scalar()
+                clips.c.state.in_(ordered(NOT_YET_UPLOADED)))).scalar()
 
     def transition(self, clip_id: int, ev: ClipEvent, *, expect: ClipState | None = None, detail: dict | None = None,
                    now: float | None = None, sidecar_rows: list[dict] | None = None, **values: Any) -> Clip:
@@ -913,7 +639,13 @@ class Queue:
         return Clip.from_row(row)
 
     def update_clip(self, clip_id: int, **values: Any) -> None:
-        """Bookkeeping that is not a state change (progress of attempts, errors)."""
+        """Bookkeeping that is not a state change (multipart upload id, pruned staged copy).
+
+        Refuses the lifecycle's columns (``state``, its time stamps, the lease, ``id``): those change
+        only through :meth:`transition`, with the audit row, so this cannot bypass the lifecycle."""
+        refused = sorted(set(values) & LIFECYCLE_COLUMNS)
+        if refused:
+            raise ValueError(f"update_clip cannot set {', '.join(refused)}: state changes go through transition()")
         with self.tx() as c:
             c.execute(update(clips).where(clips.c.id == clip_id).values(**values))
 
@@ -929,13 +661,8 @@ class Queue:
             r = c.execute(_NEXT_DUE_UPLOAD, {"t": t}).first()
             if r is None:
                 return None
-            new = next_state(r.id, ClipState.STAGED, ClipEvent.UPLOAD_STARTED)
-            row = c.execute(update(clips).where(clips.c.id == r.id).values(
-                state=new, lease_owner=owner, lease_expires=t + lease_s, updated_at=t).returning(*clips.c)).one()
-            _count_move(c, ClipState.STAGED, new, row.size)
-            self._audit(c, f"clip.{ClipEvent.UPLOAD_STARTED}", camera=row.camera, clip=r.id,
-                        detail={"from": "staged", "to": "uploading", "owner": owner}, now=t)
-            return Clip.from_row(row)
+            return self._transition(c, r.id, ClipEvent.UPLOAD_STARTED, expect=ClipState.STAGED, now=t,
+                                    detail={"owner": owner}, lease_owner=owner, lease_expires=t + lease_s)
 
     def renew_lease(self, clip_id: int, owner: str, *, lease_s: float, now: float | None = None) -> bool:
         t = _now(now)
@@ -985,7 +712,8 @@ class Queue:
             c.execute(update(sidecars).where(sidecars.c.clip_id == clip_id, sidecars.c.path == path)
                       .values(wiped_at=_now(now)))
 
-    def record_part(self, clip_id: int, upload_id: str, part_number: int, size: int, sha256_b64: str, etag: str) -> None:
+    def record_part(self, clip_id: int, upload_id: str, part_number: int, size: int, sha256_b64: str,
+                    etag: str) -> None:
         with self.tx() as c:
             c.execute(parts.delete().where(parts.c.clip_id == clip_id, parts.c.upload_id == upload_id,
                                            parts.c.part_number == part_number))

@@ -42,15 +42,17 @@ import structlog
 from dockd import __version__
 from dockd.camera.volume import Entry, Limits, SourceChanged, Volume, escape
 from dockd.config import Config
+from dockd.core import naming
 from dockd.core.events import CameraInfo
-from dockd.core.lifecycle import ClipEvent, ClipState
+from dockd.core.lifecycle import HELD_LOCALLY, STAGED_OR_LATER, ClipEvent, ClipState, ordered
+from dockd.core.timefmt import rfc3339, rfc3339_ns
 from dockd.evidence import durable
 from dockd.evidence import manifest as mf
 from dockd.evidence.copier import Cancelled, ShortRead, WriteError, copy_hash
 from dockd.evidence.keys import StationKey
-from dockd.queue.store import Clip, Queue, rfc3339, rfc3339_ns
+from dockd.queue.records import Clip
+from dockd.queue.store import Queue
 from dockd.station.space import SpaceLedger
-from dockd.storage.base import object_key
 
 log = structlog.get_logger("dockd.offload")
 
@@ -124,7 +126,7 @@ class Offloader:
                  on_progress: Callable[[str, int], None] | None = None,
                  on_status: Callable[[str, str | None], None] | None = None, space: SpaceLedger | None = None):
         self.cfg, self.queue, self.key, self.clock = cfg, queue, key, clock
-        self.staging = cfg.data_dir / "staging"
+        self.staging = cfg.data_dir / naming.STAGING_DIR
         self.staging.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.on_progress = on_progress  # (camera serial, bytes) for throughput meters
         self.on_status = on_status  # (camera serial, reason) while paused for disk space
@@ -139,13 +141,13 @@ class Offloader:
     # -- staging paths (named by clip id; never from camera names)
 
     def staged_path(self, clip_id: int) -> Path:
-        return self.staging / f"{clip_id:010d}.clip"
+        return self.staging / naming.staged_clip_name(clip_id)
 
     def sidecar_path(self, clip_id: int, n: int) -> Path:
-        return self.staging / f"{clip_id:010d}.side{n}"
+        return self.staging / naming.staged_sidecar_name(clip_id, n)
 
     def manifest_path(self, clip_id: int) -> Path:
-        return self.staging / f"{clip_id:010d}.manifest.json"
+        return self.staging / naming.staged_manifest_name(clip_id)
 
     # -- one camera
 
@@ -209,7 +211,7 @@ class Offloader:
         """
         seen = {(e.path, e.size, e.mtime_ns) for e in scan.clips}
         unsure = {sk.path for sk in scan.skipped}
-        if any("too large" in sk.reason or "too wide" in sk.reason for sk in scan.skipped):
+        if not scan.complete:
             return  # the scan is incomplete: absence proves nothing
         for c in self.queue.clips(camera=serial, state=ClipState.DISCOVERED):
             if (c.path, c.size, c.mtime_ns) in seen or escape(c.path) in unsure:
@@ -280,7 +282,7 @@ class Offloader:
         dest = self.staged_path(clip_id)
         try:
             job.sha = self._verify_or_recopy(job.vol, entry, dest, job.sha, job.tries, job.cancel, cam.serial)
-            side_rows = []
+            side_rows: list[dict[str, Any]] = []
             for n, se in enumerate(job.sides):
                 sp = self.sidecar_path(clip_id, n)
                 ssha = self._stage_verified(job.vol, se, sp, job.cancel, cam.serial)
@@ -329,7 +331,7 @@ class Offloader:
                     self._cancelled(job)
                     raise
         prefix = self.cfg.storage.prefix if self.cfg.storage else ""
-        key = object_key(prefix, self.cfg.station.id, cam.serial, entry.mtime_ns, sha, entry.ext)
+        key = naming.object_key(prefix, self.cfg.station.id, cam.serial, entry.mtime_ns, sha, entry.ext)
         self.queue.transition(clip_id, ClipEvent.STAGED, now=self.clock(), sha256=sha, sidecar_rows=side_rows,
                               staged_path=str(dest), object_key=key,
                               manifest=json.dumps(signed, sort_keys=True, ensure_ascii=False),
@@ -407,7 +409,8 @@ class Offloader:
         try:
             dfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
-                progress = (lambda n: self.on_progress(serial, n)) if self.on_progress else None
+                report = self.on_progress
+                progress = (lambda n: report(serial, n)) if report else None
                 sha = copy_hash(src, dfd, entry.size, bufsize=self.bufsize, cancel=cancel, progress=progress)
                 # A failed fsync is never retried: the pages may be gone. The
                 # exception propagates, the temporary file is deleted below
@@ -527,9 +530,7 @@ class Offloader:
         keep: set[str] = set()
         # quarantined clips keep their staged copy and manifest: they are evidence under investigation
         # only clips that still have a staged copy: start-up never reads the pruned history
-        for c in self.queue.clips_with_staged_copy([ClipState.STAGED, ClipState.UPLOADING, ClipState.UPLOADED,
-                                                    ClipState.WIPING, ClipState.FAILED, ClipState.WIPED,
-                                                    ClipState.QUARANTINED]):
+        for c in self.queue.clips_with_staged_copy(ordered(STAGED_OR_LATER | {ClipState.QUARANTINED})):
             if c.staged_path:
                 keep.add(Path(c.staged_path).name)
                 keep.add(self.manifest_path(c.id).name)
@@ -539,7 +540,7 @@ class Offloader:
             if p.name not in keep:
                 p.unlink(missing_ok=True)
                 removed.append(p.name)
-        missing = [c.id for c in self.queue.clips(state=[ClipState.STAGED, ClipState.UPLOADING, ClipState.FAILED])
+        missing = [c.id for c in self.queue.clips(state=ordered(HELD_LOCALLY))
                    if not c.staged_path or not Path(c.staged_path).exists()]
         if reset or removed or missing:
             self.queue.record("recovery.staging", detail={"reset_copies": reset, "removed_files": removed,

@@ -39,16 +39,19 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import structlog
-from tenacity import wait_random_exponential
+from tenacity import RetryCallState, wait_random_exponential
 
-from dockd.camera.volume import safe_ext
 from dockd.config import Config
+from dockd.core import naming
 from dockd.core.lifecycle import ClipEvent, ClipState
+from dockd.core.outcomes import AttemptError
 from dockd.evidence import durable
 from dockd.evidence import manifest as mf
-from dockd.queue.store import Clip, Queue
+from dockd.queue.records import Clip
+from dockd.queue.store import Queue
 from dockd.storage.base import Backend, ErrorClass, RemoteObject, StoreFailure, TokenBucket
 
 log = structlog.get_logger("dockd.upload")
@@ -61,7 +64,8 @@ class _Attempt:
 
 def backoff_s(attempt: int, initial: float, maximum: float) -> float:
     """Full-jitter exponential backoff: uniform(0, min(max, initial * 2**(attempt-1)))."""
-    return wait_random_exponential(multiplier=initial, max=maximum)(_Attempt(attempt))
+    # the wait strategy reads only attempt_number of its RetryCallState
+    return wait_random_exponential(multiplier=initial, max=maximum)(cast(RetryCallState, _Attempt(attempt)))
 
 
 def _first_attempt(clip: Clip) -> bool:
@@ -167,7 +171,8 @@ class Uploader:
 
     def _upload(self, clip: Clip) -> tuple[RemoteObject, bool]:
         assert clip.sha256 and clip.object_key and clip.manifest
-        progress = (lambda n: self.on_progress(clip.camera, n)) if self.on_progress else None
+        report = self.on_progress
+        progress = (lambda n: report(clip.camera, n)) if report else None
         staged = Path(clip.staged_path) if clip.staged_path else None
         found = None
         if not (_first_attempt(clip) and self.backend.conditional_writes
@@ -191,13 +196,11 @@ class Uploader:
             self.queue.record("upload.already_present", camera=clip.camera, clip=clip.id,
                               detail={"object_key": clip.object_key, "checksum": obj.sha256 or obj.composite},
                               now=self.clock())
-        if self.lock_wanted and hasattr(self.backend, "ensure_lock"):
+        if self.lock_wanted:
             obj = self.backend.ensure_lock(obj)
         m = json.loads(clip.manifest)
-        base = clip.object_key.rsplit("/", 1)[0]
         for sc in self.queue.sidecars(clip.id):
-            ext = safe_ext(sc["path"])
-            key = f"{base}/{sc['sha256']}{ext}"
+            key = naming.sidecar_key(clip.object_key, sc["sha256"], sc["path"])
             if self.backend.find(key, sc["size"], sc["sha256"], None) is None:
                 if not sc["staged_path"]:
                     raise StoreFailure(ErrorClass.BAD_DIGEST, f"staged copy unreadable: sidecar {sc['path']!r} "
@@ -205,7 +208,7 @@ class Uploader:
                 self.backend.put_file(key, Path(sc["staged_path"]), sc["size"], sc["sha256"], None, None)
         body = mf.dumps(m)
         digest = hashlib.sha256(body).hexdigest()
-        mkey = clip.object_key + ".manifest.json"
+        mkey = naming.manifest_key(clip.object_key)
         try:
             self.backend.put_bytes(mkey, body, digest)
         except StoreFailure as e:
@@ -214,7 +217,7 @@ class Uploader:
             # The same bytes were offloaded twice from this camera on this day
             # (same content-addressed key): the first clip's manifest is already
             # there. This clip's manifest goes beside it under its own digest.
-            mkey = f"{clip.object_key}.{digest[:16]}.manifest.json"
+            mkey = naming.manifest_key(clip.object_key, digest)
             self.backend.put_bytes(mkey, body, digest)
             self.queue.record("upload.duplicate_content", camera=clip.camera, clip=clip.id,
                               detail={"object_key": clip.object_key, "manifest_key": mkey}, now=self.clock())
@@ -229,7 +232,7 @@ class Uploader:
             return  # (a first attempt starts with no upload id, and a single PUT never takes one)
         cur = self.queue.clip(clip.id)
         try:
-            if cur.upload_id and hasattr(self.backend, "abort"):
+            if cur.upload_id and clip.object_key:
                 self.backend.abort(clip.object_key, cur.upload_id)
             aborted = self.backend.abort_unknown_uploads(self.queue.known_upload_ids() - {cur.upload_id},
                                                          key=clip.object_key)
@@ -245,7 +248,7 @@ class Uploader:
 
     def _quarantine(self, clip: Clip, blog, **kw) -> Clip:
         cur = self.queue.clip(clip.id)
-        if cur.upload_id and hasattr(self.backend, "abort"):
+        if cur.upload_id and clip.object_key:
             try:
                 self.backend.abort(clip.object_key, cur.upload_id)
                 QueueLedger(self.queue, cur, self.clock).finish()
@@ -256,8 +259,8 @@ class Uploader:
     def _failed_attempt(self, clip: Clip, e: StoreFailure, blog) -> Clip:
         now = self.clock()
         up = self.cfg.upload
-        msg = f"{e.cls}: {e}"
-        detail = {"error_class": str(e.cls), "code": e.code, "error": str(e)}
+        msg = AttemptError(e.cls, str(e)).text()
+        detail: dict[str, Any] = {"error_class": str(e.cls), "code": e.code, "error": str(e)}
         if e.cls is ErrorClass.CONFLICT:
             self.queue.raise_alarm("conflict", f"clip {clip.id}: {e}", now=now)
             blog.error("quarantined: storage holds different content under this key", error=str(e))
@@ -271,7 +274,8 @@ class Uploader:
                 blog.error("quarantined: staged copy is corrupt", recorded=clip.sha256, staged=got)
                 return self._quarantine(clip, blog, now=now, detail=detail,
                                         last_error=f"staged copy corrupt: {got} != {clip.sha256}")
-            if (clip.last_error or "").startswith(f"{ErrorClass.BAD_DIGEST}:"):
+            previous = AttemptError.parse(clip.last_error)
+            if previous is not None and previous.cls is ErrorClass.BAD_DIGEST:
                 blog.error("failed: storage rejected the checksum twice", error=str(e))
                 return self.queue.transition(clip.id, ClipEvent.UPLOAD_FAILED, now=now, last_error=msg,
                                              attempts=clip.attempts + 1, detail=detail)

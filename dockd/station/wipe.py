@@ -43,15 +43,18 @@ import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from dockd.camera.volume import Entry, SourceChanged, Volume, escape
 from dockd.config import Config
+from dockd.core import naming
 from dockd.core.errors import IllegalTransition
 from dockd.core.lifecycle import ClipEvent, ClipState, may_wipe
 from dockd.evidence import durable
-from dockd.queue.store import Clip, Queue
+from dockd.queue.records import Clip
+from dockd.queue.store import Queue
 
 log = structlog.get_logger("dockd.wipe")
 
@@ -195,6 +198,57 @@ def wipe_clips(cfg: Config, queue: Queue, vol: Volume, clips: list[Clip], *, loc
     return res
 
 
+def _regate(queue: Queue, vol: Volume, clip: Clip, sides: list[dict], paths: list[str],
+            there: dict[str, bool | None], gated: dict[str, Entry], by_hash: bool,
+            gate_refusal: Callable[[], str | None], res: WipeResult, blog, clock: Callable[[], float]) -> bool:
+    """An interrupted or reopened wipe: every file still there passes the whole gate again first.
+
+    Fills ``gated`` with the entries that passed; a sidecar that fails while its clip is gone is
+    marked kept (``there[p] = None``, named in the receipt). Returns False if the clip itself failed
+    the gate and went back to ``uploaded`` (nothing more to do), else True."""
+    if not any(there.values()):
+        return True
+    reason = gate_refusal()
+    if reason is None:
+        try:
+            for sc in sides:
+                if there[sc["path"]]:
+                    gated[sc["path"]] = _check_source(vol, sc["path"], sc["size"], sc["mtime_ns"],
+                                                      sc["sha256"], by_hash)
+            if there[clip.path]:
+                gated[clip.path] = _check_source(vol, clip.path, clip.size, clip.mtime_ns,
+                                                 clip.sha256 or "", by_hash)
+        except (SourceChanged, OSError) as e:
+            reason = _why(e)
+    if reason is not None:
+        gone = [p for p in paths if there[p] is False]
+        if there[clip.path]:
+            _back(queue, clip, reason, gone, res, blog, clock, vol=vol)
+            return False
+        # The clip is gone; a sidecar that fails the gate stays on the camera, named in the receipt.
+        blog.warning("sidecar kept on the camera", reason=reason)
+        for p in paths:
+            if there[p] and p not in gated:
+                there[p] = None  # kept
+    return True
+
+
+def _unlink_gated(vol: Volume, clip: Clip, sides: list[dict], there: dict[str, bool | None],
+                  gated: dict[str, Entry], deleted: list[str], step: Callable[[str, int], None]) -> None:
+    """Unlink the gated sidecars, then the clip (no fsync yet), appending each path to ``deleted`` as it
+    goes, so that a caller catching the error knows what is already gone."""
+    for sc in sides:
+        side = gated.get(sc["path"])
+        if there[sc["path"]] and side is not None:
+            vol.unlink(side, sync=False)
+            deleted.append(sc["path"])
+            step("sidecar_unlinked", clip.id)
+    if there[clip.path]:
+        vol.unlink(gated[clip.path], sync=False)
+        deleted.append(clip.path)
+        step("clip_unlinked", clip.id)
+
+
 def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | None, by_hash: bool,
             gate_refusal: Callable[[], str | None], res: WipeResult, blog, clock: Callable[[], float],
             step: Callable[[str, int], None]) -> None:
@@ -205,49 +259,19 @@ def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | Non
     sides = [sc for sc in queue.sidecars(clip.id) if sc["wiped_at"] is None]
     paths = [sc["path"] for sc in sides] + [clip.path]
     try:
-        there = {p: vol.present(p) for p in paths}
+        there: dict[str, bool | None] = {p: vol.present(p) for p in paths}  # None: kept on the camera
     except OSError as e:
         _back(queue, clip, _why(e), [], res, blog, clock)
         return
     resumed = gated is None
     gated = dict(gated or {})
-    if resumed:
-        if any(there.values()):
-            reason = gate_refusal()
-            if reason is None:
-                try:
-                    for sc in sides:
-                        if there[sc["path"]]:
-                            gated[sc["path"]] = _check_source(vol, sc["path"], sc["size"], sc["mtime_ns"],
-                                                              sc["sha256"], by_hash)
-                    if there[clip.path]:
-                        gated[clip.path] = _check_source(vol, clip.path, clip.size, clip.mtime_ns,
-                                                         clip.sha256 or "", by_hash)
-                except (SourceChanged, OSError) as e:
-                    reason = _why(e)
-            if reason is not None:
-                gone = [p for p in paths if there[p] is False]
-                if there[clip.path]:
-                    _back(queue, clip, reason, gone, res, blog, clock, vol=vol)
-                    return
-                # The clip is gone; a sidecar that fails the gate stays on the camera, named in the receipt.
-                blog.warning("sidecar kept on the camera", reason=reason)
-                for p in paths:
-                    if there[p] and p not in gated:
-                        there[p] = None  # kept
+    if resumed and not _regate(queue, vol, clip, sides, paths, there, gated, by_hash, gate_refusal, res, blog,
+                               clock):
+        return
     # Delete: the sidecars, then the clip; nothing is recorded wiped before the directory fsync below.
-    deleted = []
+    deleted: list[str] = []
     try:
-        for sc in sides:
-            e = gated.get(sc["path"])
-            if there[sc["path"]] and e is not None:
-                vol.unlink(e, sync=False)
-                deleted.append(sc["path"])
-                step("sidecar_unlinked", clip.id)
-        if there[clip.path]:
-            vol.unlink(gated[clip.path], sync=False)
-            deleted.append(clip.path)
-            step("clip_unlinked", clip.id)
+        _unlink_gated(vol, clip, sides, there, gated, deleted, step)
     except (SourceChanged, OSError) as e:
         try:
             still = vol.present(clip.path)
@@ -278,8 +302,8 @@ def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | Non
         how = "deleted on re-check" if resumed else "after deletion"
     else:
         how = "found gone on re-check" if resumed else "found gone"
-    receipt = {"object_key": clip.object_key, "sha256": clip.sha256, "size": clip.size, "path": clip.path,
-               "confirmed": how, "dir_synced": synced}
+    receipt: dict[str, Any] = {"object_key": clip.object_key, "sha256": clip.sha256, "size": clip.size,
+                               "path": clip.path, "confirmed": how, "dir_synced": synced}
     if clip.path in gated:  # its bytes on the camera were checked in this pass, just before the unlink
         receipt["checked"] = "sha256" if by_hash else "stat"
     if resumed:
@@ -350,7 +374,7 @@ def prune_staging(cfg: Config, queue: Queue, *, now: float | None = None, limit:
     for c in queue.clips_to_prune(t - keep, limit=limit):
         if not c.staged_path or c.uploaded_at is None or t - c.uploaded_at < keep:
             continue
-        paths = [c.staged_path, str(cfg.data_dir / "staging" / f"{c.id:010d}.manifest.json")]
+        paths = [c.staged_path, str(cfg.data_dir / naming.STAGING_DIR / naming.staged_manifest_name(c.id))]
         paths += [sc["staged_path"] for sc in queue.sidecars(c.id) if sc["staged_path"]]
         for p in paths:
             try:

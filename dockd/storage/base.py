@@ -1,4 +1,6 @@
-"""The interface between the uploader and a storage backend, object naming, and the bandwidth limiter.
+"""The interface between the uploader and a storage backend, and the bandwidth limiter.
+
+Object names are decided in :mod:`dockd.core.naming`.
 
 A backend stores a local file under a key and proves what it holds. It does
 not decide policy (when to retry, quarantine or wipe): it raises
@@ -24,35 +26,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-from dockd.core import timefmt
+# Object names live in the core (one home for every name); imported here for the backends' callers.
+from dockd.core.naming import object_key as object_key
+from dockd.core.naming import station_prefix as station_prefix
 
-
-def object_key(prefix: str, station: str, serial: str, mtime_ns: int, sha256: str, ext: str) -> str:
-    """``{prefix}/{station}/{serial}/{YYYY}/{MM}/{DD}/{sha256}{ext}``, date from the clip's mtime in UTC."""
-    parts = [prefix] if prefix else []
-    parts += [station, serial, *timefmt.date_parts(mtime_ns), f"{sha256}{ext}"]
-    return "/".join(parts)
-
-
-def station_prefix(prefix: str, station: str) -> str:
-    """The key prefix under which one station writes (``{prefix}/{station}/``)."""
-    return "/".join([p for p in (prefix, station) if p]) + "/"
+# The classification of a failure is a core outcome (the uploader's policy matches on it).
+from dockd.core.outcomes import ErrorClass as ErrorClass
 
 
 def b64(hexdigest: str) -> str:
     return base64.b64encode(bytes.fromhex(hexdigest)).decode("ascii")
-
-
-class ErrorClass(StrEnum):
-    TRANSIENT = "transient"  # network, timeout, 5xx, throttling: retry with backoff
-    PERMANENT = "permanent"  # credentials, permissions, missing bucket: fail with the reason
-    CLOCK = "clock"  # RequestTimeTooSkewed: alarm, long backoff, no retry storm
-    BAD_DIGEST = "bad_digest"  # server computed a different checksum from what we sent
-    CONFLICT = "conflict"  # key exists with different content: quarantine, never overwrite
 
 
 class StoreFailure(Exception):

@@ -321,3 +321,76 @@ def test_empty_camera_match_is_rejected(tmp_path):
     raw = {"station": {"id": "s", "data_dir": "/var/lib/dockd"}, "camera": [{"name": "any", "match": {}}]}
     with _pytest.raises(ConfigError, match=r"camera 'any'\] match: must name at least one udev property"):
         parse(raw, tmp_path / "dockd.toml")
+
+
+# ---------------------------------------------------------------- the example TOML against the defaults
+
+EXAMPLE = REPO / "examples" / "dockd.example.toml"
+
+
+def _example_keys() -> dict[str, dict[str, tuple[str, bool]]]:
+    """Per section of the example: key -> (value text, shown as the default?). A commented ``#key = value``
+    line shows the default unless it is marked ``# example``; a live ``key = value`` line is a setting."""
+    import re
+
+    out: dict[str, dict[str, tuple[str, bool]]] = {}
+    section = None
+    for line in EXAMPLE.read_text().splitlines():
+        if m := re.fullmatch(r"\[\[?(\w+)\]\]?", line.strip()):
+            section = m.group(1)
+            out.setdefault(section, {})
+        elif section and (m := re.fullmatch(r"(#?)([a-z_]+) = (.+)", line)):
+            value, marked = m.group(3), False
+            if value.endswith("  # example"):
+                value, marked = value.removesuffix("  # example"), True
+            out[section].setdefault(m.group(2), (value, m.group(1) == "#" and not marked))
+    return out
+
+
+def _toml_value(text: str):
+    import tomllib
+
+    return tomllib.loads(f"v = {text}")["v"]
+
+
+def _plain(v):
+    """A dataclass default as TOML would write it (tuples as lists, paths as strings)."""
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def test_example_toml_lists_every_config_key_in_its_section():
+    import dataclasses
+
+    keys = _example_keys()
+    assert set(keys) == set(config.SECTIONS)
+    for section, cls in config.SECTIONS.items():
+        want = {f.name for f in dataclasses.fields(cls)}
+        assert set(keys[section]) == want, section
+
+
+def test_example_toml_commented_values_are_the_dataclass_defaults():
+    checked = 0
+    for section, entries in _example_keys().items():
+        cls = config.SECTIONS[section]
+        for key, (text, is_default) in entries.items():
+            if not is_default:
+                continue
+            assert _toml_value(text) == _plain(config.field_default(cls, key)), f"[{section}] {key}"
+            checked += 1
+    assert checked >= 30  # the parser found the commented defaults (33 today)
+
+
+def test_parse_takes_its_defaults_from_the_dataclasses(tmp_path):
+    cfg = config.parse({"station": {"id": "s1"}, "storage": {"url": "s3://b/p"}, "camera": [
+        {"name": "c", "match": {"ID_VENDOR_ID": "0c45"}}]}, tmp_path / "x.toml")
+    assert cfg.station.data_dir == config.StationConfig("s1").data_dir
+    assert cfg.storage == config.StorageConfig(url="s3://b/p")
+    assert (cfg.upload, cfg.sources, cfg.offload) == (config.UploadConfig(), config.SourcesConfig(),
+                                                      config.OffloadConfig())
+    assert (cfg.hooks, cfg.metrics, cfg.trust, cfg.audit) == (config.HooksConfig(), config.MetricsConfig(),
+                                                              config.TrustConfig(), config.AuditConfig())
+    assert cfg.cameras == (config.CameraProfile(name="c", match={"ID_VENDOR_ID": ("0c45",)}),)

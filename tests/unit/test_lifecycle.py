@@ -98,6 +98,26 @@ def test_state_groups():
     assert not (PENDING & NEEDS_ATTENTION)
 
 
+def test_named_state_sets_say_what_they_mean():
+    from dockd.core.lifecycle import (
+        IN_STORAGE,
+        NOT_YET_COPIED,
+        NOT_YET_UPLOADED,
+        ON_CAMERA,
+        STAGED_OR_LATER,
+        ordered,
+    )
+
+    # "oldest clip not yet uploaded" includes failed clips (they wait for a replay), not quarantined ones
+    assert NOT_YET_UPLOADED == {S.DISCOVERED, S.COPYING, S.STAGED, S.UPLOADING, S.FAILED}
+    assert not (NOT_YET_UPLOADED & IN_STORAGE) and S.QUARANTINED not in NOT_YET_UPLOADED
+    assert IN_STORAGE == {S.UPLOADED, S.WIPING, S.WIPED}
+    assert STAGED_OR_LATER == HELD_LOCALLY | IN_STORAGE
+    assert NOT_YET_COPIED | STAGED_OR_LATER | {S.QUARANTINED} == set(S)
+    assert ON_CAMERA == set(S) - {S.WIPED}
+    assert ordered(IN_STORAGE) == [S.UPLOADED, S.WIPING, S.WIPED]
+
+
 @given(st.lists(st.sampled_from(list(ClipEvent)), max_size=60))
 @settings(max_examples=400, deadline=None)
 def test_property_wiped_only_after_uploaded_and_uploaded_only_after_uploading(events):
@@ -119,7 +139,7 @@ def test_property_wiped_only_after_uploaded_and_uploaded_only_after_uploading(ev
         state = new
     # Over the whole walk: every `wiped` is immediately preceded by the intent (`wiping`), the first
     # `wiping` by `uploaded`, the first `uploaded` by `uploading`, and `wiped` is left only for `wiping`.
-    for prev, cur in zip(history, history[1:]):
+    for prev, cur in zip(history, history[1:], strict=False):
         if cur is S.WIPED:
             assert prev is S.WIPING
         if prev is S.WIPED:

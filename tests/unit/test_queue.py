@@ -9,10 +9,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from dockd.core import timefmt
 from dockd.core.errors import IllegalTransition, NotFound, SchemaTooNew
 from dockd.core.lifecycle import ClipEvent, ClipState
-from dockd.queue import store as qmod
-from dockd.queue.store import SCHEMA_VERSION, Queue
+from dockd.queue import schema
+from dockd.queue.schema import SCHEMA_VERSION
+from dockd.queue.store import Queue
 
 E, S = ClipEvent, ClipState
 T0 = 1_700_000_000.0
@@ -53,8 +55,8 @@ def audit_count(q: Queue) -> int:
 
 
 def test_fresh_db_is_at_schema_version(tmp_path):
-    assert SCHEMA_VERSION == qmod.MIGRATIONS[-1][0]
-    assert [v for v, _ in qmod.MIGRATIONS] == sorted({v for v, _ in qmod.MIGRATIONS})
+    assert SCHEMA_VERSION == schema.MIGRATIONS[-1][0]
+    assert [v for v, _ in schema.MIGRATIONS] == sorted({v for v, _ in schema.MIGRATIONS})
     q = Queue(tmp_path / "q.db")
     try:
         assert q.schema_version() == SCHEMA_VERSION
@@ -85,7 +87,7 @@ def test_appended_migration_upgrades_existing_db_in_place(tmp_path, monkeypatch)
         conn.exec_driver_sql("ALTER TABLE clips ADD COLUMN retention_class TEXT DEFAULT 'standard'")
         conn.exec_driver_sql("CREATE TABLE holds (clip_id INTEGER PRIMARY KEY REFERENCES clips(id))")
 
-    monkeypatch.setattr(qmod, "MIGRATIONS", [*qmod.MIGRATIONS, (SCHEMA_VERSION + 1, v2)])
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, (SCHEMA_VERSION + 1, v2)])
     q2 = Queue(p, migrate=False)
     try:
         assert q2.schema_version() == SCHEMA_VERSION
@@ -112,7 +114,7 @@ def test_failing_migration_rolls_back_and_keeps_version(tmp_path, monkeypatch):
         conn.exec_driver_sql("CREATE TABLE half_done (x INTEGER)")
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(qmod, "MIGRATIONS", [*qmod.MIGRATIONS, (SCHEMA_VERSION + 1, broken)])
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, (SCHEMA_VERSION + 1, broken)])
     with pytest.raises(RuntimeError):
         Queue(p)
     con = sqlite3.connect(p)
@@ -365,7 +367,7 @@ def test_discover_many_creates_new_and_returns_existing_unchanged(q):
         rows = q.audit_rows(clip=c.id)
         assert [r["event"] for r in rows] == ["clip.discovered"]
         assert rows[0]["camera"] == "CAM1" and rows[0]["detail"] == {
-            "path": c.path, "size": c.size, "mtime": qmod.rfc3339_ns(c.mtime_ns)}
+            "path": c.path, "size": c.size, "mtime": timefmt.rfc3339_ns(c.mtime_ns)}
     assert audit_count(q) == n_audit + 3  # one per new identity, none for existing ones or duplicates
     assert {c.id: c for c in q.clips() if c.id in before} == before  # existing rows untouched
     # the same identities through discover() are the same clips
@@ -566,3 +568,32 @@ def test_claims_are_fair_between_cameras(tmp_path):
     third = q.claim_upload("w3", lease_s=60, now=3.0)
     assert (first.camera, second.camera) == ("CAM-A", "CAM-B")
     assert third.camera == "CAM-A" and third.id != first.id
+
+
+def test_update_clip_refuses_lifecycle_columns(q):
+    c, _ = q.discover("CAM1", "DCIM/A.MP4", 100, 1, now=T0)
+    before_clip, before_audit = q.clip(c.id), q.audit_rows()
+    for col in ("state", "uploaded_at", "wiped_at", "lease_owner"):
+        with pytest.raises(ValueError, match="transition"):
+            q.update_clip(c.id, **{col: "x"}, last_error="e")
+    assert q.clip(c.id) == before_clip and q.audit_rows() == before_audit
+    q.update_clip(c.id, last_error="bookkeeping")  # not a state change: allowed
+    assert q.clip(c.id).last_error == "bookkeeping"
+
+
+def test_claim_upload_audits_through_the_transition(q):
+    cid = staged_clip(q)
+    got = q.claim_upload("w1", lease_s=60, now=T0)
+    assert got is not None and got.id == cid and got.state is S.UPLOADING and got.lease_owner == "w1"
+    assert got.lease_expires == T0 + 60
+    row = q.audit_rows(clip=cid)[-1]
+    assert row["event"] == "clip.upload_started"
+    assert row["detail"] == {"from": "staged", "to": "uploading", "owner": "w1"}
+
+
+def test_oldest_pending_counts_failed_clips_not_quarantined_ones(q):
+    failed = staged_clip(q, now=T0)
+    q.transition(failed, E.UPLOAD_FAILED, now=T0 + 1)
+    quarantined, _ = q.discover("CAM1", "DCIM/Q.MP4", 100, 1, now=T0 - 100)
+    q.transition(quarantined.id, E.QUARANTINE, now=T0)
+    assert q.oldest_pending() == T0

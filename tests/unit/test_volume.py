@@ -24,6 +24,7 @@ from dockd import config
 from dockd.camera.volume import Entry, Limits, SourceChanged, Volume, escape, glob_regex, matches, valid_name
 from dockd.core.events import CameraInfo
 from dockd.core.lifecycle import ClipState
+from dockd.core.outcomes import SkipKind
 from dockd.evidence import keys
 from dockd.queue.store import Queue
 from dockd.station.offloader import Offloader
@@ -204,6 +205,7 @@ def test_huge_sparse_file_over_default_limit_is_only_stat(tmp_path):
         scan = run_guarded(lambda: v.scan(GLOBS))
     assert scan.clips == []
     assert [(s.path, s.reason.split(" (")[0]) for s in scan.skipped] == [("DCIM/BIG.MP4", "larger than the limit")]
+    assert [s.kind for s in scan.skipped] == [SkipKind.ENTRY] and scan.complete  # one file skipped, scan whole
 
 
 def test_wide_directory(tmp_path):
@@ -216,6 +218,7 @@ def test_wide_directory(tmp_path):
     assert len(scan.clips) == 10
     assert [(s.path, s.reason) for s in scan.skipped] == [
         (".", "directory too wide (more than 10 entries); rest not scanned")]
+    assert [s.kind for s in scan.skipped] == [SkipKind.INCOMPLETE] and not scan.complete
 
 
 def test_wide_subdirectory_stops_the_scan_once(tmp_path):
@@ -240,6 +243,7 @@ def test_volume_with_too_many_entries_in_total(tmp_path):
         scan = v.scan(GLOBS, (), Limits(max_entries=10))  # no directory has more than 4 entries
     assert len(scan.clips) < 12
     assert [s.reason for s in scan.skipped] == ["volume too large (more than 10 entries); rest not scanned"]
+    assert [s.kind for s in scan.skipped] == [SkipKind.INCOMPLETE] and not scan.complete
 
 
 def test_many_directories_do_not_exhaust_file_descriptors(tmp_path):
