@@ -119,7 +119,7 @@ def test_property_wiped_only_after_uploaded_and_uploaded_only_after_uploading(ev
         state = new
     # Over the whole walk: every `wiped` is immediately preceded by the intent (`wiping`), the first
     # `wiping` by `uploaded`, the first `uploaded` by `uploading`, and `wiped` is left only for `wiping`.
-    for prev, cur in zip(history, history[1:]):
+    for prev, cur in zip(history, history[1:], strict=False):
         if cur is S.WIPED:
             assert prev is S.WIPING
         if prev is S.WIPED:
