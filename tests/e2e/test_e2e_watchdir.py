@@ -29,7 +29,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.support.cli import dockd_argv, dockd_env, run_dockd
 from tests.support.exfat import make_clip
 from tests.support.seaweed import SeaweedServer
 
@@ -113,8 +113,7 @@ class Station:
         for rel in [*CLIPS, SIDECAR]:
             os.utime(self.prep / rel, ns=(MTIME_NS, MTIME_NS))
             self.files[rel] = sha256_file(self.prep / rel)
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("DOCKD_CONFIG", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        self.env = dockd_env()
         if seaweed:
             self.env.update(AWS_ACCESS_KEY_ID=seaweed.access_key, AWS_SECRET_ACCESS_KEY=seaweed.secret_key,
                             AWS_DEFAULT_REGION=seaweed.region, AWS_EC2_METADATA_DISABLED="true",
@@ -123,11 +122,10 @@ class Station:
     # -- the daemon and the CLI
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "dockd", "--config", str(self.cfg), *args]
+        return [*dockd_argv(), "--config", str(self.cfg), *args]
 
     def cli(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True, timeout=60,
-                           stdin=subprocess.DEVNULL)
+        r = run_dockd(*args, config=self.cfg, env=self.env)
         if ok:
             assert r.returncode == 0, f"dockd {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
         return r

@@ -29,6 +29,7 @@ import pytest
 
 from dockd.camera import privileges
 from tests.support import dockbed as dbmod
+from tests.support.cli import run_dockd
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -185,8 +186,7 @@ def test_data_dir_not_owned_by_the_user_is_refused_in_one_line(user, workdir):
     cfg = workdir / "dockd.toml"
     cfg.write_text(f'[station]\nid = "priv-1"\ndata_dir = "{data}"\n\n[sources]\nwatch_dirs = ["{workdir}"]\n'
                    f'user = "{name}"\n\n[metrics]\nlisten = ""\n')
-    r = subprocess.run([*dbmod.dockd_argv(), "--config", str(cfg), "run", "--drain"], capture_output=True,
-                       text=True, timeout=60)
+    r = run_dockd("run", "--drain", config=cfg)
     assert r.returncode == 1, (r.stdout, r.stderr)
     err = [x for x in r.stderr.splitlines() if x.strip()]
     assert err == [f"dockd: error: could not drop privileges: data dir {data} is owned by uid 0, not by {name} "

@@ -8,20 +8,18 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dockd.core import audit as chain
 from dockd.core import ijson
-from dockd.core.errors import ManifestInvalid
 from dockd.evidence import keys
 from dockd.evidence import manifest as mf
 from dockd.queue.store import Queue
 from dockd.station import anchors
+from tests.support.cli import run_dockd
 
-DOCKD = str(Path(sys.executable).with_name("dockd"))
 CLIP = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8
 
 
@@ -38,9 +36,7 @@ def key(tmp_path_factory):
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKD_CONFIG", "DOCKD_DEBUG")}
-    return subprocess.run([DOCKD, *args], capture_output=True, text=True, env=env, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return run_dockd(*args, timeout=timeout)
 
 
 def one_error(r: subprocess.CompletedProcess, code: int, needle: str) -> None:
@@ -319,13 +315,11 @@ def test_remote_check_detects_a_cut_tail_and_a_rewritten_history(tmp_path, seawe
     storage = (f'\n[storage]\nurl = "s3://{bucket}/pre"\nendpoint_url = "{seaweed.endpoint_url}"\n'
                f'region = "{seaweed.region}"\n')
     cfg, data = _station(tmp_path, f'\n[sources]\nwatch_dirs = ["{watch}"]\ndrop_privileges = false\n{storage}')
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKD_CONFIG", "DOCKD_DEBUG")}
-    env.update(seaweed.env(), AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull,
+    env = dict(seaweed.env(), AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull,
                AWS_SHARED_CREDENTIALS_FILE=os.devnull)
 
     def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([DOCKD, "--config", str(cfg), *args], capture_output=True, text=True, env=env,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        return run_dockd(*args, config=cfg, env=env, timeout=timeout)
 
     assert cli("run", "--drain").returncode == 0
     db = data / "queue.db"
