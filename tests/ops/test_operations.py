@@ -350,7 +350,8 @@ def test_status_watch_command_in_a_terminal(tmp_path):
         assert "usb-0:1.4" in out and "station st-watch" in out
         assert proc.poll() is None  # still live
         proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+        # keep reading: the view's last refresh must not block on a full terminal
+        wait_for(lambda: screen() is not None and proc.poll() is not None, 30, "status --watch ignored Ctrl-C")
     finally:
         if proc.poll() is None:
             proc.kill()
