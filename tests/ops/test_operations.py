@@ -319,9 +319,9 @@ def test_status_watch_command_in_a_terminal(tmp_path):
 
     p, _cfg = _watched_station(tmp_path)
     master, slave = pty.openpty()
+    env = dockd_env({"COLUMNS": "160", "LINES": "40", "TERM": "xterm", "PYTHONFAULTHANDLER": "1"})
     proc = subprocess.Popen([*dockd_argv(), "--config", str(p), "status", "--watch"], stdin=slave, stdout=slave,
-                            stderr=slave, env=dockd_env({"COLUMNS": "160", "LINES": "40", "TERM": "xterm"}),
-                            start_new_session=True)
+                            stderr=slave, env=env, start_new_session=True)
     os.close(slave)
     seen = bytearray()
 
@@ -351,7 +351,12 @@ def test_status_watch_command_in_a_terminal(tmp_path):
         assert proc.poll() is None  # still live
         proc.send_signal(signal.SIGINT)
         # keep reading: the view's last refresh must not block on a full terminal
-        wait_for(lambda: screen() is not None and proc.poll() is not None, 30, "status --watch ignored Ctrl-C")
+        try:
+            wait_for(lambda: screen() is not None and proc.poll() is not None, 60, "status --watch ignored Ctrl-C")
+        except TimeoutError:
+            proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack onto the terminal
+            wait_for(lambda: screen() is not None and proc.poll() is not None, 30, "no stacks")
+            raise AssertionError(f"status --watch ignored Ctrl-C; its stacks:\n{screen()[-8000:]}") from None
     finally:
         if proc.poll() is None:
             proc.kill()
