@@ -408,9 +408,8 @@ def test_drop_privileges_false_keeps_the_old_model(bench, tmp_path):
 def test_watch_dir_station_drops_everything_without_a_helper(tmp_path):
     watch = tmp_path / "watch"
     watch.mkdir()
-    cfg = tmp_path / "dockd.toml"
-    cfg.write_text(f'[station]\nid = "wd-1"\ndata_dir = "{tmp_path / "data"}"\n\n'
-                   f'[sources]\nwatch_dirs = ["{watch}"]\n\n[metrics]\nlisten = ""\n')
+    cfg = station_config(tmp_path / "dockd.toml", data_dir=tmp_path / "data", station_id="wd-1",
+                         sources={"watch_dirs": [str(watch)]}, metrics={"listen": ""})
     p = subprocess.Popen([*dbmod.dockd_argv(), "--config", str(cfg), "run"], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT)
     try:
