@@ -21,6 +21,7 @@ if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
 from tests.support.seaweed import SeaweedServer  # noqa: E402
+from tests.support.wipe_gate_helpers import bench  # noqa: E402,F401 - a fixture: registered here for every tier
 
 
 def unique_name(prefix: str = "t") -> str:
@@ -35,6 +36,29 @@ def unique_name(prefix: str = "t") -> str:
 def seaweed(tmp_path_factory: pytest.TempPathFactory):
     """A started SeaweedServer shared by the session (stopped at the end)."""
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3env(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> SeaweedServer:
+    """``seaweed`` with its credentials in this process's environment, for the backend's standard
+    boto3 chain (as the daemon gets them); no AWS profile."""
+    for k, v in seaweed.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return seaweed
+
+
+@pytest.fixture
+def own_seaweed(tmp_path_factory: pytest.TempPathFactory):
+    """A SeaweedServer of one test's own, started and stopped with it: for a test that kills and
+    restarts the server (the session ``seaweed`` is shared and must stay up). Its credentials are not
+    in the environment: use ``own_seaweed.env()``."""
+    server = SeaweedServer(tmp_path_factory.mktemp("weed-own"))
     server.start()
     try:
         yield server

@@ -50,7 +50,7 @@ def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
 
 
 def future(**delta: float) -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc) + dt.timedelta(**delta)
+    return dt.datetime.now(dt.UTC) + dt.timedelta(**delta)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_multipart_sha256_composite_checksum(s3, bucket: str) -> None:
     # ListParts lists the parts but WITHOUT their checksums
     listed = s3.list_parts(Bucket=bucket, Key="big.mp4", UploadId=uid)["Parts"]
     assert [(p["PartNumber"], p["ETag"], p["Size"]) for p in listed] == [
-        (d["PartNumber"], d["ETag"], len(b)) for d, b in zip(done, parts)
+        (d["PartNumber"], d["ETag"], len(b)) for d, b in zip(done, parts, strict=True)
     ]
     assert all("ChecksumSHA256" not in p for p in listed)
 

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,8 +23,9 @@ from dockd.queue.store import Queue
 from dockd.station.auditlog import check_heads, signed_head
 from dockd.trust import log as trust
 from dockd.trust import store as trustlog
+from tests.support.cli import run_dockd
+from tests.support.uploads import station_config
 
-DOCKD = [sys.executable, "-c", "import sys; from dockd.cli.main import entry; sys.argv[0] = 'dockd'; entry()"]
 T0 = "2026-01-01T00:00:00Z"
 
 
@@ -308,9 +308,7 @@ def test_audit_heads_checked_by_the_trust_log_across_a_rotation(tmp_path):
 
 
 def dockd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKD_CONFIG", "DOCKD_DEBUG")}
-    return subprocess.run(DOCKD + list(args), capture_output=True, text=True, env=env, cwd=cwd, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    return run_dockd(*args, cwd=cwd, timeout=120)
 
 
 def one_line_error(r: subprocess.CompletedProcess, needle: str, code: int = 1) -> None:
@@ -320,16 +318,16 @@ def one_line_error(r: subprocess.CompletedProcess, needle: str, code: int = 1) -
     assert len(lines) == 1 and lines[0].startswith("dockd: error: ") and needle in lines[0], r.stderr
 
 
-def station_config(tmp_path: Path, name: str = "st-01", storage: str = "", root: Path | None = None) -> Path:
+def prepared_station(tmp_path: Path, name: str = "st-01", storage: dict | None = None,
+                     root: Path | None = None) -> Path:
+    """Station ``name``'s config, with its data dir, key and queue made as ``dockd run`` leaves them."""
     d = tmp_path / name
     d.mkdir(mode=0o700)
     keys.load_or_create(d / "data")
     Queue(d / "data" / "queue.db").close()
-    tr = f'[trust]\nroot_pubkey = "{root}"\n' if root else ""
-    p = d / "dockd.toml"
-    p.write_text(f'[station]\nid = "{name}"\ndata_dir = "{d / "data"}"\n[metrics]\nlisten = ""\n'
-                 f'[offload]\nreserve_free_mb = 1\n{storage}\n{tr}')
-    return p
+    return station_config(d / "dockd.toml", data_dir=d / "data", station_id=name, metrics={"listen": ""},
+                          offload={"reserve_free_mb": 1}, storage=storage,
+                          trust={"root_pubkey": str(root)} if root else None)
 
 
 @pytest.fixture
@@ -345,7 +343,7 @@ def agency_dir(tmp_path):
 
 def test_cli_station_not_enrolled_then_enrolled(tmp_path, agency_dir):
     tdir, root_key = agency_dir
-    cfg = station_config(tmp_path, root=tdir / "root.pub.pem")
+    cfg = prepared_station(tmp_path, root=tdir / "root.pub.pem")
     data = tmp_path / "st-01" / "data"
     st = json.loads(dockd("--config", str(cfg), "status", "--json").stdout)
     assert st["key"]["enrolled"] is False and "not enrolled" in st["key"]["detail"]
@@ -374,7 +372,7 @@ def test_cli_station_not_enrolled_then_enrolled(tmp_path, agency_dir):
 def test_cli_manifest_verify_with_trust_dir(tmp_path, agency_dir):
     tdir, root_key = agency_dir
     pin = tdir / "root.pub.pem"
-    cfg = station_config(tmp_path)
+    cfg = prepared_station(tmp_path)
     k = keys.load(tmp_path / "st-01" / "data")
     assert dockd("--config", str(cfg), "keys", "request", "--out", str(tmp_path / "req.json")).returncode == 0
     man = tmp_path / "m.json"
@@ -417,7 +415,7 @@ def test_cli_manifest_verify_with_trust_dir(tmp_path, agency_dir):
 def test_cli_rotation_needs_enrolment_and_keeps_old_manifests_valid(tmp_path, agency_dir):
     tdir, root_key = agency_dir
     pin = tdir / "root.pub.pem"
-    cfg = station_config(tmp_path, root=pin)
+    cfg = prepared_station(tmp_path, root=pin)
     data = tmp_path / "st-01" / "data"
     old = keys.load(data)
     assert dockd("--config", str(cfg), "keys", "request", "--out", str(tmp_path / "r1.json")).returncode == 0
@@ -474,18 +472,11 @@ def test_cli_rotation_needs_enrolment_and_keeps_old_manifests_valid(tmp_path, ag
 # ------------------------------------------------------------------ storage (real SeaweedFS)
 
 
-@pytest.fixture
-def s3env(seaweed, monkeypatch):
-    for k, v in seaweed.env().items() if callable(getattr(seaweed, "env", None)) else seaweed.env.items():
-        monkeypatch.setenv(k, v)
-    return seaweed
-
-
 def test_publish_and_verify_through_storage(tmp_path, s3env, bucket, agency_dir):
     tdir, root_key = agency_dir
     pin = tdir / "root.pub.pem"
-    storage = f'[storage]\nurl = "s3://{bucket}/ev"\nendpoint_url = "{s3env.endpoint_url}"\n'
-    cfg = station_config(tmp_path, storage=storage, root=pin)
+    storage = {"url": f"s3://{bucket}/ev", "endpoint_url": s3env.endpoint_url}
+    cfg = prepared_station(tmp_path, storage=storage, root=pin)
     k = keys.load(tmp_path / "st-01" / "data")
     assert dockd("--config", str(cfg), "keys", "request", "--out", str(tmp_path / "req.json")).returncode == 0
     assert dockd("trust", "enrol", str(tmp_path / "req.json"), "--root-key", str(root_key), "--dir", str(tdir),
@@ -511,7 +502,7 @@ def test_publish_and_verify_through_storage(tmp_path, s3env, bucket, agency_dir)
     other = tmp_path / "other"
     shutil.copytree(tdir, other)
     (other / "log" / "00000001.json").unlink()
-    cfg2 = station_config(tmp_path, "st-02")
+    cfg2 = prepared_station(tmp_path, "st-02")
     assert dockd("--config", str(cfg2), "keys", "request", "--out", str(tmp_path / "req2.json")).returncode == 0
     assert dockd("trust", "enrol", str(tmp_path / "req2.json"), "--root-key", str(root_key), "--dir", str(other),
                  "--role", "station", "--until", "2099-01-01").returncode == 0
@@ -558,7 +549,7 @@ def test_readme_trust_recipe_with_openssl_and_jq(tmp_path, agency_dir):
         pytest.skip("jq or openssl missing")
     recipe = readme_trust_recipe()
     tdir, root_key = agency_dir
-    cfg = station_config(tmp_path)
+    cfg = prepared_station(tmp_path)
     k = keys.load(tmp_path / "st-01" / "data")
     assert dockd("--config", str(cfg), "keys", "request", "--out", str(tmp_path / "req.json")).returncode == 0
     assert dockd("trust", "enrol", str(tmp_path / "req.json"), "--root-key", str(root_key), "--dir", str(tdir),
@@ -632,7 +623,7 @@ def test_cli_trust_root_prints_the_pinned_key_id(tmp_path, agency_dir):
     st0 = json.loads((tdir / "log" / "00000000.json").read_text())
     assert r.returncode == 0 and r.stdout.splitlines()[0] == st0["root_key_id"], r
     assert r.stdout.splitlines()[1] == "-----BEGIN PUBLIC KEY-----"
-    cfg = station_config(tmp_path)
+    cfg = prepared_station(tmp_path)
     one_line_error(dockd("--config", str(cfg), "trust", "root"), "no pinned agency root", code=2)
 
 
@@ -652,7 +643,7 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, agency_dir):
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
     one_line_error(run(fifo), "not a regular file", code=2)  # a file named on the command line: usage
-    cfg = station_config(tmp_path)
+    cfg = prepared_station(tmp_path)
     assert dockd("--config", str(cfg), "keys", "request", "--out", str(tmp_path / "req.json")).returncode == 0
     one_line_error(run(tmp_path / "req.json", "--from", "2099-06-01"), "valid_from is not before valid_until")
     one_line_error(dockd(*[str(tmp_path / "req.json") if a is None else a for a in enrol[:-1]], "soon"),

@@ -62,15 +62,6 @@ class Crash(BaseException):
 
 
 @pytest.fixture
-def s3env(seaweed, monkeypatch):
-    """Credentials for the backend's standard boto3 chain (as the daemon gets them)."""
-    for k, v in seaweed.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    return seaweed
-
-
-@pytest.fixture
 def s3(seaweed):
     return seaweed.client()
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support import dockbed as dbmod
 from tests.support import exfat
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -69,17 +69,6 @@ def _objects(seaweed, bucket: str) -> dict[str, bytes]:
 
 def _clip_objects(objs: dict[str, bytes]) -> dict[str, bytes]:
     return {k: v for k, v in objs.items() if not k.endswith(".manifest.json")}
-
-
-def _wait_for(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.02)
 
 
 def _staging(bed: dbmod.DockBed) -> list[Path]:
@@ -151,7 +140,7 @@ def test_pull_mid_copy_discards_partial_then_resumes(make_bed, seaweed, bucket):
     bed.dock(cam)
 
     bed.wait_log(lambda e: e.get("event") == "copying" and e.get("path") == big)
-    tmp = _wait_for(lambda: [p for p in _staging(bed) if p.name.endswith(".tmp") and p.stat().st_size > 4 << 20],
+    tmp = wait_for(lambda: [p for p in _staging(bed) if p.name.endswith(".tmp") and p.stat().st_size > 4 << 20],
                     30, "no partial copy appeared in staging")
     entry = bed.daemon_mount(cam)
     assert entry is not None and {"ro", *HARDENED} <= entry.mount_flags, entry
@@ -294,7 +283,7 @@ def test_crash_mid_copy_recovers_at_restart(make_bed):
     bed.throttle(cam, 8 << 20)
     bed.dock(cam)
     bed.wait_log(lambda e: e.get("event") == "copying" and e.get("path") == big)
-    _wait_for(lambda: [p for p in _staging(bed) if p.name.endswith(".tmp") and p.stat().st_size > 1 << 20],
+    wait_for(lambda: [p for p in _staging(bed) if p.name.endswith(".tmp") and p.stat().st_size > 1 << 20],
               30, "no partial copy appeared in staging")
     bed.kill_daemon()  # crash: the FUSE mount, a partial .tmp and a 'copying' clip stay behind
     stale = exfat.find_mount(bed.mnt(cam))
@@ -344,7 +333,7 @@ esac
     def calls() -> list[list[str]]:
         return [x.split() for x in out.read_text().splitlines()] if out.exists() else []
 
-    _wait_for(lambda: any(c[1:] == ["released"] for c in calls()), 10, "the 'docked' hook was never released")
+    wait_for(lambda: any(c[1:] == ["released"] for c in calls()), 10, "the 'docked' hook was never released")
     by_state = {c[3]: c for c in calls() if len(c) == 4}
     assert by_state["docked"][1:] == ["usb-0:1.7", "HOOK01", "docked"]
     assert by_state["ready"][1:] == ["usb-0:1.7", "HOOK01", "ready"]
@@ -356,7 +345,7 @@ esac
     assert list(timed_out["args"]) == ["usb-0:1.7", "HOOK01", "offloading"]
     assert bed.lines.index(ready) < bed.lines.index(timed_out)
     pid = int(by_state["offloading"][0])
-    _wait_for(lambda: not os.path.exists(f"/proc/{pid}") or "zombie" in Path(f"/proc/{pid}/status").read_text(),
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or "zombie" in Path(f"/proc/{pid}/status").read_text(),
               5, "the timed-out hook is still running")
     assert not [e for e in bed.logs("state hook timed out") if e["args"][2] != "offloading"]
     bed.stop_daemon()

@@ -29,7 +29,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -38,8 +37,10 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.support.cli import dockd_argv, dockd_env, run_dockd
 from tests.support.exfat import make_clip
 from tests.support.seaweed import SeaweedServer
+from tests.support.uploads import station_config
 
 pytestmark = pytest.mark.slow
 
@@ -78,8 +79,9 @@ def clip_files(tmp_path_factory) -> list[Path]:
     return files
 
 
-class Station:
-    """A config, a data dir, a watch dir and a camera prepared beside it."""
+class WatchStation:
+    """A daemon's station: a config, a data dir, a watch dir and a camera prepared beside it (the offloader-only
+    station of the unit tier is tests/support/offloader_helpers.Station)."""
 
     def __init__(self, tmp: Path, seaweed: SeaweedServer | None, bucket: str | None, clip_files: list[Path],
                  wipe: str | None = None):
@@ -91,18 +93,13 @@ class Station:
         self.cfg = tmp / "dockd.toml"
         self.log = tmp / "dockd.log"
         self.watch.mkdir()
-        lines = [
-            "[station]", f'id = "{STATION}"', f'data_dir = "{self.data}"', "",
-            "[sources]", f'watch_dirs = ["{self.watch}"]', "",
-            "[offload]", f'sidecar_globs = ["{MEDIA}/*.GPS"]',
-        ]
-        if wipe:
-            lines.append(f'wipe = "{wipe}"')
-        lines += ["", "[metrics]", 'listen = ""', ""]
-        if seaweed and bucket:
-            lines += ["[storage]", f'url = "s3://{bucket}/{PREFIX}"', f'endpoint_url = "{seaweed.endpoint_url}"',
-                      f'region = "{seaweed.region}"', "", "[upload]", "backoff_initial_s = 0.2", ""]
-        self.cfg.write_text("\n".join(lines))
+        storage = seaweed and bucket
+        station_config(self.cfg, data_dir=self.data, station_id=STATION, sources={"watch_dirs": [str(self.watch)]},
+                       offload={"sidecar_globs": [f"{MEDIA}/*.GPS"], **({"wipe": wipe} if wipe else {})},
+                       metrics={"listen": ""},
+                       storage={"url": f"s3://{bucket}/{PREFIX}", "endpoint_url": seaweed.endpoint_url,
+                                "region": seaweed.region} if storage else None,
+                       upload={"backoff_initial_s": 0.2} if storage else None)
         # The camera: three clips and a sidecar, mtimes on a fixed day.
         self.files: dict[str, str] = {}  # camera path -> sha256
         for rel, src in zip(CLIPS, clip_files, strict=True):
@@ -113,8 +110,7 @@ class Station:
         for rel in [*CLIPS, SIDECAR]:
             os.utime(self.prep / rel, ns=(MTIME_NS, MTIME_NS))
             self.files[rel] = sha256_file(self.prep / rel)
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("DOCKD_CONFIG", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        self.env = dockd_env()
         if seaweed:
             self.env.update(AWS_ACCESS_KEY_ID=seaweed.access_key, AWS_SECRET_ACCESS_KEY=seaweed.secret_key,
                             AWS_DEFAULT_REGION=seaweed.region, AWS_EC2_METADATA_DISABLED="true",
@@ -123,11 +119,10 @@ class Station:
     # -- the daemon and the CLI
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "dockd", "--config", str(self.cfg), *args]
+        return [*dockd_argv(), "--config", str(self.cfg), *args]
 
     def cli(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True, timeout=60,
-                           stdin=subprocess.DEVNULL)
+        r = run_dockd(*args, config=self.cfg, env=self.env)
         if ok:
             assert r.returncode == 0, f"dockd {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
         return r
@@ -166,7 +161,7 @@ class WipeWatcher(threading.Thread):
     deletion; the proof of order is the audit log.
     """
 
-    def __init__(self, st: Station, expected: dict[str, tuple[str, str, int]]):
+    def __init__(self, st: WatchStation, expected: dict[str, tuple[str, str, int]]):
         super().__init__(name="wipe-watcher", daemon=True)
         self.root, self.bucket, self.expected = st.cam, st.bucket, expected  # path -> (key, sha256, size)
         self.client = st.seaweed.client()
@@ -201,14 +196,14 @@ class WipeWatcher(threading.Thread):
 # ----------------------------------------------------------------- checks
 
 
-def expected_objects(st: Station) -> dict[str, tuple[str, str, int]]:
+def expected_objects(st: WatchStation) -> dict[str, tuple[str, str, int]]:
     """Camera path -> (object key, sha256, size) for each clip and the sidecar."""
     out = {rel: (key_of(st.files[rel]), st.files[rel], (st.prep / rel).stat().st_size) for rel in CLIPS}
     out[SIDECAR] = (key_of(st.files[SIDECAR], ".gps"), st.files[SIDECAR], (st.prep / SIDECAR).stat().st_size)
     return out
 
 
-def assert_stored(st: Station, objects: dict[str, tuple[str, str, int]]) -> None:
+def assert_stored(st: WatchStation, objects: dict[str, tuple[str, str, int]]) -> None:
     """Each object is in the bucket under its key; reading it back gives the recorded SHA-256;
     each clip's manifest is there and verifies with the station's public key."""
     s3 = st.seaweed.client()
@@ -233,7 +228,7 @@ def assert_stored(st: Station, objects: dict[str, tuple[str, str, int]]) -> None
         assert "valid" in r.stdout
 
 
-def assert_wiped_after_upload(st: Station, objects: dict[str, tuple[str, str, int]]) -> None:
+def assert_wiped_after_upload(st: WatchStation, objects: dict[str, tuple[str, str, int]]) -> None:
     """The end state of a docked camera whose clips all went to storage."""
     # The camera holds nothing dockd offloaded (the directory itself stays: it is the volume).
     assert st.cam.is_dir()
@@ -273,7 +268,7 @@ def assert_wiped_after_upload(st: Station, objects: dict[str, tuple[str, str, in
 
 
 def test_hot_plug_offloads_uploads_verifies_then_wipes(tmp_path, seaweed, bucket, clip_files):
-    st = Station(tmp_path, seaweed, bucket, clip_files)
+    st = WatchStation(tmp_path, seaweed, bucket, clip_files)
     objects = expected_objects(st)
     with open(st.log, "wb") as out:
         proc = subprocess.Popen(st.argv("run"), env=st.env, stdout=out, stderr=subprocess.STDOUT,
@@ -324,7 +319,7 @@ def test_hot_plug_offloads_uploads_verifies_then_wipes(tmp_path, seaweed, bucket
 
 
 def test_cold_plug_drain(tmp_path, seaweed, bucket, clip_files):
-    st = Station(tmp_path, seaweed, bucket, clip_files)
+    st = WatchStation(tmp_path, seaweed, bucket, clip_files)
     objects = expected_objects(st)
     st.dock()  # docked before the daemon starts: found by the start-up scan
     r = st.drain()
@@ -339,7 +334,7 @@ def test_cold_plug_drain(tmp_path, seaweed, bucket, clip_files):
     assert st.camera()["state"] == "ready"
 
 
-def _assert_held(st: Station) -> list[dict]:
+def _assert_held(st: WatchStation) -> list[dict]:
     """Every file still on the camera, unchanged; camera holding; each clip has a verified staged copy
     or an object, and no wipe was ever recorded."""
     for rel, sha in st.files.items():
@@ -356,7 +351,7 @@ def _assert_held(st: Station) -> list[dict]:
 
 
 def test_without_storage_offloads_and_queues_but_never_wipes(tmp_path, clip_files):
-    st = Station(tmp_path, None, None, clip_files)
+    st = WatchStation(tmp_path, None, None, clip_files)
     st.dock()
     r = st.drain()
     assert r.returncode == 0, st.log_text()
@@ -373,7 +368,7 @@ def test_without_storage_offloads_and_queues_but_never_wipes(tmp_path, clip_file
 
 
 def test_wipe_never_uploads_but_keeps_clips_on_camera(tmp_path, seaweed, bucket, clip_files):
-    st = Station(tmp_path, seaweed, bucket, clip_files, wipe="never")
+    st = WatchStation(tmp_path, seaweed, bucket, clip_files, wipe="never")
     objects = expected_objects(st)
     st.dock()
     r = st.drain()
@@ -387,7 +382,7 @@ def test_wipe_never_uploads_but_keeps_clips_on_camera(tmp_path, seaweed, bucket,
 def test_refused_wipe_leaves_camera_in_attention_and_drain_reports_it(tmp_path, seaweed, bucket, clip_files):
     """Object Lock configured but the bucket does not enforce it: uploads succeed, the wipe gate refuses,
     the camera ends ``attention`` with the reason, every file stays, and ``--drain`` exits 1 (no spin)."""
-    st = Station(tmp_path, seaweed, bucket, clip_files)
+    st = WatchStation(tmp_path, seaweed, bucket, clip_files)
     st.cfg.write_text(st.cfg.read_text().replace(f'region = "{seaweed.region}"',
                                                  f'region = "{seaweed.region}"\nobject_lock_days = 1'))
     st.dock()
@@ -403,7 +398,7 @@ def test_refused_wipe_leaves_camera_in_attention_and_drain_reports_it(tmp_path, 
 
 @pytest.mark.parametrize("reachable", [True, False])
 def test_status_reports_storage_reachability_seen_by_the_daemon(tmp_path, seaweed, bucket, clip_files, reachable):
-    st = Station(tmp_path, seaweed, bucket, clip_files)
+    st = WatchStation(tmp_path, seaweed, bucket, clip_files)
     if not reachable:
         st.cfg.write_text(st.cfg.read_text().replace(seaweed.endpoint_url, "http://127.0.0.1:9"))
     assert st.json("status")["storage"]["reachable"] is None  # no daemon: nobody has looked

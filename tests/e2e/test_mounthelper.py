@@ -23,7 +23,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,8 @@ from dockd.camera.mounthelper import MountClient
 from dockd.camera.mounts import MountError
 from tests.support import dockbed as dbmod
 from tests.support import exfat, udevbed
+from tests.support.uploads import station_config
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.root]
 
@@ -57,11 +58,10 @@ def proc_status(pid: int | str) -> dict[str, str]:
 
 def write_config(path: Path) -> Path:
     """A config whose one [[camera]] profile is the DockBed's ACME (USB 2b2e:0c01, exFAT)."""
-    path.write_text(f'[station]\nid = "helper-1"\ndata_dir = "{path.parent / "data"}"\n\n'
-                    '[sources]\nudev = true\n\n[[camera]]\nname = "acme"\n'
-                    f'match = {{ ID_VENDOR_ID = "{dbmod.VENDOR_ID}", ID_MODEL_ID = ["{dbmod.MODEL_ID}"] }}\n'
-                    'filesystems = ["exfat"]\n')
-    return path
+    return station_config(path, data_dir=path.parent / "data", station_id="helper-1", sources={"udev": True},
+                          camera=[{"name": "acme", "match": {"ID_VENDOR_ID": dbmod.VENDOR_ID,
+                                                             "ID_MODEL_ID": [dbmod.MODEL_ID]},
+                                   "filesystems": ["exfat"]}])
 
 
 class Raw:
@@ -321,15 +321,6 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _wait_for(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (v := pred()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.05)
-    return v
-
-
 def test_daemon_runs_without_capabilities_and_mounts_through_the_helper(bench, tmp_path):
     hook_out, spot = tmp_path / "hook.out", tmp_path / "spot"
     spot.mkdir()
@@ -337,7 +328,8 @@ def test_daemon_runs_without_capabilities_and_mounts_through_the_helper(bench, t
     script.write_text(f"""#!/bin/sh
 [ "$3" = docked ] || exit 0
 grep -E '^(CapEff|CapPrm|NoNewPrivs):' /proc/self/status > {hook_out}.tmp
-if mount -t tmpfs dockdtest {spot} 2>/dev/null; then echo MOUNTED; umount {spot}; else echo REFUSED; fi >> {hook_out}.tmp
+if mount -t tmpfs dockdtest {spot} 2>/dev/null; then echo MOUNTED; umount {spot}; \
+else echo REFUSED; fi >> {hook_out}.tmp
 mv {hook_out}.tmp {hook_out}
 """)
     script.chmod(0o755)
@@ -376,7 +368,7 @@ mv {hook_out}.tmp {hook_out}
         assert bed.logs("unmounted", camera="PRIV01")
 
         # A process the daemon starts (the state hook) cannot mount either: uid 0, but no capability.
-        _wait_for(hook_out.exists, 30, "the state hook did not run")
+        wait_for(hook_out.exists, 30, "the state hook did not run")
         assert hook_out.read_text().split() == ["CapPrm:", "0" * 16, "CapEff:", "0" * 16, "NoNewPrivs:", "1",
                                                 "REFUSED"]
         assert exfat.find_mount(spot) is None
@@ -384,7 +376,7 @@ mv {hook_out}.tmp {hook_out}
 
         # The helper dies: the next camera goes to error, the daemon carries on.
         os.kill(hpid, signal.SIGKILL)
-        _wait_for(lambda: proc_status(hpid)["State"].startswith("Z"), 10, "helper not dead")
+        wait_for(lambda: proc_status(hpid)["State"].startswith("Z"), 10, "helper not dead")
         mark = bed.mark()
         bed.dock(cam2)
         st = bed.wait_state("PRIV02", ("holding", "error", "attention"), start=mark)
@@ -416,9 +408,8 @@ def test_drop_privileges_false_keeps_the_old_model(bench, tmp_path):
 def test_watch_dir_station_drops_everything_without_a_helper(tmp_path):
     watch = tmp_path / "watch"
     watch.mkdir()
-    cfg = tmp_path / "dockd.toml"
-    cfg.write_text(f'[station]\nid = "wd-1"\ndata_dir = "{tmp_path / "data"}"\n\n'
-                   f'[sources]\nwatch_dirs = ["{watch}"]\n\n[metrics]\nlisten = ""\n')
+    cfg = station_config(tmp_path / "dockd.toml", data_dir=tmp_path / "data", station_id="wd-1",
+                         sources={"watch_dirs": [str(watch)]}, metrics={"listen": ""})
     p = subprocess.Popen([*dbmod.dockd_argv(), "--config", str(cfg), "run"], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT)
     try:

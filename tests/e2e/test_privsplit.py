@@ -29,6 +29,8 @@ import pytest
 
 from dockd.camera import privileges
 from tests.support import dockbed as dbmod
+from tests.support.cli import run_dockd
+from tests.support.uploads import station_config
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -182,11 +184,9 @@ def test_data_dir_not_owned_by_the_user_is_refused_in_one_line(user, workdir):
     name, uid, gid = user
     data = workdir / "data"
     data.mkdir()
-    cfg = workdir / "dockd.toml"
-    cfg.write_text(f'[station]\nid = "priv-1"\ndata_dir = "{data}"\n\n[sources]\nwatch_dirs = ["{workdir}"]\n'
-                   f'user = "{name}"\n\n[metrics]\nlisten = ""\n')
-    r = subprocess.run([*dbmod.dockd_argv(), "--config", str(cfg), "run", "--drain"], capture_output=True,
-                       text=True, timeout=60)
+    cfg = station_config(workdir / "dockd.toml", data_dir=data, station_id="priv-1",
+                         sources={"watch_dirs": [str(workdir)], "user": name}, metrics={"listen": ""})
+    r = run_dockd("run", "--drain", config=cfg)
     assert r.returncode == 1, (r.stdout, r.stderr)
     err = [x for x in r.stderr.splitlines() if x.strip()]
     assert err == [f"dockd: error: could not drop privileges: data dir {data} is owned by uid 0, not by {name} "
@@ -201,8 +201,7 @@ def test_doctor_accepts_a_data_dir_owned_by_the_daemon_user(user, workdir):
     name, uid, gid = user
     data = workdir / "data"
     data.mkdir(mode=0o710)
-    cfg = workdir / "dockd.toml"
-    cfg.write_text(f'[station]\nid = "priv-1"\ndata_dir = "{data}"\n\n[sources]\nuser = "{name}"\n')
+    cfg = station_config(workdir / "dockd.toml", data_dir=data, station_id="priv-1", sources={"user": name})
     os.chown(data, uid, gid)
     r = next(x for x in run_checks(str(cfg)) if x["check"] == "data_dir")
     assert r["ok"] and f"owner uid {uid}, mode 0710" in r["detail"], r
@@ -223,8 +222,7 @@ def test_root_cli_on_a_station_acts_as_the_daemon_user(user, workdir):
     for d in (workdir / "card", workdir / "card" / "DCIM", src):
         d.chmod(0o755)
     (src / "CLIP0001.MP4").chmod(0o644)
-    cfg = workdir / "dockd.toml"
-    cfg.write_text(f'[station]\nid = "priv-1"\ndata_dir = "{data}"\n\n[sources]\nuser = "{name}"\n')
+    cfg = station_config(workdir / "dockd.toml", data_dir=data, station_id="priv-1", sources={"user": name})
     cfg.chmod(0o644)
     argv = [*_readable_python(workdir), *dbmod.dockd_argv(), "--config", str(cfg)]
     r = subprocess.run([*argv, "import", str(workdir / "card"), "--camera", "CARD01", "--json"],

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,8 +28,8 @@ from dockd.core.lifecycle import ClipState
 from dockd.queue.store import Queue
 from dockd.station.uploader import Uploader
 from dockd.storage import open_backend
+from tests.support.cli import dockd_argv
 from tests.support.faultproxy import FaultProxy
-from tests.support.seaweed import SeaweedServer
 from tests.support.uploads import Clock, drain, make_camera, make_config, remote_sha256, s3_storage, stage, write_config
 
 MiB = 1 << 20
@@ -73,13 +72,6 @@ SCENARIOS = {
         dict(kind="slowdown", count=1, method="POST", match=COMPLETE),
     ],
 }
-
-
-@pytest.fixture
-def s3env(seaweed, monkeypatch):
-    for k, v in seaweed.env().items():
-        monkeypatch.setenv(k, v)
-    return seaweed
 
 
 def check_settled(queue: Queue, clips, client, bucket: str) -> None:
@@ -147,17 +139,6 @@ def test_chaos_mix_of_faults(tmp_path, s3env, bucket):
 # ------------------------------------------------------------------ the server dies mid-upload
 
 
-@pytest.fixture
-def own_seaweed(tmp_path_factory):
-    """A SeaweedFS of this test's own, to kill and restart."""
-    server = SeaweedServer(tmp_path_factory.mktemp("weed-own"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.mark.slow
 def test_seaweedfs_killed_and_restarted_mid_upload(tmp_path, own_seaweed, monkeypatch):
     for k, v in own_seaweed.env().items():
@@ -218,9 +199,7 @@ def _daemon_config(tmp_path: Path, seaweed, bucket: str, watch: Path, **upload) 
 
 
 def _dockd(cfg_path: Path, *args: str, env: dict, log: Path) -> subprocess.Popen:
-    exe = Path(sys.executable).parent / "dockd"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dockd.cli.main"]
-    return subprocess.Popen([*cmd, "--config", str(cfg_path), "run", *args], env=env,
+    return subprocess.Popen([*dockd_argv(), "--config", str(cfg_path), "run", *args], env=env,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -8,20 +8,19 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dockd.core import audit as chain
 from dockd.core import ijson
-from dockd.core.errors import ManifestInvalid
 from dockd.evidence import keys
 from dockd.evidence import manifest as mf
 from dockd.queue.store import Queue
 from dockd.station import anchors
+from tests.support.cli import run_dockd
+from tests.support.uploads import station_config
 
-DOCKD = str(Path(sys.executable).with_name("dockd"))
 CLIP = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8
 
 
@@ -38,9 +37,7 @@ def key(tmp_path_factory):
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKD_CONFIG", "DOCKD_DEBUG")}
-    return subprocess.run([DOCKD, *args], capture_output=True, text=True, env=env, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return run_dockd(*args, timeout=timeout)
 
 
 def one_error(r: subprocess.CompletedProcess, code: int, needle: str) -> None:
@@ -172,12 +169,10 @@ def test_fifo_device_symlink_and_oversize_are_refused_without_hanging(files, tmp
 # ------------------------------------------------------------------ altered audit rows
 
 
-def _station(tmp_path: Path, extra: str = "") -> tuple[Path, Path]:
+def _station(tmp_path: Path, **sections: dict) -> tuple[Path, Path]:
     data = tmp_path / "data"
     data.mkdir()
-    cfg = tmp_path / "dockd.toml"
-    cfg.write_text(f'[station]\nid = "st1"\ndata_dir = "{data}"\n\n[metrics]\nlisten = ""\n{extra}')
-    return cfg, data
+    return station_config(tmp_path / "dockd.toml", data_dir=data, metrics={"listen": ""}, **sections), data
 
 
 def sql(db: Path, stmt: str, *params) -> None:
@@ -216,7 +211,7 @@ def test_daemon_starts_with_a_broken_chain_raises_an_alarm_and_offloads(tmp_path
     cam = watch / "CAM1" / "DCIM" / "100"
     cam.mkdir(parents=True)
     (cam / "V1.MP4").write_bytes(CLIP)
-    cfg, data = _station(tmp_path, f'\n[sources]\nwatch_dirs = ["{watch}"]\ndrop_privileges = false\n')
+    cfg, data = _station(tmp_path, sources={"watch_dirs": [str(watch)], "drop_privileges": False})
     q = Queue(data / "queue.db")
     q.record("daemon.started", detail={"version": "old"}, now=1_700_000_000)
     q.record("test.event", detail={}, now=1_700_000_001)
@@ -316,16 +311,13 @@ def test_remote_check_detects_a_cut_tail_and_a_rewritten_history(tmp_path, seawe
     cam.mkdir(parents=True)
     for i in range(3):
         (cam / f"V{i}.MP4").write_bytes(CLIP + bytes([i]) * 1000)
-    storage = (f'\n[storage]\nurl = "s3://{bucket}/pre"\nendpoint_url = "{seaweed.endpoint_url}"\n'
-               f'region = "{seaweed.region}"\n')
-    cfg, data = _station(tmp_path, f'\n[sources]\nwatch_dirs = ["{watch}"]\ndrop_privileges = false\n{storage}')
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKD_CONFIG", "DOCKD_DEBUG")}
-    env.update(seaweed.env(), AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull,
+    storage = {"url": f"s3://{bucket}/pre", "endpoint_url": seaweed.endpoint_url, "region": seaweed.region}
+    cfg, data = _station(tmp_path, sources={"watch_dirs": [str(watch)], "drop_privileges": False}, storage=storage)
+    env = dict(seaweed.env(), AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull,
                AWS_SHARED_CREDENTIALS_FILE=os.devnull)
 
     def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([DOCKD, "--config", str(cfg), *args], capture_output=True, text=True, env=env,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        return run_dockd(*args, config=cfg, env=env, timeout=timeout)
 
     assert cli("run", "--drain").returncode == 0
     db = data / "queue.db"

@@ -28,18 +28,17 @@ from pathlib import Path
 
 import pytest
 
-from dockd.camera.volume import Volume
 from dockd.core.events import CameraInfo, Docked
 from dockd.core.lifecycle import CameraState, ClipState, camera_state
 from dockd.queue.store import Queue
 from dockd.station.daemon import Daemon
 from dockd.station.uploader import Uploader
-from dockd.station.wipe import STEPS, wipe_clips
+from dockd.station.wipe import STEPS
 from dockd.storage import open_backend
 from tests.support import exfat
 from tests.support.scratch import run_bounded
 from tests.support.uploads import CLIP_MTIME, Clock, drain, make_config, stage
-from tests.support.wipe_gate_helpers import _same_size_other_content, bench, events, run_gate  # noqa: F401 - bench: fixture
+from tests.support.wipe_gate_helpers import _same_size_other_content, events, run_gate
 
 REPO = Path(__file__).resolve().parents[2]
 SERIAL = "CAM1"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
-import sys
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,38 +22,16 @@ from dockd.queue.store import Queue
 from dockd.station.auditlog import check_heads, check_segment, export_days, signed_head
 from dockd.station.metrics import Metrics
 from dockd.storage import open_backend
-
-DOCKD = [sys.executable, "-c", "import sys; from dockd.cli.main import entry; sys.argv[0] = 'dockd'; entry()"]
-
-
-def write_config(tmp_path: Path, body: str) -> Path:
-    p = tmp_path / "dockd.toml"
-    p.write_text(body)
-    return p
+from tests.support.cli import dockd_argv, dockd_env, run_dockd
+from tests.support.seaweed import listening_sockets
+from tests.support.uploads import station_config
+from tests.support.waiting import wait_for
 
 
-@pytest.fixture
-def s3env(seaweed, monkeypatch):
-    for k, v in seaweed.env().items() if callable(getattr(seaweed, "env", None)) else seaweed.env.items():
-        monkeypatch.setenv(k, v)
-    return seaweed
-
-
-def base_config(tmp_path: Path, seaweed, bucket: str, extra: str = "", storage_extra: str = "") -> Path:
-    return write_config(tmp_path, f"""
-[station]
-id = "st-ops"
-data_dir = "{tmp_path / 'data'}"
-[storage]
-url = "s3://{bucket}/ops"
-endpoint_url = "{seaweed.endpoint_url}"
-{storage_extra}
-[offload]
-reserve_free_mb = 1
-[metrics]
-listen = ""
-{extra}
-""")
+def base_config(tmp_path: Path, seaweed, bucket: str, storage: dict | None = None, **sections: dict) -> Path:
+    storage = {"url": f"s3://{bucket}/ops", "endpoint_url": seaweed.endpoint_url, **(storage or {})}
+    return station_config(tmp_path / "dockd.toml", data_dir=tmp_path / "data", station_id="st-ops", storage=storage,
+                          offload={"reserve_free_mb": 1}, metrics={"listen": ""}, **sections)
 
 
 def prepared(tmp_path: Path, seaweed, bucket: str, **kw) -> Path:
@@ -80,7 +58,8 @@ def test_doctor_all_pass(tmp_path, s3env, bucket):
 
 
 def test_doctor_bad_config(tmp_path):
-    p = write_config(tmp_path, "[station]\nid = 'x'\nbogus = 1\n")
+    p = tmp_path / "dockd.toml"
+    p.write_text("[station]\nid = 'x'\nbogus = 1\n")
     r = run_checks(str(p))
     assert len(r) == 1 and r[0]["check"] == "config" and not r[0]["ok"]
     assert "[station] bogus: unknown key" in r[0]["detail"]
@@ -140,13 +119,13 @@ def test_doctor_wrong_credentials(tmp_path, s3env, bucket, monkeypatch):
 
 
 def test_doctor_object_lock_not_enforced(tmp_path, s3env, bucket):
-    p = prepared(tmp_path, s3env, bucket, storage_extra="object_lock_days = 1")
+    p = prepared(tmp_path, s3env, bucket, storage={"object_lock_days": 1})
     r = by_check(run_checks(str(p)))
     assert not r["object_lock"]["ok"] and "does NOT enforce" in r["object_lock"]["detail"]
 
 
 def test_doctor_object_lock_enforced(tmp_path, s3env, lock_bucket):
-    p = prepared(tmp_path, s3env, lock_bucket, storage_extra="object_lock_days = 1")
+    p = prepared(tmp_path, s3env, lock_bucket, storage={"object_lock_days": 1})
     r = by_check(run_checks(str(p)))
     assert r["object_lock"]["ok"], r["object_lock"]
 
@@ -159,7 +138,7 @@ def test_doctor_free_space_below_reserve(tmp_path, s3env, bucket):
 
 
 def test_doctor_udev_rule(tmp_path, s3env, bucket):
-    p = prepared(tmp_path, s3env, bucket, extra="[sources]\nudev = true")
+    p = prepared(tmp_path, s3env, bucket, sources={"udev": True})
     r = by_check(run_checks(str(p)))
     installed = Path("/etc/udev/rules.d/70-dockd.rules").exists()
     assert r["udev_rule"]["ok"] is installed
@@ -167,15 +146,15 @@ def test_doctor_udev_rule(tmp_path, s3env, bucket):
 
 def test_doctor_no_storage_and_cli_exit(tmp_path):
     d = tmp_path / "data"
-    p = write_config(tmp_path, f"[station]\nid = 's'\ndata_dir = '{d}'\n[metrics]\nlisten = ''\n")
+    p = station_config(tmp_path / "dockd.toml", data_dir=d, station_id="s", metrics={"listen": ""})
     d.mkdir(mode=0o700)
     keys.load_or_create(d)
     Queue(d / "queue.db").close()
-    out = subprocess.run(DOCKD + ["--config", str(p), "doctor", "--json"], capture_output=True, text=True)
+    out = run_dockd("doctor", "--json", config=p)
     assert out.returncode == 1
     res = by_check(json.loads(out.stdout))
     assert not res["storage"]["ok"] and res["config"]["ok"] and res["station_key"]["ok"]
-    txt = subprocess.run(DOCKD + ["--config", str(p), "doctor"], capture_output=True, text=True)
+    txt = run_dockd("doctor", config=p)
     assert txt.returncode == 1
     lines = txt.stdout.splitlines()
     assert any(line.startswith("FAIL  storage") and "->" in line for line in lines)
@@ -206,21 +185,48 @@ def test_metrics_exposition_passes_promtool(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_metrics_served_on_loopback(tmp_path):
-    import socket
+def _metrics_station(tmp_path: Path, listen: str) -> Path:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    return station_config(tmp_path / "dockd.toml", data_dir=tmp_path / "data", station_id="st-metrics",
+                          sources={"watch_dirs": [str(watch)], "drop_privileges": False}, metrics={"listen": listen})
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    q = Queue(tmp_path / "q.db")
-    m = Metrics(q, tmp_path)
-    m.serve(f"127.0.0.1:{port}")
+
+def test_daemon_serves_metrics_on_loopback_only(tmp_path):
+    """``dockd run`` with ``[metrics] listen = "127.0.0.1:0"``: the daemon's own listening sockets (read from
+    /proc, what ``ss -ltnp`` shows) are on 127.0.0.1 and nowhere else, and serve the exposition."""
+    cfg = _metrics_station(tmp_path, "127.0.0.1:0")
+    log = tmp_path / "dockd.log"
+    with open(log, "ab") as out:
+        p = subprocess.Popen([*dockd_argv(), "--config", str(cfg), "run"], env=dockd_env(), stdout=out,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
+        try:
+            socks = wait_for(lambda: p.poll() is None and listening_sockets(p.pid), 30, "no listening socket")
+        except TimeoutError:
+            raise AssertionError(f"no listening socket from dockd run: {log.read_text()}") from None
+        assert p.poll() is None, log.read_text()
+        assert [ip for ip, _port in socks] == ["127.0.0.1"], socks
+        port = socks[0][1]
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         assert "dockd_clips" in body
     finally:
-        m.stop()
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0, log.read_text()
+
+
+def test_metrics_listen_rule_for_all_interfaces(tmp_path):
+    """What config.py's rule is today: ``listen`` must be HOST:PORT or empty; any host, 0.0.0.0 included,
+    is accepted and kept as written (nothing rewrites it to loopback); a value without a port is refused."""
+    def with_listen(listen: str) -> Path:
+        return station_config(tmp_path / "dockd.toml", data_dir=tmp_path / "data", metrics={"listen": listen})
+
+    cfg = config_mod.load(with_listen("0.0.0.0:9464"))
+    assert cfg.metrics.listen == "0.0.0.0:9464"
+    r = run_dockd("status", "--json", config=with_listen("0.0.0.0"))
+    assert r.returncode == 2, r
+    assert r.stderr.splitlines() == [f"dockd: error: {tmp_path / 'dockd.toml'}: [metrics] listen: must be "
+                                     "HOST:PORT or empty, got '0.0.0.0'"], r.stderr
 
 
 # ------------------------------------------------------------------ audit heads and segments
@@ -271,23 +277,88 @@ def test_daily_audit_segment_exported_and_checkable_offline(tmp_path, s3env, buc
     assert any(r["event"] == "audit.exported" for r in q.audit_rows())
 
 
-def test_status_watch_renders_once(tmp_path):
+def _watched_station(tmp_path: Path) -> tuple[Path, config_mod.Config]:
+    d = tmp_path / "data"
+    p = station_config(tmp_path / "dockd.toml", data_dir=d, station_id="st-watch", metrics={"listen": ""})
+    cfg = config_mod.load(p)
+    d.mkdir(mode=0o700)
+    q = Queue(d / "queue.db")
+    q.dock_camera("CAM9", source="udev", bay="usb-0:1.4")
+    q.discover("CAM9", "DCIM/x.mp4", 10, 1)
+    q.close()
+    return p, cfg
+
+
+def test_status_watch_view_shows_bays_and_summary(tmp_path):
+    """``live_view`` is what ``status --watch`` refreshes: the bays table and the summary under it."""
     from io import StringIO
 
     from rich.console import Console
 
     from dockd.cli import render
 
-    d = tmp_path / "data"
-    p = write_config(tmp_path, f"[station]\nid = 's'\ndata_dir = '{d}'\n")
-    cfg = config_mod.load(p)
-    d.mkdir()
-    q = Queue(d / "queue.db")
-    q.dock_camera("CAM9", source="udev", bay="usb-0:1.4")
-    q.discover("CAM9", "DCIM/x.mp4", 10, 1)
-    st = render.status_dict(cfg, q)
-    buf = StringIO()
-    con = Console(file=buf, width=140)
-    con.print(render._cameras_table(st))
+    _p, cfg = _watched_station(tmp_path)
+    q = Queue(cfg.data_dir / "queue.db")
+    try:
+        buf = StringIO()
+        Console(file=buf, width=160).print(render.live_view(render.status_dict(cfg, q)))
+    finally:
+        q.close()
     out = buf.getvalue()
-    assert "usb-0:1.4" in out and "CAM9" in out and "docked" in out
+    assert "station st-watch" in out
+    [row] = [line for line in out.splitlines() if "CAM9" in line]
+    assert "usb-0:1.4" in row and "docked" in row and "1 / 0 / 0 / 0" in row
+    assert "daemon: not running" in out
+    assert "queue: discovered 1  copying 0" in out
+
+
+def test_status_watch_command_in_a_terminal(tmp_path):
+    """``dockd status --watch`` on a pseudo-terminal draws the live view, and Ctrl-C leaves it."""
+    import pty
+    import re
+
+    p, _cfg = _watched_station(tmp_path)
+    master, slave = pty.openpty()
+    env = dockd_env({"COLUMNS": "160", "LINES": "40", "TERM": "xterm", "PYTHONFAULTHANDLER": "1"})
+    proc = subprocess.Popen([*dockd_argv(), "--config", str(p), "status", "--watch"], stdin=slave, stdout=slave,
+                            stderr=slave, env=env, start_new_session=True)
+    os.close(slave)
+    seen = bytearray()
+
+    def screen() -> str:
+        import select
+
+        while select.select([master], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen.extend(chunk)
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode(errors="replace"))
+
+    try:
+        def drawn() -> str:
+            s = screen()
+            return s if "queue: discovered 1" in s and "CAM9" in s else ""
+
+        try:
+            out = wait_for(drawn, 30, "status --watch drew no view")
+        except TimeoutError:
+            raise AssertionError(f"status --watch drew no view: {bytes(seen)!r}") from None
+        assert "usb-0:1.4" in out and "station st-watch" in out
+        assert proc.poll() is None  # still live
+        proc.send_signal(signal.SIGINT)
+        # keep reading: the view's last refresh must not block on a full terminal
+        try:
+            wait_for(lambda: screen() is not None and proc.poll() is not None, 60, "status --watch ignored Ctrl-C")
+        except TimeoutError:
+            proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack onto the terminal
+            wait_for(lambda: screen() is not None and proc.poll() is not None, 30, "no stacks")
+            raise AssertionError(f"status --watch ignored Ctrl-C; its stacks:\n{screen()[-8000:]}") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        os.close(master)

@@ -254,7 +254,7 @@ def analyze_verify(root: Path, unit_name: str) -> subprocess.CompletedProcess[st
 
 def _unit_complaints(proc: subprocess.CompletedProcess[str], unit_name: str) -> list[str]:
     stem = unit_name.rsplit(".", 1)[0]
-    return [l for l in (proc.stdout + proc.stderr).splitlines() if stem in l]
+    return [ln for ln in (proc.stdout + proc.stderr).splitlines() if stem in ln]
 
 
 @needs_analyze
@@ -311,10 +311,10 @@ def test_security_exposure_score(security_report):
 
 def test_security_only_sys_admin_and_setuid_capabilities(security_report):
     failing_caps = [
-        l for l in security_report.splitlines()
-        if l.startswith("✗") and "CapabilityBoundingSet=" in l
+        ln for ln in security_report.splitlines()
+        if ln.startswith("✗") and "CapabilityBoundingSet=" in ln
     ]
-    assert all("CAP_SYS_ADMIN" in l or "CAP_SET(UID|GID|PCAP)" in l for l in failing_caps), failing_caps
+    assert all("CAP_SYS_ADMIN" in ln or "CAP_SET(UID|GID|PCAP)" in ln for ln in failing_caps), failing_caps
 
 
 # --------------------------------------------------------------------------
@@ -424,15 +424,15 @@ def udevadm_test_isolated(tmp_path: Path, fixture_rule: str) -> str:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     # udev logs rule syntax problems as "<file>:<line> <message>"
-    errors = [l for l in out.splitlines() if re.search(rf"{re.escape(RULES.name)}:\d+", l)]
+    errors = [ln for ln in out.splitlines() if re.search(rf"{re.escape(RULES.name)}:\d+", ln)]
     assert not errors, "udev rejected rule lines:\n" + "\n".join(errors)
     assert f"Reading rules file: /etc/udev/rules.d/{RULES.name}" in out, out
     return out
 
 
 def _props(out: str) -> dict[str, str]:
-    return dict(l.split("=", 1) for l in out.splitlines()
-                if re.match(r"^[A-Z][A-Z0-9_]*=", l))
+    return dict(ln.split("=", 1) for ln in out.splitlines()
+                if re.match(r"^[A-Z][A-Z0-9_]*=", ln))
 
 
 @needs_udevadm

@@ -72,6 +72,8 @@ if str(_REPO_ROOT) not in sys.path:  # for ``python -m tests.support.dockbed`` f
     sys.path.insert(0, str(_REPO_ROOT))
 
 from tests.support import exfat, udevbed  # noqa: E402
+from tests.support.cli import dockd_argv  # noqa: E402 - a module attribute: tests may replace it
+from tests.support.uploads import station_config  # noqa: E402
 
 __all__ = ["ACME", "DockBed", "DockCam", "available", "throttle_available"]
 
@@ -101,13 +103,6 @@ def throttle_available() -> tuple[bool, str]:
     return True, ""
 
 
-def dockd_argv() -> list[str]:
-    exe = Path(sys.executable).with_name("dockd")
-    if exe.exists():
-        return [str(exe)]
-    return [sys.executable, "-c", "from dockd.cli.main import entry; entry()"]
-
-
 # --------------------------------------------------------------------------- cameras
 
 @dataclass
@@ -130,20 +125,6 @@ class DockCam:
     @property
     def bay(self) -> str:
         return f"usb-0:{self.port}"
-
-
-def _toml(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml(x) for x in v) + "]"
-    if isinstance(v, Mapping):
-        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
-    raise TypeError(v)
 
 
 def _sha256(path: Path) -> str:
@@ -204,20 +185,11 @@ class DockBed:
     # ---------------------------------------------------------------- config
 
     def write_config(self) -> Path:
-        lines = ["[station]", f"id = {_toml(self.station)}", f"data_dir = {_toml(str(self.data_dir))}", "",
-                 "[sources]", "udev = true", "", "[metrics]", 'listen = ""', ""]
-        if self.storage:
-            lines += ["[storage]", *(f"{k} = {_toml(v)}" for k, v in self.storage.items()), ""]
-        off = {"reserve_free_mb": 16, **self.offload}
-        lines += ["[offload]", *(f"{k} = {_toml(v)}" for k, v in off.items()), ""]
-        up = {"backoff_initial_s": 0.5, "backoff_max_s": 2.0, **self.upload}
-        lines += ["[upload]", *(f"{k} = {_toml(v)}" for k, v in up.items()), ""]
-        if self.hooks:
-            lines += ["[hooks]", *(f"{k} = {_toml(v)}" for k, v in self.hooks.items()), ""]
-        for p in self.profiles:
-            lines += ["[[camera]]", *(f"{k} = {_toml(v)}" for k, v in p.items()), ""]
-        self.config.write_text("\n".join(lines))
-        return self.config
+        return station_config(self.config, data_dir=self.data_dir, station_id=self.station,
+                              sources={"udev": True}, metrics={"listen": ""}, storage=self.storage or None,
+                              offload={"reserve_free_mb": 16, **self.offload},
+                              upload={"backoff_initial_s": 0.5, "backoff_max_s": 2.0, **self.upload},
+                              hooks=self.hooks or None, camera=list(self.profiles))
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -240,7 +240,8 @@ def build_camera_image(
     return build_image(path, files=files, **image_kwargs)
 
 
-def populate(image: ExfatImage, files: Mapping[str, bytes | str | os.PathLike], *, mountpoint: str | os.PathLike | None = None) -> None:
+def populate(image: ExfatImage, files: Mapping[str, bytes | str | os.PathLike], *,
+             mountpoint: str | os.PathLike | None = None) -> None:
     """Mount ``image`` rw (loop + exfat-fuse), copy ``files`` in, unmount, detach."""
     mnt = Path(mountpoint) if mountpoint else image.path.parent / (image.path.name + ".mnt")
     mnt.mkdir(parents=True, exist_ok=True)
@@ -413,7 +414,8 @@ def unmount(mountpoint: str | os.PathLike, *, lazy_fallback: bool = True) -> Non
 
 
 @contextlib.contextmanager
-def mounted(dev: str, mountpoint: str | os.PathLike, *, read_only: bool = True, harden: bool = True) -> Iterator[MountEntry]:
+def mounted(dev: str, mountpoint: str | os.PathLike, *, read_only: bool = True,
+            harden: bool = True) -> Iterator[MountEntry]:
     entry = mount_exfat(dev, mountpoint, read_only=read_only, harden=harden)
     try:
         yield entry

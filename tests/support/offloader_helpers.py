@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from dockd import config
@@ -10,6 +9,7 @@ from dockd.core.events import CameraInfo
 from dockd.evidence import durable, keys
 from dockd.queue.store import Queue
 from dockd.station.offloader import Offloader
+from tests.support.uploads import camera_dir
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 SIDE_GLOBS = ["DCIM/**/*.XML", "DCIM/**/*.GPS"]
@@ -41,12 +41,8 @@ class Station:
 
 
 def make_volume(root: Path, files: dict[str, bytes], mtime_ns: int = 1_767_000_000_123_456_789) -> Path:
-    for rel, data in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-        os.utime(p, ns=(mtime_ns, mtime_ns))
-    return root
+    """A camera volume at ``root`` holding ``files``, every mtime ``mtime_ns`` (through ``camera_dir``)."""
+    return camera_dir(root, dict(files), mtime_ns=mtime_ns)
 
 
 def wrong_hash_wrapper(monkeypatch, times: int) -> list:

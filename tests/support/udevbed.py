@@ -68,10 +68,11 @@ class UdevBedError(RuntimeError):
 _GI_CHECK = "import gi; gi.require_version('UMockdev', '1.0'); from gi.repository import UMockdev"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def driver_python() -> str | None:
     """An interpreter that can import gi + UMockdev-1.0: $DOCKD_UDEVBED_PYTHON or /usr/bin/python3."""
-    candidates = [os.environ.get("DOCKD_UDEVBED_PYTHON"), "/usr/bin/python3", "/usr/local/bin/python3", shutil.which("python3")]
+    candidates = [os.environ.get("DOCKD_UDEVBED_PYTHON"), "/usr/bin/python3", "/usr/local/bin/python3",
+                  shutil.which("python3")]
     for c in candidates:
         if not c or not os.access(c, os.X_OK):
             continue
@@ -275,7 +276,7 @@ class UdevBed:
         self._hosts = 0
 
     # lifecycle -------------------------------------------------------------
-    def start(self) -> "UdevBed":
+    def start(self) -> UdevBed:
         py = self.python or driver_python()
         if py is None:
             raise UdevBedError(udevbed_available()[1])
@@ -336,13 +337,13 @@ class UdevBed:
             for s in (p.stdin, p.stdout, p.stderr):
                 try:
                     s.close()
-                except Exception:
+                except OSError:
                     pass
             self._proc = None
         if self.root and os.path.isdir(self.root) and re.search(r"/umockdev\.[^/]+$", self.root):
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "UdevBed":
+    def __enter__(self) -> UdevBed:
         return self.start() if self._proc is None else self
 
     def __exit__(self, *exc) -> None:
@@ -401,7 +402,8 @@ class UdevBed:
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
-    def spawn(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, **popen_kwargs: Any) -> subprocess.Popen:
+    def spawn(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              **popen_kwargs: Any) -> subprocess.Popen:
         """Popen ``argv`` inside the testbed (env from :meth:`child_env`); killed at ``close()``."""
         popen_kwargs.setdefault("stdin", subprocess.DEVNULL)
         p = subprocess.Popen(list(argv), env=self.child_env(env), **popen_kwargs)

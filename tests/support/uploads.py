@@ -1,10 +1,14 @@
-"""Helpers shared by tests (from tests/contract/test_uploader.py, which other tests imported as a library)."""
+"""Helpers shared by tests: THE dockd.toml writer (``write_config``/``station_config``/``make_config``),
+THE camera builder (``camera_dir``; ``make_camera`` for numbered random clips), an injected clock, and the
+upload helpers (staging, draining, remote hashes)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 from dockd import config as config_mod
@@ -37,28 +41,41 @@ class Clock:
         self.t += s
 
 
-def _toml_value(v) -> str:
+def toml_value(v) -> str:
+    """``v`` (bool, int, float, str, list, dict) as a TOML value; a dict is an inline table."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(v)
 
 
-def write_config(path: Path, sections: dict[str, dict]) -> Path:
+def write_config(path: Path, sections: dict[str, dict | list[dict] | None]) -> Path:
+    """Write ``sections`` as TOML at ``path``: table name -> its keys (a list of dicts: an array of tables,
+    ``[[camera]]``; None leaves the table out)."""
     lines = []
     for name, table in sections.items():
-        if table is None:
-            continue
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-        lines.append("")
+        for t in table if isinstance(table, list) else [table]:
+            if t is None:
+                continue
+            lines.append(f"[[{name}]]" if isinstance(table, list) else f"[{name}]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in t.items()]
+            lines.append("")
     path.write_text("\n".join(lines))
     return path
+
+
+def station_config(path: Path, *, data_dir: Path, station_id: str = "st1", **sections: dict | None) -> Path:
+    """A valid dockd.toml at ``path`` for station ``station_id`` keeping its data in ``data_dir``; each
+    keyword is a further table (``offload={...}``, ``storage={...}``, ``metrics={"listen": ""}``; None: left
+    out). Returns ``path``."""
+    return write_config(path, {"station": {"id": station_id, "data_dir": str(data_dir)}, **sections})
 
 
 def make_config(tmp_path: Path, *, storage: dict | None, upload: dict | None = None, offload: dict | None = None,
@@ -79,17 +96,29 @@ def s3_storage(seaweed, bucket: str, **kw) -> dict:
     return {"url": f"s3://{bucket}/ev", "endpoint_url": seaweed.endpoint_url, "timeout_s": 10.0, **kw}
 
 
-def make_camera(root: Path, sizes: list[int], *, seed: int = 1, serial: str = "CAM1") -> Path:
-    """A camera volume: ``root/<serial>/DCIM/100MEDIA/CLIPnnnn.MP4`` with distinct random bytes."""
-    cam = root / serial
-    d = cam / "DCIM" / "100MEDIA"
-    d.mkdir(parents=True, exist_ok=True)
+def camera_dir(root: Path, files: dict[str, bytes | int], *, mtime_ns: int | dict[str, int] | None = None,
+               seed: int = 1) -> Path:
+    """THE camera builder: the directory ``root`` (a camera volume or a card) holding ``files`` (path
+    relative to ``root`` -> its bytes, or a size for that many seeded random bytes); each file's mtime is
+    ``mtime_ns`` (one value, or per path; None: left as written). Returns ``root``."""
     rng = random.Random(seed)
-    for i, size in enumerate(sizes, 1):
-        p = d / f"CLIP{i:04d}.MP4"
-        p.write_bytes(rng.randbytes(size))
-        os.utime(p, (CLIP_MTIME + i, CLIP_MTIME + i))
-    return cam
+    for rel, content in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(rng.randbytes(content) if isinstance(content, int) else content)
+        t = mtime_ns.get(rel) if isinstance(mtime_ns, dict) else mtime_ns
+        if t is not None:
+            os.utime(p, ns=(t, t))
+    return root
+
+
+def make_camera(root: Path, sizes: list[int], *, seed: int = 1, serial: str = "CAM1") -> Path:
+    """A camera volume: ``root/<serial>/DCIM/100MEDIA/CLIPnnnn.MP4`` with distinct random bytes, mtimes
+    CLIP_MTIME + n."""
+    names = [f"DCIM/100MEDIA/CLIP{i:04d}.MP4" for i in range(1, len(sizes) + 1)]
+    (root / serial / "DCIM" / "100MEDIA").mkdir(parents=True, exist_ok=True)
+    return camera_dir(root / serial, dict(zip(names, sizes, strict=True)), seed=seed,
+                      mtime_ns={n: (CLIP_MTIME + i) * 10**9 for i, n in enumerate(names, 1)})
 
 
 def stage(cfg: config_mod.Config, queue: Queue, cam_dir: Path, clock: Clock | None = None) -> list[Clip]:

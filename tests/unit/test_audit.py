@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +14,9 @@ import rfc8785
 from dockd.core import audit as chain
 from dockd.core.lifecycle import ClipEvent
 from dockd.queue.store import Queue
+from tests.support.cli import run_dockd
+from tests.support.uploads import station_config
 
-DOCKD = str(Path(sys.executable).with_name("dockd"))
 T0 = 1_700_000_000.0
 
 
@@ -26,8 +25,7 @@ def station(tmp_path):
     """A config file and a queue holding a realistic little history (13 rows)."""
     data = tmp_path / "data"
     data.mkdir()
-    cfg = tmp_path / "dockd.toml"
-    cfg.write_text(f'[station]\nid = "st1"\ndata_dir = "{data}"\n')
+    cfg = station_config(tmp_path / "dockd.toml", data_dir=data)
     q = Queue(data / "queue.db")
     q.record("daemon.started", detail={"version": "test", "pid": 1}, now=T0)
     q.dock_camera("CAM1", source="udev", vendor="Axon", bay="3", now=T0 + 1)
@@ -44,9 +42,7 @@ def station(tmp_path):
 
 
 def cli(cfg: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKD_CONFIG", "DOCKD_DEBUG")}
-    return subprocess.run([DOCKD, "--config", str(cfg), *args], capture_output=True, text=True, env=env,
-                          timeout=60, stdin=subprocess.DEVNULL)
+    return run_dockd(*args, config=cfg)
 
 
 def sql(q: Queue, stmt: str, *params) -> None:
@@ -71,7 +67,7 @@ def test_intact_chain_library_and_cli(station):
     rows = q.audit_rows()
     assert [r["seq"] for r in rows] == list(range(1, 14))
     assert rows[0]["prev_hash"] == chain.GENESIS == "0" * 64
-    for a, b in zip(rows, rows[1:]):
+    for a, b in zip(rows, rows[1:], strict=False):
         assert b["prev_hash"] == a["hash"]
     assert chain.first_bad(rows) is None
     r = cli(cfg, "audit", "--verify")
@@ -241,7 +237,8 @@ def test_audit_filters(station):
     assert [r["seq"] for r in q.audit_rows(since=since)] == [12, 13]
     assert all(r["camera"] == "CAM1" for r in q.audit_rows(camera="CAM1"))
     human = cli(cfg, "audit")
-    assert human.returncode == 0 and len(human.stdout.rstrip("\n").split("\n")) == 13 and "camera.docked" in human.stdout
+    assert human.returncode == 0 and len(human.stdout.rstrip("\n").split("\n")) == 13
+    assert "camera.docked" in human.stdout
 
 
 def test_since_compares_as_time_not_as_text(station):

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dockd import config
 from dockd.core.errors import EXIT_USAGE, ConfigError
+from tests.support.cli import run_dockd
 
-DOCKD = str(Path(sys.executable).with_name("dockd"))
 REPO = Path(__file__).resolve().parents[2]
 
 FULL_EXAMPLE = """\
@@ -268,9 +266,7 @@ def test_default_path_without_env(monkeypatch):
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    e = {k: v for k, v in os.environ.items() if k not in ("DOCKD_CONFIG", "DOCKD_DEBUG")}
-    e.update(env or {})
-    return subprocess.run([DOCKD, *args], capture_output=True, text=True, env=e, timeout=60, stdin=subprocess.DEVNULL)
+    return run_dockd(*args, env=env)
 
 
 def assert_cli_config_error(r: subprocess.CompletedProcess, path: Path, needle: str) -> None:

@@ -6,10 +6,8 @@ import base64
 import copy
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,8 +18,8 @@ from hypothesis import strategies as st
 from dockd.core.errors import ManifestInvalid
 from dockd.evidence import keys
 from dockd.evidence import manifest as mf
+from tests.support.cli import run_dockd
 
-DOCKD = str(Path(sys.executable).with_name("dockd"))
 OPENSSL = shutil.which("openssl")
 CLIP = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
 
@@ -255,9 +253,7 @@ def test_property_signature_stable_across_reserialisation(key, extra, indent, so
 
 
 def run_verify(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKD_CONFIG", "DOCKD_DEBUG")}
-    return subprocess.run([DOCKD, "manifest", "verify", *args], capture_output=True, text=True, env=env,
-                          timeout=60, stdin=subprocess.DEVNULL)
+    return run_dockd("manifest", "verify", *args)
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ from __future__ import annotations
 import calendar
 import json
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,9 +20,10 @@ from dockd.core import timefmt
 from dockd.core.lifecycle import ClipState
 from dockd.queue.store import Queue, rfc3339_ns
 from dockd.storage.base import object_key
+from tests.support.cli import run_dockd
 from tests.support.offloader_helpers import Station, make_volume
+from tests.support.uploads import station_config
 
-DOCKD = str(Path(sys.executable).with_name("dockd"))
 LAST_NS_OF_DAY = calendar.timegm((2026, 11, 21, 23, 59, 59)) * 1_000_000_000 + 999_999_700  # 23:59:59.9999997
 YEAR_2300 = calendar.timegm((2300, 1, 1, 0, 0, 0)) * 1_000_000_000  # past int64 nanoseconds (2262-04-11)
 
@@ -133,12 +132,9 @@ def test_a_far_future_mtime_skips_that_clip_only(tmp_path):
 def test_dockd_import_skips_a_far_future_clip_and_imports_the_rest(tmp_path):
     card = far_future_card(tmp_path / "card")
     data = tmp_path / "data"
-    cfg = tmp_path / "dockd.toml"
-    cfg.write_text(f'[station]\nid = "st1"\ndata_dir = "{data}"\n'
-                   '[offload]\nreserve_free_mb = 0\nclip_globs = ["DCIM/**/*.MP4"]\n')
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKD_CONFIG", "DOCKD_DEBUG")}
-    r = subprocess.run([DOCKD, "--config", str(cfg), "import", str(card), "--camera", "CAM1", "--json"],
-                       capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    cfg = station_config(tmp_path / "dockd.toml", data_dir=data,
+                         offload={"reserve_free_mb": 0, "clip_globs": ["DCIM/**/*.MP4"]})
+    r = run_dockd("import", card, "--camera", "CAM1", "--json", config=cfg)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     out = json.loads(r.stdout)

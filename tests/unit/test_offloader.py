@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -17,6 +16,7 @@ from dockd.evidence import manifest as mf
 from dockd.evidence.copier import Cancelled
 from dockd.station import offloader as offmod
 from tests.support import scratch
+from tests.support.faults import FailingOS
 from tests.support.offloader_helpers import T0, Station, make_volume, wrong_hash_wrapper
 
 
@@ -234,26 +234,8 @@ def test_reread_mismatch_twice_quarantines_with_both_hashes(tmp_path, monkeypatc
         st.q.close()
 
 
-class FaultyOS:
-    """Stands in for the ``os`` module inside one dockd module; fails chosen calls of one function with EIO."""
-
-    def __init__(self, func: str, fail_on: set[int], on_fail=None):
-        self.func, self.fail_on, self.on_fail, self.calls = func, fail_on, on_fail, 0
-
-    def __getattr__(self, name):
-        real = getattr(os, name)
-        if name != self.func:
-            return real
-
-        def wrapper(*a, **k):
-            self.calls += 1
-            if self.calls in self.fail_on:
-                if self.on_fail:
-                    self.on_fail()
-                raise OSError(errno.EIO, os.strerror(errno.EIO))
-            return real(*a, **k)
-
-        return wrapper
+# copier, durable and the offloader take no os-like parameter: these tests install the FailingOS wrapper
+# as the module's ``os`` (no seam yet; issue #11).
 
 
 def test_write_error_deletes_temp_and_copies_again(tmp_path, monkeypatch):
@@ -261,13 +243,14 @@ def test_write_error_deletes_temp_and_copies_again(tmp_path, monkeypatch):
     vol = make_volume(tmp_path / "vol", {"DCIM/A.MP4": data})
     st = Station(tmp_path)
     seen_tmp = []
-    faulty = FaultyOS("write", {3}, on_fail=lambda: seen_tmp.extend(n for n in st.staging() if n.endswith(".tmp")))
+    faulty = FailingOS(os, fail={"write": 3},
+                       on_fail=lambda: seen_tmp.extend(n for n in st.staging() if n.endswith(".tmp")))
     monkeypatch.setattr(copier, "os", faulty)
     try:
         s = st.offload(vol)
         assert seen_tmp == ["0000000001.clip.tmp"]  # the failure happened while the temp file existed
         assert (s.staged, s.aborted) == (1, 0)
-        assert faulty.calls == 3 + 8  # 2 writes, the failed one, then a full second copy
+        assert faulty.calls["write"] == 3 + 8  # 2 writes, the failed one, then a full second copy
         c = st.q.clips()[0]
         assert c.state is ClipState.STAGED and c.sha256 == sha(data)
         assert Path(c.staged_path).read_bytes() == data
@@ -280,7 +263,7 @@ def test_write_error_twice_aborts_and_leaves_nothing(tmp_path, monkeypatch):
     data = os.urandom(500_000)
     vol = make_volume(tmp_path / "vol", {"DCIM/A.MP4": data})
     st = Station(tmp_path)
-    monkeypatch.setattr(copier, "os", FaultyOS("write", {2, 5}))
+    monkeypatch.setattr(copier, "os", FailingOS(os, fail={"write": {2, 5}}))
     try:
         s = st.offload(vol)
         assert (s.staged, s.aborted) == (0, 1)
@@ -301,7 +284,7 @@ def test_write_error_then_reread_mismatch_spends_the_two_copy_budget(tmp_path, m
     vol = make_volume(tmp_path / "vol", {"DCIM/A.MP4": data})
     read = []
     st = Station(tmp_path, on_progress=lambda s, n: read.append(n))
-    monkeypatch.setattr(copier, "os", FaultyOS("write", {2}))
+    monkeypatch.setattr(copier, "os", FailingOS(os, fail={"write": 2}))
     calls = wrong_hash_wrapper(monkeypatch, times=1)
     try:
         s = st.offload(vol)
@@ -318,11 +301,11 @@ def test_fsync_error_is_never_retried_on_the_same_file(tmp_path, monkeypatch):
     data = os.urandom(100_000)
     vol = make_volume(tmp_path / "vol", {"DCIM/A.MP4": data})
     st = Station(tmp_path)
-    faulty = FaultyOS("fsync", {1})
+    faulty = FailingOS(os, fail={"fsync": 1})
     monkeypatch.setattr(offmod, "os", faulty)
     try:
         s = st.offload(vol)
-        assert s.staged == 1 and faulty.calls == 2  # a fresh temp file, a fresh fsync
+        assert s.staged == 1 and faulty.calls["fsync"] == 2  # a fresh temp file, a fresh fsync
         assert Path(st.q.clips()[0].staged_path).read_bytes() == data
     finally:
         st.q.close()
@@ -332,7 +315,7 @@ def test_manifest_write_error_aborts_the_clip_not_the_offload(tmp_path, monkeypa
     """A failed manifest write must not leave the clip in `copying` nor stop the other clips."""
     vol = make_volume(tmp_path / "vol", {"DCIM/A.MP4": b"first", "DCIM/B.MP4": b"second"})
     st = Station(tmp_path)
-    monkeypatch.setattr(durable, "os", FaultyOS("write", {1}))
+    monkeypatch.setattr(durable, "os", FailingOS(os, fail={"write": 1}))
     try:
         s = st.offload(vol)
         assert (s.staged, s.aborted) == (1, 1)

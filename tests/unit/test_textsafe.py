@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,8 +22,8 @@ from dockd.cli import logs, render
 from dockd.core import textsafe
 from dockd.core.lifecycle import ClipEvent
 from dockd.queue.store import Queue
-
-DOCKD = str(Path(sys.executable).with_name("dockd"))
+from tests.support.cli import run_dockd
+from tests.support.uploads import station_config
 
 # What a camera can put in a path (kept in the queue exactly as below: the display rule must not rely
 # on volume.escape having run at scan time).
@@ -49,8 +47,7 @@ def assert_literal(out: str, *shown: str) -> None:
 @pytest.fixture
 def station(tmp_path):
     data = tmp_path / "data"
-    cfg = tmp_path / "dockd.toml"
-    cfg.write_text(f'[station]\nid = "st[1]"\ndata_dir = "{data}"\n')
+    cfg = station_config(tmp_path / "dockd.toml", data_dir=data, station_id="st[1]")
     data.mkdir()
     q = Queue(data / "queue.db")
     q.dock_camera("CAM1", source="watch", bay=BAY, vendor="V[i]\x1b", model="M\u202e")
@@ -68,9 +65,7 @@ def station(tmp_path):
 
 
 def dockd(cfg: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKD_CONFIG", "DOCKD_DEBUG")}
-    return subprocess.run([DOCKD, "--config", str(cfg), *args], capture_output=True, text=True, env=env,
-                          timeout=60, stdin=subprocess.DEVNULL, errors="surrogateescape")
+    return run_dockd(*args, config=cfg, errors="surrogateescape")
 
 
 def ok(r: subprocess.CompletedProcess) -> str:

@@ -16,7 +16,7 @@ import pytest
 from dockd.core.lifecycle import ClipState
 from dockd.station.wipe import prune_staging
 from tests.support.uploads import make_config
-from tests.support.wipe_gate_helpers import _same_size_other_content, bench, events, run_gate  # noqa: F401 - bench is a fixture
+from tests.support.wipe_gate_helpers import _same_size_other_content, events, run_gate
 
 
 def test_wipe_after_verified_upload_writes_a_receipt(bench):

@@ -13,9 +13,7 @@ import json
 import os
 import resource
 import signal
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import structlog
@@ -24,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dockd.cli import main as cli
+from tests.support.cli import run_dockd
+from tests.support.uploads import station_config
 
-DOCKD = str(Path(sys.executable).with_name("dockd"))
 HANG_S = 20
 
 
@@ -52,18 +51,14 @@ def world(tmp_path_factory):
     """A station with one imported clip, and hostile things to name on the command line."""
     root = tmp_path_factory.mktemp("fuzz")
     data = root / "data"
-    cfg = root / "dockd.toml"
-    cfg.write_text(f'[station]\nid = "st1"\ndata_dir = "{data}"\n[offload]\nreserve_free_mb = 0\n')
+    cfg = station_config(root / "dockd.toml", data_dir=data, offload={"reserve_free_mb": 0})
     card = root / "card" / "DCIM" / "100[" / "x].MP4"
     card.parent.mkdir(parents=True)
     card.write_bytes(b"clip bytes")
     (card.parent / "b\x1b[2J.MP4").write_bytes(b"other clip")
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKD_CONFIG", "DOCKD_DEBUG")}
-    r = subprocess.run([DOCKD, "--config", str(cfg), "import", str(root / "card"), "--camera", "CAM1"],
-                       capture_output=True, text=True, env=env, timeout=60)
+    r = run_dockd("import", root / "card", "--camera", "CAM1", config=cfg)
     assert r.returncode == 0, r
-    pem = subprocess.run([DOCKD, "--config", str(cfg), "keys", "show", "--pem"], capture_output=True, env=env,
-                         timeout=60).stdout
+    pem = run_dockd("keys", "show", "--pem", config=cfg, text=False).stdout
     (root / "pub.pem").write_bytes(pem)
     os.mkfifo(root / "fifo")
     (root / "big").write_bytes(b"x" * (2 << 20))
@@ -237,10 +232,7 @@ def test_no_hang_in_a_real_process(world, args):
     names = {"fifo": root / "fifo", "manifest": root / "data" / "staging" / "0000000001.manifest.json",
              "pem": root / "pub.pem"}
     args = [a.format(**names) for a in args]
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKD_DEBUG",)}
-    env["DOCKD_CONFIG"] = str(world["cfg"])
-    r = subprocess.run([DOCKD, *args], capture_output=True, text=True, env=env, timeout=60,
-                       stdin=subprocess.DEVNULL, preexec_fn=_limited)
+    r = run_dockd(*args, env={"DOCKD_CONFIG": str(world["cfg"])}, preexec_fn=_limited)
     assert r.returncode == 2, r
     assert r.stderr.startswith("dockd: error: ") and "not a regular file" in r.stderr, r.stderr
     assert len(r.stderr.splitlines()) == 1

@@ -5,52 +5,33 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dockd.queue.store import Queue
 from dockd.station.runtime import DataDirLock
+from tests.support.cli import one_line_error, run_dockd
+from tests.support.uploads import camera_dir, station_config
 
-DOCKD = str(Path(sys.executable).with_name("dockd"))
+ONE_CLIP = {"DCIM/100/A.MP4": b"clip bytes"}
 
 
 @pytest.fixture
 def station(tmp_path):
     data = tmp_path / "data"
-    cfg = tmp_path / "dockd.toml"
-    cfg.write_text(f'[station]\nid = "st1"\ndata_dir = "{data}"\n'
-                   '[offload]\nreserve_free_mb = 0\nclip_globs = ["DCIM/**/*.MP4"]\n')
+    cfg = station_config(tmp_path / "dockd.toml", data_dir=data,
+                         offload={"reserve_free_mb": 0, "clip_globs": ["DCIM/**/*.MP4"]})
     return cfg, data
 
 
 def dockd(cfg: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKD_CONFIG", "DOCKD_DEBUG")}
-    return subprocess.run([DOCKD, "--config", str(cfg), *args], capture_output=True, text=True, env=env,
-                          timeout=60, stdin=subprocess.DEVNULL)
-
-
-def one_line_error(r: subprocess.CompletedProcess, code: int, *needles: str) -> str:
-    assert r.returncode == code, r
-    assert "Traceback" not in r.stdout + r.stderr, r.stderr
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("dockd: error: "), lines
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
+    return run_dockd(*args, config=cfg)
 
 
 def make_queue(data: Path) -> None:
     data.mkdir(parents=True, exist_ok=True)
     Queue(data / "queue.db").close()
-
-
-def make_camera_dir(root: Path) -> Path:
-    (root / "DCIM" / "100").mkdir(parents=True)
-    (root / "DCIM" / "100" / "A.MP4").write_bytes(b"clip bytes")
-    return root
 
 
 def test_show_missing_clip(station):
@@ -97,14 +78,14 @@ def test_import_nonexistent_directory(station, tmp_path):
 @pytest.mark.parametrize("serial", ["../x", "..", "a/b", "", "x" * 65, "-x", "cam 1", "ca\nm"])
 def test_import_bad_camera_serial(station, tmp_path, serial):
     cfg, data = station
-    d = make_camera_dir(tmp_path / "card")
+    d = camera_dir(tmp_path / "card", ONE_CLIP)
     one_line_error(dockd(cfg, "import", str(d), "--camera", serial), 2, "--camera")
     assert not data.exists()  # refused before anything was created
 
 
 def test_import_refused_while_data_dir_locked(station, tmp_path):
     cfg, data = station
-    d = make_camera_dir(tmp_path / "card")
+    d = camera_dir(tmp_path / "card", ONE_CLIP)
     lock = DataDirLock(data).acquire()
     try:
         line = one_line_error(dockd(cfg, "import", str(d), "--camera", "CAM1"), 1, "in use by another dockd",
@@ -126,7 +107,7 @@ def test_keys_show_before_any_key(station):
 
 def test_keys_show_refuses_a_world_readable_key(station, tmp_path):
     cfg, data = station
-    d = make_camera_dir(tmp_path / "card")
+    d = camera_dir(tmp_path / "card", ONE_CLIP)
     assert dockd(cfg, "import", str(d), "--camera", "CAM1").returncode == 0
     ok = dockd(cfg, "keys", "show")
     assert ok.returncode == 0 and ok.stdout.startswith("ed25519:")

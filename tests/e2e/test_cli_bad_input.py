@@ -10,11 +10,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_cli_errors import dockd, make_camera_dir, one_line_error
 
 from dockd import config
 from dockd.core.errors import ConfigError
 from dockd.queue.store import Queue
+from tests.support.cli import one_line_error, run_dockd
+from tests.support.uploads import camera_dir, station_config
+
+ONE_CLIP = {"DCIM/100/A.MP4": b"clip bytes"}
 
 READ_COMMANDS = [("queue",), ("show", "1"), ("status",), ("status", "--json"), ("audit",), ("audit", "--verify"),
                  ("replay", "--all-failed"), ("verify", "--all")]
@@ -24,10 +27,13 @@ HUGE = "9" * 20  # > 2**63 - 1: SQLite cannot hold it
 @pytest.fixture
 def station(tmp_path):
     data = tmp_path / "data"
-    cfg = tmp_path / "dockd.toml"
-    cfg.write_text(f'[station]\nid = "st1"\ndata_dir = "{data}"\n'
-                   '[offload]\nreserve_free_mb = 0\nclip_globs = ["DCIM/**/*.MP4"]\n')
+    cfg = station_config(tmp_path / "dockd.toml", data_dir=data,
+                         offload={"reserve_free_mb": 0, "clip_globs": ["DCIM/**/*.MP4"]})
     return cfg, data
+
+
+def dockd(cfg: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_dockd(*args, config=cfg)
 
 
 def real_queue(data: Path) -> Path:
@@ -66,7 +72,7 @@ def test_foreign_sqlite_database_is_refused_and_left_alone(station):
         c.execute("INSERT INTO bookmarks VALUES ('https://example.org')")
     c.close()
     before = db.read_bytes()
-    for args in READ_COMMANDS + [("import", str(make_camera_dir(data.parent / "card")), "--camera", "C1")]:
+    for args in READ_COMMANDS + [("import", str(camera_dir(data.parent / "card", ONE_CLIP)), "--camera", "C1")]:
         one_line_error(dockd(cfg, *args), 2, "is not a dockd queue database", "schema version 0")
     assert db.read_bytes() == before  # no dockd table was added to another program's database
 
@@ -103,7 +109,7 @@ def test_read_only_data_dir(read_only, tmp_path):
     cfg, data = read_only
     for args in READ_COMMANDS:
         one_line_error(dockd(cfg, *args), 1, str(data), "not writable")
-    card = make_camera_dir(tmp_path / "card")
+    card = camera_dir(tmp_path / "card", ONE_CLIP)
     one_line_error(dockd(cfg, "import", str(card), "--camera", "C1"), 1, "dockd.lock", "Read-only file system")
 
 
@@ -176,7 +182,7 @@ def test_config_string_length_bound(tmp_path, where):
 
 def test_import_of_a_symlinked_directory_writes_nothing(station, tmp_path):
     cfg, data = station
-    card = make_camera_dir(tmp_path / "card")
+    card = camera_dir(tmp_path / "card", ONE_CLIP)
     link = tmp_path / "link"
     link.symlink_to(card)
     one_line_error(dockd(cfg, "import", str(link), "--camera", "C1"), 2, str(link), "symbolic link")
@@ -189,7 +195,7 @@ def test_import_of_a_symlinked_directory_writes_nothing(station, tmp_path):
 def test_import_of_the_data_dir_is_refused(station, tmp_path, which):
     cfg, data = station
     real_queue(data)
-    make_camera_dir(data / "staging" / "x")
+    camera_dir(data / "staging" / "x", ONE_CLIP)
     before = sorted(str(p.relative_to(data)) for p in data.rglob("*"))
     if which == "itself":
         target = data
