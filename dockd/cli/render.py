@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import threading
 import time
 
 from rich.console import Console, Group
@@ -163,16 +165,24 @@ def live_view(st: dict) -> Group:
 
 
 def watch(cfg: Config, q: Queue, interval: float = 1.0, *, once: bool = False) -> None:
-    with Live(refresh_per_second=4, screen=False) as live:
-        while True:
-            st = status_dict(cfg, q)
-            live.update(live_view(st))
-            if once:
-                return
-            try:
-                time.sleep(interval)
-            except KeyboardInterrupt:
-                return
+    """The live ``status --watch`` view until Ctrl-C.
+
+    Ctrl-C sets a flag that the loop checks between two reads: a KeyboardInterrupt raised inside a
+    database read could leave a lock of the connection pool held, and the exit would then hang on it."""
+    stop = threading.Event()
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, lambda *_: stop.set()) if main else None
+    try:
+        with Live(refresh_per_second=4, screen=False) as live:
+            while not stop.is_set():
+                st = status_dict(cfg, q)
+                live.update(live_view(st))
+                if once:
+                    return
+                stop.wait(interval)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, old)
 
 
 def print_clips(clips: list[Clip]) -> None:
