@@ -14,26 +14,15 @@ import pytest
 from dockd import config
 from dockd.core.errors import ConfigError
 from dockd.queue.store import Queue
-from tests.support.cli import one_line_error, run_dockd
-from tests.support.uploads import camera_dir, station_config
+from tests.support.cli import one_line_error
+from tests.support.cli import run_with as dockd
+from tests.support.uploads import camera_dir
 
 ONE_CLIP = {"DCIM/100/A.MP4": b"clip bytes"}
 
 READ_COMMANDS = [("queue",), ("show", "1"), ("status",), ("status", "--json"), ("audit",), ("audit", "--verify"),
                  ("replay", "--all-failed"), ("verify", "--all")]
 HUGE = "9" * 20  # > 2**63 - 1: SQLite cannot hold it
-
-
-@pytest.fixture
-def station(tmp_path):
-    data = tmp_path / "data"
-    cfg = station_config(tmp_path / "dockd.toml", data_dir=data,
-                         offload={"reserve_free_mb": 0, "clip_globs": ["DCIM/**/*.MP4"]})
-    return cfg, data
-
-
-def dockd(cfg: Path, *args: str) -> subprocess.CompletedProcess:
-    return run_dockd(*args, config=cfg)
 
 
 def real_queue(data: Path) -> Path:

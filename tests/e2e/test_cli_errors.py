@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from dockd.queue.store import Queue
 from dockd.station.runtime import DataDirLock
-from tests.support.cli import one_line_error, run_dockd
-from tests.support.uploads import camera_dir, station_config
+from tests.support.cli import one_line_error
+from tests.support.cli import run_with as dockd
+from tests.support.uploads import camera_dir
 
 ONE_CLIP = {"DCIM/100/A.MP4": b"clip bytes"}
-
-
-@pytest.fixture
-def station(tmp_path):
-    data = tmp_path / "data"
-    cfg = station_config(tmp_path / "dockd.toml", data_dir=data,
-                         offload={"reserve_free_mb": 0, "clip_globs": ["DCIM/**/*.MP4"]})
-    return cfg, data
-
-
-def dockd(cfg: Path, *args: str) -> subprocess.CompletedProcess:
-    return run_dockd(*args, config=cfg)
 
 
 def make_queue(data: Path) -> None:

@@ -59,3 +59,8 @@ def run_dockd(*args: str | os.PathLike, config: str | os.PathLike | None = None,
     kw: dict = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
     return subprocess.run(argv, capture_output=True, text=text, errors=errors, env=dockd_env(env), cwd=cwd,
                           timeout=timeout, preexec_fn=preexec_fn, **kw)
+
+
+def run_with(cfg: str | os.PathLike, *args: str | os.PathLike, **kw: object) -> subprocess.CompletedProcess:
+    """``dockd --config CFG ARGS...``: :func:`run_dockd` in the short form the command-line tests use."""
+    return run_dockd(*args, config=cfg, **kw)  # type: ignore[arg-type]
