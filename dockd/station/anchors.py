@@ -73,9 +73,9 @@ def collect(backend, prefix: str, station: str, pub) -> Collected:
         if not (key.endswith(".manifest.json") or (key.startswith(base + "_audit/") and key.endswith(".head.json"))):
             continue
         try:
-            raw = backend.get_bytes(key, MAX_STATEMENT)
+            raw = backend.read_small(key, MAX_STATEMENT)  # larger than that: StoreFailure, ignored below
             if raw is None:
-                raise ManifestInvalid(f"{key}: larger than {MAX_STATEMENT} bytes")
+                raise ManifestInvalid(f"{key}: gone since it was listed")
             st = mf.parse(raw, key)
             mf.check_signature(st, pub)
         except (ManifestInvalid, StoreFailure):

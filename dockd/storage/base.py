@@ -124,9 +124,6 @@ class Backend(Protocol):
     def list_keys(self, prefix: str) -> Iterator[str]:
         """Every object key under ``prefix``."""
 
-    def get_bytes(self, key: str, limit: int) -> bytes | None:
-        """The object's bytes, or None if it holds more than ``limit`` (never reads more than limit+1)."""
-
     def read_small(self, key: str, limit: int) -> bytes | None:
         """A small object's bytes, None if there is none; StoreFailure(PERMANENT) if bigger than ``limit``."""
 

@@ -215,11 +215,3 @@ class FileBackend:
                 if f.endswith(".sha256") or f.startswith(".") or os.path.islink(os.path.join(d, f)):
                     continue
                 yield f if rel == "." else f"{rel}/{f}"
-
-    def get_bytes(self, key: str, limit: int) -> bytes | None:
-        from dockd.evidence.localfile import read_regular
-
-        try:
-            return read_regular(self._path(key), limit)
-        except Exception as e:  # noqa: BLE001 - UsageError from a non-regular file: not an object we wrote
-            raise StoreFailure(ErrorClass.PERMANENT, f"{key}: {e}", "OSError") from e

@@ -377,15 +377,6 @@ class S3Backend:
                 return
             kw = {"ContinuationToken": r["NextContinuationToken"]}
 
-    def get_bytes(self, key: str, limit: int) -> bytes | None:
-        """The object's bytes, or None if it holds more than ``limit`` (never more than limit+1 are read)."""
-        def fetch() -> bytes | None:
-            body = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit}")["Body"]
-            data = body.read(limit + 1)
-            body.close()
-            return None if len(data) > limit else data
-        return self._call(fetch)
-
     def read_small(self, key: str, limit: int) -> bytes | None:
         """The bytes of a small object (a trust statement), None if there is none; StoreFailure(PERMANENT)
         if it is bigger than ``limit`` bytes (never read unbounded)."""

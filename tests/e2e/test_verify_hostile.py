@@ -18,6 +18,7 @@ from dockd.evidence import keys
 from dockd.evidence import manifest as mf
 from dockd.queue.store import Queue
 from dockd.station import anchors
+from dockd.storage.base import StoreFailure
 from tests.support.cli import run_dockd
 from tests.support.uploads import station_config
 
@@ -273,7 +274,9 @@ def test_file_backend_lists_objects_only(tmp_path):
     (tmp_path / "p/st1/_audit/link.head.json").symlink_to(tmp_path / "p/st1/_audit/d.head.json")
     assert sorted(b.list_keys("p/st1/")) == ["p/st1/CAM/2026/01/01/a.mp4", "p/st1/CAM/2026/01/01/a.mp4.manifest.json",
                                              "p/st1/_audit/d.head.json"]
-    assert b.get_bytes("p/st1/_audit/d.head.json", 10) == b"{}" and b.get_bytes("p/st1/_audit/d.head.json", 1) is None
+    assert b.read_small("p/st1/_audit/d.head.json", 10) == b"{}"
+    with pytest.raises(StoreFailure):  # more than the limit: refused, never read past it
+        b.read_small("p/st1/_audit/d.head.json", 1)
 
 
 def _backup(src: Path, dst: Path) -> None:
