@@ -255,6 +255,22 @@ def _register_keys(keys: click.Group) -> None:
             trustlog.write_new(out, data)
         click.echo(data.decode().rstrip())
 
+    @keys.command("new")
+    @click.option("--kind", type=click.Choice(["person", "office"]), default="person", show_default=True)
+    @click.option("--name", required=True, help="Who holds the key, as verifiers will read it.")
+    @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                  help="Where to create the private key (mode 0600; never overwritten).")
+    @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the request here.")
+    def keys_new(kind: str, name: str, key_file: Path, out: Path | None) -> None:
+        """Make a key for a reviewer, discloser or recipient and print its enrolment request.
+
+        The root holder enrols it with `dockd trust enrol REQUEST --role reviewer|discloser|recipient`."""
+        req = trustlog.person_request(key_file, kind, name, _now())
+        data = trustlog.dumps(req)
+        if out is not None:
+            trustlog.write_new(out, data)
+        click.echo(data.decode().rstrip())
+
     @keys.command("rotate")
     @pass_ctx
     def keys_rotate(c) -> None:

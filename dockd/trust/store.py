@@ -239,6 +239,26 @@ def station_request(data_dir: Path, station_id: str, now: str) -> tuple[dict[str
     return req, p
 
 
+def person_request(key_file: Path, kind: str, name: str, now: str) -> dict[str, Any]:
+    """A new key for a person or an office (a reviewer, discloser or recipient) at ``key_file`` (PKCS#8 PEM,
+    mode 0600, never overwritten; its public half beside it as ``.pub.pem``) and its enrolment request.
+
+    The key never leaves ``key_file``; the request (public key, subject, proof of possession) is what goes
+    to the root holder for ``dockd trust enrol --role ...``."""
+    if kind not in trust.SUBJECT_KINDS or kind == "station":
+        raise UsageError("--kind must be person or office (station keys: `dockd keys request` on the station)")
+    if not trust._name(name):
+        raise UsageError("--name must be printable text (no control characters), 1 to 200 characters")
+    private = create_private(Path(key_file))
+    write_new(Path(key_file).with_suffix(".pub.pem"), keys.public_pem(private.public_key()).encode())
+    return make_request(private, kind, name, now)
+
+
+def load_signing_key(p: Path) -> keys.StationKey:
+    """A person's or office's signing key named on the command line (regular file, never a symlink)."""
+    return keys.StationKey(load_private(Path(p)), Path(p))
+
+
 def rotate(data_dir: Path, station_id: str, now: str, before_swap=None) -> tuple[str, str, dict[str, Any]]:
     """Replace the station key by a new one whose request the old key signs. Crash-safe: the new key is
     made under ``station.next.ed25519`` (reused if a previous run died), the old key is kept as
