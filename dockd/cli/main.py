@@ -63,7 +63,28 @@ class Ctx:
             become_data_dir_owner(self.cfg.data_dir, self.cfg.sources.user)
 
     def queue(self, *, must_exist: bool = False):
-        from dockd.queue.store import Queue, queue_path
+        from dockd.queue.store import Queue
+
+        return Queue(self._checked_queue_path(must_exist))
+
+    def reader(self, *, must_exist: bool = False):
+        """The queue for a read-only command: opened read-only without SQLAlchemy when its schema is one
+        this dockd reads (:class:`dockd.queue.reads.QueueReader`), else through :meth:`queue`, which
+        creates, migrates or refuses it exactly as a writing command would."""
+        from dockd.queue import fileformat, reads
+
+        p = self._checked_queue_path(must_exist)
+        if p.exists():
+            fileformat.refuse_foreign(p)
+            r = reads.QueueReader(p)
+            if reads.NEEDS_VERSION <= r.schema_version() <= fileformat.LATEST_VERSION:
+                return r
+            r.close()
+        return self.queue(must_exist=must_exist)
+
+    def _checked_queue_path(self, must_exist: bool) -> Path:
+        """The queue file's path once it is known to be a regular file (or absent) in a writable data dir."""
+        from dockd.queue.fileformat import queue_path
 
         global _queue_in_use
 
@@ -89,7 +110,7 @@ class Ctx:
         # WAL mode needs to create queue.db-wal and -shm beside it, even to read.
         if not os.access(p.parent, os.W_OK | os.X_OK):
             raise QueueUnreadable(p, f"data dir {p.parent} is not writable (read-only file system or permissions)")
-        return Queue(p)
+        return p
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -204,7 +225,7 @@ def status(c: Ctx, as_json: bool, watch: bool) -> None:
     from dockd.cli import render
 
     cfg = c.cfg
-    q = c.queue()
+    q = c.reader()
     if watch:
         render.watch(cfg, q)
         return
@@ -225,7 +246,7 @@ def queue_cmd(c: Ctx, state: str | None, camera: str | None, limit: int | None, 
     """List clips in the queue."""
     from dockd.cli import render
 
-    clips = c.queue().clips(state=state, camera=camera, limit=limit)
+    clips = c.reader().clips(state=state, camera=camera, limit=limit)
     if as_json:
         emit_json([x.to_json() for x in clips])
     else:
@@ -240,7 +261,7 @@ def show(c: Ctx, clip_id: int, as_json: bool) -> None:
     """Everything about one clip: state, hashes, manifest, audit trail."""
     from dockd.cli import render
 
-    q = c.queue(must_exist=True)
+    q = c.reader(must_exist=True)
     clip = q.clip(clip_id)
     d = clip.to_json()
     d["manifest"] = json.loads(clip.manifest) if clip.manifest else None
@@ -520,7 +541,7 @@ def _known_failure(e: Exception) -> DockdError | None:
     """
     import sqlite3
 
-    from dockd.queue.store import QUEUE_FILE
+    from dockd.queue.fileformat import QUEUE_FILE
 
     orig = getattr(e, "orig", None)  # sqlalchemy wraps the DB-API error
     if isinstance(orig, sqlite3.Error) or isinstance(e, sqlite3.Error):

@@ -6,6 +6,7 @@ import shutil
 import signal
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -14,9 +15,14 @@ from rich.text import Text
 
 from dockd.config import Config
 from dockd.core.textsafe import printable
-from dockd.queue.store import Clip, Queue, rfc3339
+from dockd.core.timefmt import rfc3339
+from dockd.queue.records import Clip
 from dockd.station.runtime import DataDirLock
 from dockd.station.status import read_status
+
+if TYPE_CHECKING:  # the read commands pass either; neither is imported at run time (SQLAlchemy is slow to load)
+    from dockd.queue.reads import QueueReader
+    from dockd.queue.store import Queue
 
 
 def text(value: object, style: str | None = None) -> Text:
@@ -33,7 +39,7 @@ def human_bytes(n: float) -> str:
     return f"{n}"
 
 
-def status_dict(cfg: Config, q: Queue) -> dict:
+def status_dict(cfg: Config, q: Queue | QueueReader) -> dict:
     """The stable ``dockd status --json`` object."""
     live = read_status(cfg.data_dir) or {}
     pid = DataDirLock(cfg.data_dir).holder()
@@ -164,7 +170,7 @@ def live_view(st: dict) -> Group:
     return Group(_cameras_table(st), _summary(st))
 
 
-def watch(cfg: Config, q: Queue, interval: float = 1.0, *, once: bool = False) -> None:
+def watch(cfg: Config, q: Queue | QueueReader, interval: float = 1.0, *, once: bool = False) -> None:
     """The live ``status --watch`` view until Ctrl-C.
 
     Ctrl-C sets a flag that the loop checks between two reads: a KeyboardInterrupt raised inside a

@@ -11,19 +11,21 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from dockd.core.errors import EXIT_FAILED, ManifestInvalid, TrustInvalid, UsageError
-from dockd.evidence import keys as keys_mod
-from dockd.trust import log as trust
-from dockd.trust import store as trustlog
+from dockd.core.roles import ROLES
+
+if TYPE_CHECKING:  # imported where used: every dockd command loads this module, few need cryptography
+    from dockd.trust import log as trust
 
 MAX_MANIFEST = 16 << 20  # a manifest lists a clip and its sidecars; far below this
 
 
 def _now() -> str:
-    from dockd.queue.store import rfc3339
+    from dockd.core.timefmt import rfc3339
 
     now = rfc3339(time.time())
     assert now is not None  # rfc3339 gives None only for a None time
@@ -31,6 +33,8 @@ def _now() -> str:
 
 
 def _time(opt: str, text: str) -> str:
+    from dockd.trust import log as trust
+
     try:
         return trust.parse_time_arg(text)
     except ValueError as e:
@@ -38,6 +42,8 @@ def _time(opt: str, text: str) -> str:
 
 
 def _root_pub(c, root_pem: Path | None):
+    from dockd.trust import store as trustlog
+
     if root_pem is None:
         root_pem = c.cfg.trust.root_pubkey
         if root_pem is None:
@@ -47,6 +53,8 @@ def _root_pub(c, root_pem: Path | None):
 
 def trust_state(c, source: str, root_pem: Path | None) -> trust.TrustState:
     """The one verifier, from ``--trust DIR|storage`` and the pinned root."""
+    from dockd.trust import store as trustlog
+
     root = _root_pub(c, root_pem)
     backend, prefix = None, ""
     if source == "storage":
@@ -61,6 +69,8 @@ def trust_state(c, source: str, root_pem: Path | None) -> trust.TrustState:
 def manifest_verify_trusted(c, manifest_file: Path, clip_file: Path | None, pubkey: Path | None, source: str,
                             root_pem: Path | None) -> None:
     from dockd.evidence import manifest as mf
+    from dockd.trust import log as trust
+    from dockd.trust import store as trustlog
 
     if pubkey is not None:
         raise UsageError("--pubkey and --trust exclude each other: with --trust the key comes from the trust log")
@@ -86,6 +96,9 @@ def manifest_verify_trusted(c, manifest_file: Path, clip_file: Path | None, pubk
 
 
 def _dir_state(d: Path, root_key) -> trust.TrustState:
+    from dockd.trust import log as trust
+    from dockd.trust import store as trustlog
+
     return trust.load(root_key.public_key(), trustlog.read_dir(d))
 
 
@@ -110,6 +123,10 @@ def _register_root_holder(trust_grp: click.Group) -> None:
                   help="The trust directory: root.pub.pem and log/ (public; publish it).")
     def trust_init(agency: str, root_key: Path, tdir: Path) -> None:
         """Create the agency root key and the trust log's first statement."""
+        from dockd.evidence import keys as keys_mod
+        from dockd.trust import log as trust
+        from dockd.trust import store as trustlog
+
         if not trust._name(agency):
             raise UsageError(f"--agency {agency!r}: printable text of 1-{trust.MAX_NAME} characters")
         if (tdir / "log" / "00000000.json").exists():
@@ -128,13 +145,16 @@ def _register_root_holder(trust_grp: click.Group) -> None:
     @click.argument("request", type=click.Path(dir_okay=False, path_type=Path))
     @click.option("--root-key", "root_key", required=True, type=click.Path(dir_okay=False, path_type=Path))
     @click.option("--dir", "tdir", required=True, type=click.Path(file_okay=False, path_type=Path))
-    @click.option("--role", "roles", required=True, multiple=True, type=click.Choice(trust.ROLES),
+    @click.option("--role", "roles", required=True, multiple=True, type=click.Choice(ROLES),
                   help="What the key may sign (repeatable).")
     @click.option("--until", "until", required=True, help="End of validity (YYYY-MM-DD or RFC 3339).")
     @click.option("--from", "from_", help="Start of validity (default: when the key was requested).")
     def trust_enrol(request: Path, root_key: Path, tdir: Path, roles: tuple[str, ...], until: str,
                     from_: str | None) -> None:
         """Sign an enrolment request with the root and append it to the trust log."""
+        from dockd.trust import log as trust
+        from dockd.trust import store as trustlog
+
         k = trustlog.load_private(root_key)
         state = _dir_state(tdir, k)
         req = trustlog.read_json_file(request, "request")
@@ -153,6 +173,9 @@ def _register_root_holder(trust_grp: click.Group) -> None:
     @click.option("--dir", "tdir", required=True, type=click.Path(file_okay=False, path_type=Path))
     def trust_revoke(key_id: str, from_: str, reason: str, root_key: Path, tdir: Path) -> None:
         """Revoke a key from a given time (earlier signatures stay valid)."""
+        from dockd.trust import log as trust
+        from dockd.trust import store as trustlog
+
         k = trustlog.load_private(root_key)
         state = _dir_state(tdir, k)
         if key_id not in state.enrolments:
@@ -174,6 +197,8 @@ def _register_verifier(trust_grp: click.Group) -> None:
     def trust_publish(c, tdir: Path, root_pem: Path | None) -> None:
         """Upload a verified trust directory's statements to the trust area in storage (never overwriting)."""
         from dockd.storage import open_backend
+        from dockd.trust import log as trust
+        from dockd.trust import store as trustlog
 
         raws = trustlog.read_dir(tdir)
         state = trust.load(_root_pub(c, root_pem), raws)
@@ -218,6 +243,8 @@ def _register_verifier(trust_grp: click.Group) -> None:
     @pass_ctx
     def trust_root(c, root_pem: Path | None, pem: bool) -> None:
         """Print the pinned agency root's key id (what the agency publishes for verifiers to compare)."""
+        from dockd.evidence import keys as keys_mod
+
         pub = _root_pub(c, root_pem)
         click.echo(keys_mod.key_id_of(pub))
         if pem:
@@ -225,7 +252,7 @@ def _register_verifier(trust_grp: click.Group) -> None:
 
     @trust_grp.command("check")
     @click.argument("key_id")
-    @click.option("--role", required=True, type=click.Choice(trust.ROLES))
+    @click.option("--role", required=True, type=click.Choice(ROLES))
     @click.option("--at", "at", required=True, help="The signing time, as the signed object states it.")
     @click.option("--trust", "source", required=True, metavar="DIR|storage")
     @click.option("--root", "root_pem", type=click.Path(dir_okay=False, path_type=Path))
@@ -248,6 +275,8 @@ def _register_keys(keys: click.Group) -> None:
         """Print this station key's enrolment request (signed by the key; after a rotation also by the old one).
 
         On a station not yet run, the station key is made first (as `dockd run` would)."""
+        from dockd.trust import store as trustlog
+
         c.as_data_dir_owner()  # the key and request files stay the daemon user's
         req, p = trustlog.station_request(c.cfg.data_dir, c.cfg.station.id, _now())
         data = trustlog.dumps(req)
@@ -265,6 +294,8 @@ def _register_keys(keys: click.Group) -> None:
         """Make a key for a reviewer, discloser or recipient and print its enrolment request.
 
         The root holder enrols it with `dockd trust enrol REQUEST --role reviewer|discloser|recipient`."""
+        from dockd.trust import store as trustlog
+
         req = trustlog.person_request(key_file, kind, name, _now())
         data = trustlog.dumps(req)
         if out is not None:
@@ -278,6 +309,7 @@ def _register_keys(keys: click.Group) -> None:
         while the daemon is stopped; the new key needs enrolment like any other."""
         from dockd.queue.store import Queue
         from dockd.station.runtime import DataDirLock
+        from dockd.trust import store as trustlog
 
         cfg = c.cfg
         with DataDirLock(cfg.data_dir):
@@ -296,6 +328,9 @@ def _register_keys(keys: click.Group) -> None:
     @pass_ctx
     def keys_install(c, source: str, root_pem: Path | None) -> None:
         """Install the agency trust log (and so this station's enrolment) from a directory or from storage."""
+        from dockd.evidence import keys as keys_mod
+        from dockd.trust import store as trustlog
+
         cfg = c.cfg
         root = _root_pub(c, root_pem)
         if source == "storage":

@@ -40,7 +40,11 @@ class Clip:
 
     @classmethod
     def from_row(cls, row: Any) -> Clip:
-        m = row._mapping
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, m: Any) -> Clip:
+        """From a row as a mapping of column names (columns this dockd does not know are ignored)."""
         vals: dict[str, Any] = {f.name: m[f.name] for f in fields(cls)}
         vals["state"] = ClipState(vals["state"])
         return cls(**vals)
@@ -85,5 +89,8 @@ class Camera:
 
     @classmethod
     def from_row(cls, row: Any) -> Camera:
-        m = row._mapping
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, m: Any) -> Camera:
         return cls(**{f.name: m[f.name] for f in fields(cls)})

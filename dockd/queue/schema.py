@@ -8,10 +8,7 @@ keeps the queue from opening (and so altering) another program's SQLite file.
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Callable
-from pathlib import Path
 
 from sqlalchemy import (
     Column,
@@ -27,7 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from dockd.core.errors import NotAQueue
+from dockd.queue.fileformat import refuse_foreign  # noqa: F401 - re-exported: its home is fileformat
 
 SCHEMA_VERSION = 2
 
@@ -212,32 +209,3 @@ def _v2(conn: Connection) -> None:
 # Append-only: a station upgrades its queue in place by running every step
 # above its PRAGMA user_version, each in its own transaction.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2)]
-
-
-def refuse_foreign(path: Path) -> None:
-    """Raise NotAQueue if ``path`` is an SQLite database of another program; before SQLite opens it.
-
-    Opening alone would change such a file (``journal_mode=WAL`` rewrites its header) and migrating
-    would add our tables to it. A dockd queue has ``user_version`` >= 1 once migrated; at version 0
-    it is a new file of at most one page (migration 1 writes its tables and the version in one
-    transaction). Reads only the 100-byte header; anything that is not SQLite is left to SQLite to
-    refuse.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block us here
-    except FileNotFoundError:
-        return
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return
-        head, size = os.pread(fd, 100, 0), st.st_size
-    finally:
-        os.close(fd)
-    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
-        return
-    page_size = int.from_bytes(head[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    user_version = int.from_bytes(head[60:64], "big")
-    if user_version == 0 and size > page_size:
-        raise NotAQueue(path, f"schema version 0 but {size} bytes of content")

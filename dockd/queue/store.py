@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,13 +40,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from dockd.core import audit as chain
-from dockd.core import ijson
 from dockd.core.errors import IllegalTransition, NotFound, SchemaTooNew, UsageError
 from dockd.core.lifecycle import (
     IN_STORAGE,
-    NOT_YET_UPLOADED,
     ON_CAMERA,
-    STAGED_OR_LATER,
     CameraState,
     ClipEvent,
     ClipState,
@@ -53,7 +51,10 @@ from dockd.core.lifecycle import (
     ordered,
 )
 from dockd.core.timefmt import normalise_time, rfc3339, rfc3339_ns
-from dockd.queue import schema
+from dockd.queue import reads, schema
+from dockd.queue.fileformat import queue_path, refuse_foreign
+from dockd.queue.reads import detail_of as _detail
+from dockd.queue.reads import detail_of_fast as _row_detail
 from dockd.queue.records import Camera, Clip
 from dockd.queue.schema import (
     MIGRATIONS,
@@ -66,7 +67,6 @@ from dockd.queue.schema import (
     cameras,
     clips,
     parts,
-    refuse_foreign,
     sidecars,
     skips,
     state_counts,
@@ -77,15 +77,9 @@ from dockd.queue.schema import (
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Camera", "Clip", "Queue", "audit_exports", "audit_heads", "audit_log",
            "clips", "normalise_time", "queue_path", "refuse_foreign", "rfc3339", "rfc3339_ns"]
 
-QUEUE_FILE = "queue.db"
 # Columns only the lifecycle changes (Queue.transition): update_clip refuses them.
 LIFECYCLE_COLUMNS = frozenset({"id", "state", "updated_at", "staged_at", "uploaded_at", "wiped_at",
                                "lease_owner", "lease_expires"})
-
-
-def queue_path(data_dir: Path) -> Path:
-    """The queue database of the station whose data dir is ``data_dir`` (the one place it is named)."""
-    return Path(data_dir) / QUEUE_FILE
 
 
 # Statements of the hot paths (every clip state change), built once: building
@@ -147,33 +141,6 @@ def _now(now: float | None) -> float:
 
 
 
-def _row_detail(raw: object) -> object:
-    """:func:`_detail` with the plain C parser first: the chain check reads millions of rows. What it lets
-    through that strict I-JSON would refuse (NaN, a duplicate name) cannot be canonicalised or hashes
-    differently, so the chain check still names the row."""
-    try:
-        return json.loads(raw, parse_constant=_no_constant)  # type: ignore[arg-type]
-    except (ValueError, TypeError, RecursionError):  # RecursionError: nesting deeper than the C parser takes
-        return _detail(raw)
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _detail(raw: object) -> object:
-    """An audit row's ``detail`` column parsed; a row someone altered into non-JSON (or deep, huge, ...)
-    comes back as its raw text, not a dict, so that readers carry on and the chain check names the row."""
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
-    if not isinstance(raw, str):
-        return repr(raw)
-    try:
-        return ijson.loads(raw)
-    except (ijson.Invalid, TypeError):
-        return raw
-
-
 class Queue:
     """The queue database at ``path``. Thread-safe: one connection per operation."""
 
@@ -210,6 +177,14 @@ class Queue:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A pooled connection's plain ``sqlite3`` connection, for the queries of :mod:`dockd.queue.reads`."""
+        with self.engine.connect() as c:
+            dbapi = c.connection.driver_connection
+            assert isinstance(dbapi, sqlite3.Connection)  # the pysqlite dialect's connection
+            yield dbapi
 
     # -- schema
 
@@ -264,15 +239,8 @@ class Queue:
 
     def audit_rows(self, *, camera: str | None = None, clip: int | None = None, since: str | None = None,
                    after_seq: int = 0) -> list[dict]:
-        q = select(audit_log).where(audit_log.c.seq > after_seq).order_by(audit_log.c.seq)
-        if camera:
-            q = q.where(audit_log.c.camera == camera)
-        if clip is not None:
-            q = q.where(audit_log.c.clip == clip)
-        if since:
-            q = q.where(audit_log.c.at >= normalise_time(since))
-        with self.engine.connect() as c:
-            return [dict(r._mapping, detail=_detail(r.detail)) for r in c.execute(q)]
+        with self._read() as c:
+            return reads.audit_rows(c, camera=camera, clip=clip, since=since, after_seq=after_seq)
 
     def audit_hashes_at(self, seqs: Iterable[int]) -> dict[int, str]:
         """``{seq: hash}`` of the audit rows at ``seqs`` that exist (looked up 500 at a time)."""
@@ -470,13 +438,12 @@ class Queue:
             return True
 
     def camera(self, serial: str) -> Camera | None:
-        with self.engine.connect() as c:
-            r = c.execute(select(cameras).where(cameras.c.serial == serial)).first()
-            return Camera.from_row(r) if r else None
+        with self._read() as c:
+            return reads.camera(c, serial)
 
     def cameras(self) -> list[Camera]:
-        with self.engine.connect() as c:
-            return [Camera.from_row(r) for r in c.execute(_CAMERAS)]
+        with self._read() as c:
+            return reads.cameras(c)
 
     def camera_counts(self, serial: str) -> dict[str, int]:
         """Clip counts by state for the clips of a camera that are still on it (not wiped)."""
@@ -486,28 +453,9 @@ class Queue:
             return {s: n for s, n in c.execute(q)}
 
     def camera_progress(self, serial: str) -> dict[str, dict[str, int]]:
-        """Clips and bytes found / staged / uploaded / wiped for the camera's current dock.
-
-        The current dock's work is every clip not yet wiped plus those wiped since it docked.
-        """
-        cam = self.camera(serial)
-        since = cam.docked_at if cam and cam.docked_at else 0.0
-        reached = {  # from the lifecycle's named sets
-            "found": list(ClipState),
-            "staged": ordered(STAGED_OR_LATER),
-            "uploaded": ordered(IN_STORAGE),
-            "wiped": [ClipState.WIPED],
-        }
-        # Two index searches (ix_clips_progress): the clips still on the camera by state, and the wiped
-        # ones from wiped_at >= since only, so a camera's years of wiped clips are never read.
-        with self.engine.connect() as c:
-            by_state = {s: (n, b) for s, n, b in c.execute(_PROGRESS_ON_CAMERA, {"cam": serial})}
-            by_state[str(ClipState.WIPED)] = tuple(c.execute(_PROGRESS_WIPED, {"cam": serial, "since": since}).one())
-        out = {}
-        for k, states in reached.items():
-            got = [by_state.get(str(s), (0, 0)) for s in states]
-            out[k] = {"clips": sum(n for n, _ in got), "bytes": sum(b or 0 for _, b in got)}
-        return out
+        """See :func:`dockd.queue.reads.camera_progress`."""
+        with self._read() as c:
+            return reads.camera_progress(c, serial)
 
     # -- clips
 
@@ -555,25 +503,13 @@ class Queue:
             return out
 
     def clip(self, clip_id: int) -> Clip:
-        with self.engine.connect() as c:
-            r = c.execute(select(clips).where(clips.c.id == clip_id)).first()
-        if r is None:
-            raise NotFound("clip", clip_id)
-        return Clip.from_row(r)
+        with self._read() as c:
+            return reads.clip(c, clip_id)
 
     def clips(self, *, state: str | Sequence[str] | None = None, camera: str | None = None, limit: int | None = None,
               ids: list[int] | None = None) -> list[Clip]:
-        q = select(clips).order_by(clips.c.id)
-        if state:
-            q = q.where(clips.c.state.in_([state] if isinstance(state, str) else state))
-        if camera:
-            q = q.where(clips.c.camera == camera)
-        if ids is not None:
-            q = q.where(clips.c.id.in_(ids))
-        if limit:
-            q = q.limit(limit)
-        with self.engine.connect() as c:
-            return [Clip.from_row(r) for r in c.execute(q)]
+        with self._read() as c:
+            return reads.clips(c, state=state, camera=camera, limit=limit, ids=ids)
 
     def counts(self) -> dict[str, int]:
         """Clips per state (every :class:`ClipState`, 0 if none), from ``state_counts``: no scan of clips."""
@@ -581,9 +517,8 @@ class Queue:
 
     def counts_and_bytes(self) -> dict[str, tuple[int, int]]:
         """Per state: (clips, bytes), from the ``state_counts`` summary kept with every state change."""
-        with self.engine.connect() as c:
-            got = {r.state: (r.clips, r.bytes) for r in c.execute(_COUNTS)}
-        return {str(s): got.get(str(s), (0, 0)) for s in ClipState}
+        with self._read() as c:
+            return reads.counts_and_bytes(c)
 
     def recount(self) -> dict[str, tuple[int, int]]:
         """Per state (clips, bytes) counted over every clip row: the full scan ``state_counts`` saves.
@@ -595,11 +530,9 @@ class Queue:
         return {str(s): got.get(str(s), (0, 0)) for s in ClipState}
 
     def oldest_pending(self) -> float | None:
-        """``created_at`` of the oldest clip not yet uploaded (:data:`~dockd.core.lifecycle.NOT_YET_UPLOADED`:
-        ``failed`` ones included, they wait for a replay), or None."""
-        with self.engine.connect() as c:
-            return c.execute(select(func.min(clips.c.created_at)).where(
-                clips.c.state.in_(ordered(NOT_YET_UPLOADED)))).scalar()
+        """See :func:`dockd.queue.reads.oldest_pending`."""
+        with self._read() as c:
+            return reads.oldest_pending(c)
 
     def transition(self, clip_id: int, ev: ClipEvent, *, expect: ClipState | None = None, detail: dict | None = None,
                    now: float | None = None, sidecar_rows: list[dict] | None = None, **values: Any) -> Clip:
@@ -703,9 +636,8 @@ class Queue:
             c.execute(insert(sidecars).values(clip_id=clip_id, **it))
 
     def sidecars(self, clip_id: int) -> list[dict]:
-        with self.engine.connect() as c:
-            return [dict(r._mapping) for r in c.execute(select(sidecars).where(sidecars.c.clip_id == clip_id)
-                                                        .order_by(sidecars.c.path))]
+        with self._read() as c:
+            return reads.sidecars(c, clip_id)
 
     def mark_sidecar_wiped(self, clip_id: int, path: str, now: float | None = None) -> None:
         with self.tx() as c:
@@ -759,11 +691,8 @@ class Queue:
             return True
 
     def skips(self, camera: str | None = None) -> list[dict]:
-        q = select(skips).order_by(skips.c.id)
-        if camera:
-            q = q.where(skips.c.camera == camera)
-        with self.engine.connect() as c:
-            return [dict(r._mapping) for r in c.execute(q)]
+        with self._read() as c:
+            return reads.skips(c, camera)
 
     def raise_alarm(self, kind: str, message: str, *, now: float | None = None) -> None:
         t = _now(now)
@@ -784,5 +713,5 @@ class Queue:
                 self._audit(c, "alarm.cleared", detail={"kind": kind}, now=now)
 
     def alarms(self) -> list[dict]:
-        with self.engine.connect() as c:
-            return [dict(r._mapping) for r in c.execute(select(alarms).order_by(alarms.c.kind))]
+        with self._read() as c:
+            return reads.alarms(c)

@@ -43,13 +43,12 @@ import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from dockd.core.errors import KeyError_, TrustInvalid
+from dockd.core.roles import ROLES, SUBJECT_KINDS  # noqa: F401 - re-exported
 from dockd.evidence import keys
 
 TYPE = "dockd.trust/1"
 REQUEST_TYPE = "dockd.enrol-request/1"
 KINDS = ("root", "enrol", "revoke")
-ROLES = ("station", "reviewer", "discloser", "recipient")
-SUBJECT_KINDS = ("station", "office", "person")
 MAX_STATEMENT = 64 << 10  # bytes; a statement holds one PEM key and a few names
 MAX_NAME = 200
 _TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z$")

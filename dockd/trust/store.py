@@ -373,7 +373,7 @@ def station_status(cfg) -> dict[str, Any]:
     """``station_trust`` for a config's station key now (``key_id`` None when there is no key yet)."""
     import time as _time
 
-    from dockd.queue.store import rfc3339
+    from dockd.core.timefmt import rfc3339
 
     try:
         kid = keys.load(cfg.data_dir).key_id

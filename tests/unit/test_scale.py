@@ -18,7 +18,7 @@ from sqlalchemy import event
 
 from dockd.core.errors import IllegalTransition
 from dockd.core.lifecycle import ClipEvent, ClipState
-from dockd.queue import schema
+from dockd.queue import reads, schema
 from dockd.queue.store import Queue
 from dockd.station.metrics import QueueCollector
 
@@ -163,18 +163,26 @@ class Recorder:
 
         self.on = False
 
+    def _read(self, conn, sql, args=()):  # the plain-sqlite3 reads (dockd.queue.reads) go around SQLAlchemy
+        if self.on:
+            self.seen.append((sql, tuple(args)))
+        return self._orig(conn, sql, args)
+
     def __enter__(self):
         self.on = True
+        self._orig = reads._execute
+        reads._execute = self._read
         return self
 
     def __exit__(self, *exc):
         self.on = False
+        reads._execute = self._orig
 
 
 # A SCAN of these tables reads history. The only exceptions: a statement that walks the rowid in
 # order and stops at a LIMIT without any filter (the last audit row; `queue --limit N`).
 BIG = ("clips", "audit", "busy", "a")
-BOUNDED = re.compile(r"^SELECT .* FROM (clips|audit) ORDER BY \1\.(id|seq)( DESC)?\s+LIMIT \?( OFFSET \?)?$", re.S)
+BOUNDED = re.compile(r"^SELECT .* FROM (clips|audit) ORDER BY (\1\.)?(id|seq)( DESC)?\s+LIMIT \?( OFFSET \?)?$", re.S)
 
 
 def full_scans(q: Queue, recorded) -> list[str]:
