@@ -15,7 +15,6 @@ Time is passed in (``now``, epoch seconds) so tests drive the clock.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
@@ -227,7 +226,7 @@ class Queue:
         d = detail or {}
         h = chain.link(prev, chain.content(seq, at, ev, camera, clip, d))
         c.execute(_INSERT_AUDIT, {"seq": seq, "at": at, "event": ev, "camera": camera, "clip": clip,
-                                  "detail": json.dumps(d, sort_keys=True, ensure_ascii=False),
+                                  "detail": chain.detail_text(d),
                                   "prev_hash": prev, "hash": h})
         return seq
 
@@ -272,6 +271,20 @@ class Queue:
             if len(batch) < page:
                 return
             last = batch[-1]["seq"]
+
+    def _iter_audit_stored(self, *, after_seq: int = 0, page: int = 5000) -> Iterator[tuple]:
+        """Like :meth:`iter_audit`, but each row as stored: ``(seq, at, event, camera, clip, detail text,
+        prev_hash, hash)``, detail not parsed (:func:`dockd.core.audit.first_bad_stored` hashes it as is)."""
+        sql = ("SELECT seq, at, event, camera, clip, detail, prev_hash, hash FROM audit "
+               "WHERE seq > ? ORDER BY seq LIMIT ?")
+        last = after_seq
+        while True:
+            with self._read() as c:
+                rows = c.execute(sql, (last, page)).fetchall()
+            yield from rows
+            if len(rows) < page:
+                return
+            last = rows[-1][0]
 
     def last_event(self, ev: str) -> dict | None:
         """The latest audit row of event ``ev`` (an ix_audit_event search, not a scan), or None."""
@@ -382,19 +395,20 @@ class Queue:
         Streams the rows (:meth:`iter_audit`), so memory does not grow with the log."""
         seen, last_seen = [0], [after_head[0] if after_head else 0]
 
-        def rows() -> Iterator[dict]:
-            for r in self.iter_audit(after_seq=last_seen[0]):
+        def rows() -> Iterator[tuple]:
+            for r in self._iter_audit_stored(after_seq=last_seen[0]):
                 seen[0] += 1
-                last_seen[0] = r["seq"]
+                last_seen[0] = r[0]
                 yield r
 
         cp = self.audit_checkpoint()
         if after_head is not None:
-            bad = chain.first_bad(rows(), start_prev=after_head[1], start_seq=after_head[0] + 1)
+            start_prev, start_seq = after_head[1], after_head[0] + 1
         elif cp:
-            bad = chain.first_bad(rows(), start_prev=cp["hash"], start_seq=cp["seq"] + 1)
+            start_prev, start_seq = cp["hash"], cp["seq"] + 1
         else:
-            bad = chain.first_bad(rows())
+            start_prev, start_seq = chain.GENESIS, 1
+        bad = chain.first_bad_stored(rows(), _row_detail, start_prev=start_prev, start_seq=start_seq)
         n = seen[0]
         if bad is not None:  # the rows after the break count as rows of the log, as before
             with self.engine.connect() as c:

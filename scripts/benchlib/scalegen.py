@@ -121,7 +121,7 @@ def _bulk(q: Queue, c, key, station: str, serials: list[str], staging: Path, sta
         seq += 1
         h = chain.link(prev, chain.content(seq, at, ev, camera, clip, d))
         audit_rows.append({"seq": seq, "at": at, "event": ev, "camera": camera, "clip": clip,
-                           "detail": json.dumps(d, sort_keys=True, ensure_ascii=False), "prev_hash": prev, "hash": h})
+                           "detail": chain.detail_text(d), "prev_hash": prev, "hash": h})
         prev = h
 
     def flush() -> None:
