@@ -174,7 +174,7 @@ def test_transition_commits_state_and_audit_together(q):
     assert con.execute("select state from clips where id=?", (c.id,)).fetchone()[0] == "copying"
     last = con.execute("select event, clip, camera, detail from audit order by seq desc limit 1").fetchone()
     assert last[:3] == ("clip.copy_started", c.id, "CAM1")
-    assert '"from": "discovered"' in last[3] and '"to": "copying"' in last[3] and '"why": "test"' in last[3]
+    assert last[3] == '{"from":"discovered","to":"copying","why":"test"}'  # stored in its RFC 8785 form
     staged = q.transition(c.id, E.STAGED, now=T0 + 2, sha256="cd" * 32)
     assert staged.staged_at == T0 + 2 and staged.sha256 == "cd" * 32
 
