@@ -350,6 +350,13 @@ class Daemon:
                             now=self.clock())
             except Exception as e:  # noqa: BLE001 - storage down: try again next time
                 log.warning("audit export deferred", error=str(e))
+            from dockd.station import clipindex
+
+            try:  # the clip index: finished days at once, the current day every [index] interval_s
+                clipindex.export(self.queue, self.backend, self.key, self.cfg.station.id, storage.prefix,
+                                 self.clock(), interval_s=self.cfg.index.interval_s)
+            except Exception as e:  # noqa: BLE001 - storage down: the planned segment waits for next time
+                log.warning("clip index export deferred", error=str(e))
             if self.cfg.audit.keep_days > 0:  # one day per pass at most: bounded work per tick
                 from dockd.station.retention import compact_one_day
 
