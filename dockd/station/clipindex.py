@@ -98,13 +98,15 @@ def _day(at: str) -> str:
     return at[:10]
 
 
-def _run(q: Queue, after: int, today: str) -> tuple[list[dict], bool]:
-    """The audit rows after ``after`` that share the first one's date, and whether that run is finished
-    (a row of another date follows, or its date is before ``today``)."""
+def _run(q: Queue, after: int, until: int, today: str) -> tuple[list[dict], bool]:
+    """The audit rows ``after < seq <= until`` that share the first one's date, and whether that run is
+    finished (a row of another date follows, or its date is before ``today``)."""
     rows: list[dict] = []
     for r in q.iter_audit(after_seq=after, page=1000):
         if rows and _day(r["at"]) != _day(rows[0]["at"]):
             return rows, True
+        if r["seq"] > until:
+            break
         rows.append(r)
     return rows, bool(rows) and _day(rows[0]["at"]) < today
 
@@ -212,7 +214,7 @@ def build(q: Queue, key: StationKey, station: str, prefix: str, rows: list[dict]
 
 
 def _plan_next(q: Queue, key: StationKey, station: str, prefix: str, now: float, interval_s: float,
-               force: bool) -> Planned | None:
+               force: bool, until: int) -> Planned | None:
     prev = _last(q)
     after = prev["audit_to"] if prev else 0
     if prev is None:
@@ -220,11 +222,11 @@ def _plan_next(q: Queue, key: StationKey, station: str, prefix: str, now: float,
         after = cp["seq"] if cp else 0
     today = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
     first = next(iter(q.iter_audit(after_seq=after, page=1)), None)
-    if first is None:
+    if first is None or first["seq"] > until:
         return None
     if not force and _day(first["at"]) >= today and prev is not None and now - prev["planned_at"] < interval_s:
         return None  # the current date, exported a moment ago: wait for the interval (no read of the range)
-    rows, finished = _run(q, after, today)
+    rows, finished = _run(q, after, until, today)
     seg = build(q, key, station, prefix, rows, prev, now)
     if not finished and not force and not seg.clips and not seg.docks:
         return None  # nothing to say yet about today: no empty segment every interval
@@ -261,12 +263,15 @@ def export(q: Queue, backend: Backend, key: StationKey, station: str, prefix: st
     uploaded. Raises :class:`StoreFailure` when storage fails (the rest waits for the next call); a
     CONFLICT (the key holds other bytes: never overwritten) also raises the alarm ``clip-index``."""
     done: list[int] = []
+    # Only rows that exist now: each export appends its own `index.exported` row, which must not feed
+    # the next segment of the same call (a forced export would chase its own tail).
+    until = q.last_audit()[0]
     try:
         for seg in _pending(q):
             _upload(q, backend, prefix, station, seg, now)
             done.append(seg.seq)
         while len(done) < max_segments:
-            nxt = _plan_next(q, key, station, prefix, now, interval_s, force)
+            nxt = _plan_next(q, key, station, prefix, now, interval_s, force, until)
             if nxt is None:
                 break
             _upload(q, backend, prefix, station, nxt, now)
