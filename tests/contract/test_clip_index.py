@@ -6,6 +6,9 @@ key not enrolled as this station."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -222,3 +225,65 @@ def test_verify_with_the_trust_log_needs_the_key_enrolled_as_this_station(st):
     assert segs == [] and check.broken.seq == 1 and "not for role station" in check.broken.reason
     segs, check = verified(st, state(["station"], name="st-99"))
     assert segs == [] and "enrolled for another station" in check.broken.reason
+
+
+# ------------------------------------------------------------------ README recipe and DuckDB on a copy
+
+
+def bucket_copy(st, dest) -> None:
+    """The bucket's objects as files under ``dest`` (``aws s3 sync`` in the README)."""
+    for o in st.s3.list_objects_v2(Bucket=st.bucket)["Contents"]:
+        p = dest / o["Key"]
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(_get(st, o["Key"]))
+
+
+def readme_index_recipe() -> tuple[str, list[str]]:
+    """The commands of the README's "Checking an index segment without dockd" block, verbatim, and the
+    output lines it shows."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("### Checking an index segment without dockd", 1)[1].split("```", 2)[1]
+    lines = block.strip("\n").splitlines()
+    cmds = [x[2:] for x in lines if x.startswith("$ ")]
+    assert len(cmds) >= 9
+    return "set -e\n" + "\n".join(cmds) + "\n", [x for x in lines if not x.startswith("$ ")]
+
+
+def test_readme_recipe_verifies_a_segment_offline_and_fails_after_a_one_byte_change(st, tmp_path):
+    if not (shutil.which("jq") and shutil.which("openssl")):
+        pytest.skip("jq or openssl missing")
+    history(st)
+    d = tmp_path / "copy"
+    bucket_copy(st, d)
+    (d / "station.pub.pem").write_text(keys.public_pem(st.key.public))
+    recipe, shown = readme_index_recipe()
+    r = subprocess.run(["bash", "-c", recipe], cwd=d, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == shown  # exactly what the README shows
+    clips = d / ci.clips_key("ev", ST, "2026-01-05", 2)
+    good = clips.read_bytes()
+    for target, pos in ((clips, good.index(b"FILE0002")), (d / ci.head_key("ev", ST, 1), 5)):
+        orig = target.read_bytes()
+        target.write_bytes(orig[:pos] + bytes([orig[pos] ^ 0x01]) + orig[pos + 1:])
+        r = subprocess.run(["bash", "-c", recipe], cwd=d, capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0, target
+        target.write_bytes(orig)
+
+
+def test_duckdb_reads_the_hive_layout_with_its_partition_columns(st, tmp_path):
+    duckdb = pytest.importorskip("duckdb")  # the `agency` extra (pulled by `test`)
+    history(st)
+    d = tmp_path / "copy"
+    bucket_copy(st, d)
+    con = duckdb.connect()
+    rows = con.execute(
+        "SELECT station, CAST(date AS VARCHAR), camera, path, seq_no, duration_s, anomalies "
+        f"FROM read_json_auto('{d}/ev/_index/clips/*/*/*.jsonl', hive_partitioning = 1) ORDER BY clip_id").fetchall()
+    assert rows == [(ST, "2026-01-05", "CAM1", "DCIM/100MEDIA/FILE0001.MP4", 1, 12.5, ["clock_ahead"]),
+                    (ST, "2026-01-05", "CAM2", "DCIM/100MEDIA/FILE0002.MP4", None, None, []),
+                    (ST, "2026-01-05", "CAM2", "DCIM/100MEDIA/FILE0003.MP4", None, None, [])]
+    docks = con.execute(
+        "SELECT station, date, camera, clips_on_card FROM "
+        f"read_json_auto('{d}/ev/_index/docks/*/*/*.jsonl', hive_partitioning = 1) ORDER BY docked_at").fetchall()
+    assert [(s, str(dt), c, n) for s, dt, c, n in docks] == [(ST, "2026-01-05", "CAM1", 3),
+                                                             (ST, "2026-01-05", "CAM2", None)]
