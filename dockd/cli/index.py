@@ -21,6 +21,7 @@ def register(main: click.Group, pass_ctx) -> None:
     @pass_ctx
     def index_export(c) -> None:
         """Upload every index segment due now, the current day's included (e.g. before decommissioning)."""
+        from dockd.cli import logs
         from dockd.evidence import keys
         from dockd.station import clipindex
         from dockd.storage import open_backend
@@ -29,6 +30,7 @@ def register(main: click.Group, pass_ctx) -> None:
         cfg = c.cfg
         if cfg.storage is None:
             raise StorageNotConfigured(cfg.path)
+        logs.configure("warning")
         q = c.queue(must_exist=True)
         key = keys.load(cfg.data_dir)
         try:

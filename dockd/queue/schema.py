@@ -231,6 +231,9 @@ index_segments = Table(
 
 def _v4(conn: Connection) -> None:
     md4.create_all(conn)
+    # the segments planned but not yet in storage (at most one, normally none): never the history
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_index_pending ON index_segments (seq) "
+                         "WHERE uploaded_at IS NULL")
 
 
 # Append-only: a station upgrades its queue in place by running every step

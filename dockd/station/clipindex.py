@@ -51,6 +51,16 @@ log = structlog.get_logger("dockd.index")
 DEFAULT_INTERVAL_S = 900.0
 ALARM = "clip-index"
 
+# The statements per clip line (tests/unit/test_clipindex.py checks their plans are index searches):
+SQL_CLIP = "SELECT id, camera, path, size, mtime_ns, sha256, object_key, manifest FROM clips WHERE id = ?"
+SQL_CLIP_EVENTS = "SELECT seq, event, detail FROM audit WHERE clip = ? ORDER BY seq"  # ix_audit_clip
+# ``+event``: not by ix_audit_event (every camera's docks back to this camera's last one), but backwards
+# along ix_audit_camera from the clip: the rows of this camera's current dock only.
+SQL_DOCK_BEFORE = ("SELECT seq FROM audit WHERE camera = ? AND seq < ? AND +event = 'camera.docked' "
+                   "ORDER BY seq DESC LIMIT 1")
+SQL_ANOMALIES = ("SELECT clip, detail FROM audit WHERE camera = ? AND seq >= ? AND seq <= ? "
+                 "AND event = 'camera.anomaly' ORDER BY seq")  # a seq range: one dock's rows
+
 
 @dataclass(frozen=True)
 class Planned:
@@ -73,14 +83,18 @@ def head_hash(head: dict) -> str:
 
 def _last(q: Queue) -> dict | None:
     with q.engine.connect() as c:
-        r = c.execute(select(index_segments).order_by(index_segments.c.seq.desc()).limit(1)).first()
+        r = c.execute(LAST).first()
     return dict(r._mapping) if r else None
+
+
+PENDING = (select(index_segments).where(index_segments.c.uploaded_at.is_(None))  # partial ix_index_pending
+           .order_by(index_segments.c.seq))
+LAST = select(index_segments).order_by(index_segments.c.seq.desc()).limit(1)
 
 
 def _pending(q: Queue) -> list[Planned]:
     with q.engine.connect() as c:
-        rows = c.execute(select(index_segments).where(index_segments.c.uploaded_at.is_(None))
-                         .order_by(index_segments.c.seq)).all()
+        rows = c.execute(PENDING).all()
     return [Planned(r.seq, r.date, r.audit_from, r.audit_to, r.head, r.clips or b"", r.docks or b"") for r in rows]
 
 
@@ -116,7 +130,7 @@ def _clip_rows(q: Queue, clip_id: int) -> list[tuple[int, str, Any]]:
     with q.engine.connect() as c:
         dbapi = c.connection.driver_connection
         assert dbapi is not None
-        got = dbapi.execute("SELECT seq, event, detail FROM audit WHERE clip = ? ORDER BY seq", (clip_id,)).fetchall()
+        got = dbapi.execute(SQL_CLIP_EVENTS, (clip_id,)).fetchall()
     return [(s, e, _loads(d)) for s, e, d in got]
 
 
@@ -132,8 +146,7 @@ def _dock_anomalies(q: Queue, camera: str, first: int, last: int) -> list[tuple[
     with q.engine.connect() as c:
         dbapi = c.connection.driver_connection
         assert dbapi is not None
-        got = dbapi.execute("SELECT clip, detail FROM audit WHERE camera = ? AND seq >= ? AND seq <= ? "
-                            "AND event = 'camera.anomaly' ORDER BY seq", (camera, first, last)).fetchall()
+        got = dbapi.execute(SQL_ANOMALIES, (camera, first, last)).fetchall()
     return [(cl, _loads(d)) for cl, d in got]
 
 
@@ -142,8 +155,7 @@ def _dock_before(q: Queue, camera: str, seq: int) -> int:
     with q.engine.connect() as c:
         dbapi = c.connection.driver_connection
         assert dbapi is not None
-        r = dbapi.execute("SELECT seq FROM audit WHERE camera = ? AND seq < ? AND event = 'camera.docked' "
-                          "ORDER BY seq DESC LIMIT 1", (camera, seq)).fetchone()
+        r = dbapi.execute(SQL_DOCK_BEFORE, (camera, seq)).fetchone()
     return r[0] if r else 0
 
 
@@ -151,8 +163,7 @@ def _clip_line(q: Queue, station: str, ev: dict) -> dict | None:
     with q.engine.connect() as c:
         dbapi = c.connection.driver_connection
         assert dbapi is not None
-        r = dbapi.execute("SELECT id, camera, path, size, mtime_ns, sha256, object_key, manifest FROM clips "
-                          "WHERE id = ?", (ev["clip"],)).fetchone()
+        r = dbapi.execute(SQL_CLIP, (ev["clip"],)).fetchone()
     if r is None:
         return None
     cid, camera, path, size, mtime_ns, sha, okey, manifest_text = r

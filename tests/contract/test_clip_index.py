@@ -18,13 +18,15 @@ from dockd.core import clipindex as ci
 from dockd.evidence import keys
 from dockd.evidence import manifest as mf
 from dockd.evidence.clipindex import verify_chain
-from dockd.queue.store import Queue
+from dockd.queue.store import Queue, queue_path
 from dockd.station import clipindex
 from dockd.storage import open_backend
 from dockd.storage.base import ErrorClass, StoreFailure
 from dockd.storage.indexstore import read_station
 from dockd.trust import log as trust
 from dockd.trust import store as trustlog
+from tests.conftest import unique_name
+from tests.support.cli import run_dockd
 from tests.support.clipindex import DAY, T0, dock, uploaded_clip
 from tests.support.faultproxy import FaultProxy
 from tests.support.uploads import make_config, s3_storage
@@ -33,15 +35,34 @@ H = 3600.0
 ST = "st-01"
 
 
-@pytest.fixture
-def st(tmp_path, s3env, bucket):
-    cfg = make_config(tmp_path, storage=s3_storage(s3env, bucket), extra={"station": {"id": ST,
-                                                                                    "data_dir": str(tmp_path / "d")}})
+@pytest.fixture(scope="module")
+def shared_bucket(seaweed):
+    """One bucket for the module (creating one costs SeaweedFS seconds): each test has its own prefix."""
+    return seaweed.create_bucket(unique_name("ix"))
+
+
+def _station(tmp_path, s3env, bucket, prefix):
+    cfg = make_config(tmp_path, storage=dict(s3_storage(s3env, bucket), url=f"s3://{bucket}/{prefix}"),
+                      extra={"station": {"id": ST, "data_dir": str(tmp_path / "d")}})
     key, _ = keys.load_or_create(cfg.data_dir)
-    q = Queue(tmp_path / "queue.db")
-    yield SimpleNamespace(cfg=cfg, backend=open_backend(cfg.storage), key=key, q=q, prefix=cfg.storage.prefix,
-                          s3=s3env.client(), bucket=bucket)
-    q.close()
+    q = Queue(queue_path(cfg.data_dir))  # the station's own queue: `dockd index` reads it too
+    return SimpleNamespace(cfg=cfg, backend=open_backend(cfg.storage), key=key, q=q, prefix=cfg.storage.prefix,
+                           s3=s3env.client(), bucket=bucket)
+
+
+@pytest.fixture
+def st(tmp_path, s3env, shared_bucket):
+    s = _station(tmp_path, s3env, shared_bucket, unique_name("ev"))
+    yield s
+    s.q.close()
+
+
+@pytest.fixture
+def st_ev(tmp_path, s3env, bucket):
+    """A station with the README's prefix ``ev`` in a bucket of its own."""
+    s = _station(tmp_path, s3env, bucket, "ev")
+    yield s
+    s.q.close()
 
 
 def export(st, now, **kw):
@@ -73,15 +94,16 @@ def test_export_across_midnight_two_segments_a_day_and_every_line(st):
     assert check.ok and [s.seq for s in segs] == [1, 2, 3]
     assert [s.date for s in segs] == ["2026-01-05"] * 3
     assert [s.head["prev"] for s in segs] == [None, segs[0].head_hash, segs[1].head_hash]
-    assert segs[1].head["audit_from"] == segs[0].head["audit_to"] and segs[2].head["audit_from"] == segs[1].head["audit_to"]
+    assert [s.head["audit_from"] for s in segs[1:]] == [s.head["audit_to"] for s in segs[:-1]]
     # a segment never spans midnight: seg 3 ends before the first row of the next day
     first_next = next(r for r in st.q.audit_rows() if r["at"].startswith("2026-01-06"))
     assert segs[2].head["audit_to"] < first_next["seq"]
     # hive layout
-    keys_ = sorted(o["Key"] for o in st.s3.list_objects_v2(Bucket=st.bucket, Prefix="ev/_index/")["Contents"])
-    assert "ev/_index/clips/station=st-01/date=2026-01-05/00000001.jsonl" in keys_
-    assert "ev/_index/docks/station=st-01/date=2026-01-05/00000003.jsonl" in keys_  # empty bodies exist too
-    assert "ev/_index/heads/station=st-01/00000003.json" in keys_
+    p = st.prefix
+    keys_ = sorted(o["Key"] for o in st.s3.list_objects_v2(Bucket=st.bucket, Prefix=f"{p}/_index/")["Contents"])
+    assert f"{p}/_index/clips/station=st-01/date=2026-01-05/00000001.jsonl" in keys_
+    assert f"{p}/_index/docks/station=st-01/date=2026-01-05/00000003.jsonl" in keys_  # empty bodies exist too
+    assert f"{p}/_index/heads/station=st-01/00000003.json" in keys_
     (c1,), (c2,), (c3,) = (s.clip_lines() for s in segs)
     # with the facts of tasks A/B in the manifest
     assert c1["seq_no"] == 1 and c1["started_at"] == "2026-01-04T23:00:00Z" and c1["started_at_source"] == "name"
@@ -122,8 +144,8 @@ def test_resume_after_outage_in_order_and_never_resigned(st, s3env, tmp_path):
         assert [p.seq for p in planned] == [1]  # planned (committed) before anything left the station
         for d in (1, 2, 3):  # three days offline, a clip each day
             uploaded_clip(st.q, st.key, "CAM1", f"DCIM/D{d}.MP4", T0 + d * DAY + 10 * H, n=10 + d)
-            with pytest.raises(StoreFailure):
-                export(down, T0 + d * DAY + 11 * H)
+        with pytest.raises(StoreFailure):
+            export(down, T0 + 3 * DAY + 11 * H)
         assert [p.seq for p in clipindex.iter_planned(st.q)] == [1]  # one pending: nothing planned past it
         assert proxy.fired("slowdown") > 0
         proxy.clear()
@@ -249,7 +271,8 @@ def readme_index_recipe() -> tuple[str, list[str]]:
     return "set -e\n" + "\n".join(cmds) + "\n", [x for x in lines if not x.startswith("$ ")]
 
 
-def test_readme_recipe_verifies_a_segment_offline_and_fails_after_a_one_byte_change(st, tmp_path):
+def test_readme_recipe_verifies_a_segment_offline_and_fails_after_a_one_byte_change(st_ev, tmp_path):
+    st = st_ev
     if not (shutil.which("jq") and shutil.which("openssl")):
         pytest.skip("jq or openssl missing")
     history(st)
@@ -270,7 +293,8 @@ def test_readme_recipe_verifies_a_segment_offline_and_fails_after_a_one_byte_cha
         target.write_bytes(orig)
 
 
-def test_duckdb_reads_the_hive_layout_with_its_partition_columns(st, tmp_path):
+def test_duckdb_reads_the_hive_layout_with_its_partition_columns(st_ev, tmp_path):
+    st = st_ev
     duckdb = pytest.importorskip("duckdb")  # the `agency` extra (pulled by `test`)
     history(st)
     d = tmp_path / "copy"
@@ -287,3 +311,24 @@ def test_duckdb_reads_the_hive_layout_with_its_partition_columns(st, tmp_path):
         f"read_json_auto('{d}/ev/_index/docks/*/*/*.jsonl', hive_partitioning = 1) ORDER BY docked_at").fetchall()
     assert [(s, str(dt), c, n) for s, dt, c, n in docks] == [(ST, "2026-01-05", "CAM1", 3),
                                                              (ST, "2026-01-05", "CAM2", None)]
+
+
+def test_dockd_index_export_and_verify(st, s3env):
+    history(st)
+    cfg = str(st.cfg.path)
+    env = s3env.env()
+    r = run_dockd("index", "verify", "--json", config=cfg, env=env)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["ok"] and got["segments_verified"] == 3 and got["clips"] == 3 and got["problems"] == []
+    r = run_dockd("index", "export", config=cfg, env=env)  # forced: today's rows go now
+    assert r.returncode == 0 and r.stdout.startswith("1 index segments exported"), r.stdout + r.stderr
+    k = ci.clips_key(st.prefix, ST, "2026-01-05", 1)
+    _put(st, k, _get(st, k).replace(b"FILE0001", b"FILE0009"))
+    r = run_dockd("index", "verify", config=cfg, env=env)
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == [
+        "station st-01 segment 1: segment left out: clips body does not match the head (sha256/size: altered or "
+        "replaced)", "clip index of station st-01 NOT intact: 3 segments verified (2 clips, 1 docks)"]
+    r = run_dockd("index", "verify", "--station", "st-02", config=cfg, env=env)
+    assert r.returncode == 2 and "give --pubkey or --trust" in r.stderr and "Traceback" not in r.stderr

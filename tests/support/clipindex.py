@@ -43,8 +43,8 @@ def uploaded_clip(q: Queue, key: StationKey, camera: str, path: str, at: float, 
     c, _ = q.discover(camera, path, 1000 + n, 1_767_000_000_000_000_000 + n, now=at - 4)
     sha = f"{n:064x}"
     okey = f"{prefix}/{station}/{camera}/2026/01/05/{sha}.mp4"
-    body = mf.build(sha256=sha, size=1000 + n, path=path, mtime="2026-01-05T00:00:00.000000001Z",
-                    camera={"serial": camera, "profile": "generic", **({"device_id": f"dev-{camera}"} if facts else {})},
+    cam = {"serial": camera, "profile": "generic", **({"device_id": f"dev-{camera}"} if facts else {})}
+    body = mf.build(sha256=sha, size=1000 + n, path=path, mtime="2026-01-05T00:00:00.000000001Z", camera=cam,
                     station_id=station, offloaded_at=rfc3339(at - 3), verify="reread", sidecars=[],
                     dockd_version="test")
     if facts:
