@@ -112,6 +112,13 @@ def _day(at: str) -> str:
     return at[:10]
 
 
+def _epoch(at: str) -> float:
+    try:
+        return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0  # an audit time that does not parse (altered row): treat as old, so it is indexed
+
+
 def _run(q: Queue, after: int, until: int, today: str) -> tuple[list[dict], bool]:
     """The audit rows ``after < seq <= until`` that share the first one's date, and whether that run is
     finished (a row of another date follows, or its date is before ``today``)."""
@@ -235,8 +242,12 @@ def _plan_next(q: Queue, key: StationKey, station: str, prefix: str, now: float,
     first = next(iter(q.iter_audit(after_seq=after, page=1)), None)
     if first is None or first["seq"] > until:
         return None
-    if not force and _day(first["at"]) >= today and prev is not None and now - prev["planned_at"] < interval_s:
-        return None  # the current date, exported a moment ago: wait for the interval (no read of the range)
+    # The current date: due once the last segment (or, before the first, the oldest row waiting) is
+    # interval_s old; until then nothing is read. So a row waits about one interval at most, and a
+    # daemon that just started does not publish a segment at its first tick.
+    since = prev["planned_at"] if prev is not None else _epoch(first["at"])
+    if not force and _day(first["at"]) >= today and now - since < interval_s:
+        return None
     rows, finished = _run(q, after, until, today)
     seg = build(q, key, station, prefix, rows, prev, now)
     if not finished and not force and not seg.clips and not seg.docks:

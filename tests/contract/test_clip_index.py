@@ -79,9 +79,10 @@ def history(st) -> None:
     day 2 begins."""
     dock(st.q, "CAM1", T0 + 10 * H, facts=True)
     uploaded_clip(st.q, st.key, "CAM1", "DCIM/100MEDIA/FILE0001.MP4", T0 + 10 * H + 60, n=1, facts=True)
-    assert export(st, T0 + 10 * H + 120) == [1]  # the current day: the first segment goes at once
-    uploaded_clip(st.q, st.key, "CAM2", "DCIM/100MEDIA/FILE0002.MP4", T0 + 10 * H + 300, n=2)
-    assert export(st, T0 + 10 * H + 400) == []  # within [index] interval_s of the last one
+    assert export(st, T0 + 10 * H + 120) == []  # the current day: rows wait up to [index] interval_s
+    assert export(st, T0 + 10 * H + 900) == [1]
+    uploaded_clip(st.q, st.key, "CAM2", "DCIM/100MEDIA/FILE0002.MP4", T0 + 10 * H + 1000, n=2)
+    assert export(st, T0 + 10 * H + 1200) == []  # within [index] interval_s of the last one
     assert export(st, T0 + 11 * H) == [2]
     uploaded_clip(st.q, st.key, "CAM2", "DCIM/100MEDIA/FILE0003.MP4", T0 + DAY - 10, n=3)
     st.q.record("test.tick", now=T0 + DAY + 10)  # the next day has begun
@@ -114,6 +115,7 @@ def test_export_across_midnight_two_segments_a_day_and_every_line(st):
     assert c1["station_clock"] == {"synchronised": True, "est_error_us": 120, "max_error_us": 4000}
     assert c1["anomalies"] == ["clock_ahead"]
     assert c1["manifest_key"] == c1["object_key"] + ".manifest.json" and c1["uploaded_at"] == "2026-01-05T10:01:00.000Z"
+    assert c2["uploaded_at"] == "2026-01-05T10:16:40.000Z"
     # without them: nulls, never guesses
     assert c2["camera"] == "CAM2" and c2["seq_no"] is None and c2["started_at"] is None and c2["media"] is None
     assert c2["station_clock"] is None and c2["device_id"] is None and c2["anomalies"] == []
@@ -139,7 +141,7 @@ def test_resume_after_outage_in_order_and_never_resigned(st, s3env, tmp_path):
         uploaded_clip(st.q, st.key, "CAM1", "DCIM/A.MP4", T0 + 10 * H + 10, n=1)
         proxy.add("slowdown", count=10_000)  # storage answers 503 to everything
         with pytest.raises(StoreFailure):
-            export(down, T0 + 10 * H + 60)
+            export(down, T0 + 11 * H)
         planned = list(clipindex.iter_planned(st.q))
         assert [p.seq for p in planned] == [1]  # planned (committed) before anything left the station
         for d in (1, 2, 3):  # three days offline, a clip each day
