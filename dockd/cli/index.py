@@ -76,19 +76,23 @@ def register(main: click.Group, pass_ctx) -> None:
                 n, clips, docks = n + 1, clips + seg.head["clips"]["lines"], docks + seg.head["docks"]["lines"]
         except StoreFailure as e:
             raise StorageError(str(e)) from None
+        # Nothing found vouches for nothing: "intact" needs at least one verified head (a mistyped
+        # --station must not pass).
+        ok = check.ok and check.last is not None
         if as_json:
             click.echo(json_text(json.dumps({
-                "station": st, "ok": check.ok, "segments_verified": n, "clips": clips, "docks": docks,
+                "station": st, "ok": ok, "segments_verified": n, "clips": clips, "docks": docks,
                 "last": {"seq": check.last[0], "head_hash": check.last[1]} if check.last else None,
                 "problems": [{"seq": p.seq, "reason": p.reason, "chain_broken": p.chain} for p in check.problems],
             }, sort_keys=True, ensure_ascii=False)))
+        elif check.last is None and not check.problems:
+            click.echo(f"no clip index segments of station {printable(st)} in storage")
         else:
             for p in check.problems:
                 click.echo(printable(str(p)))
-            verdict = "intact" if check.ok else "NOT intact"
-            click.echo(f"clip index of station {printable(st)} {verdict}: {n} segments verified "
-                       f"({clips} clips, {docks} docks)")
-        if not check.ok:
+            click.echo(f"clip index of station {printable(st)} {'intact' if ok else 'NOT intact'}: {n} segments "
+                       f"verified ({clips} clips, {docks} docks)")
+        if not ok:
             sys.exit(EXIT_FAILED)
 
 

@@ -71,10 +71,15 @@ class VerifiedSegment:
     docks: bytes
 
     def clip_lines(self) -> list[dict[str, Any]]:
-        return [parse_clip_line(x) for x in self.clips.splitlines()]
+        return [parse_clip_line(x) for x in lines(self.clips)]
 
     def dock_lines(self) -> list[dict[str, Any]]:
-        return [parse_dock_line(x) for x in self.docks.splitlines()]
+        return [parse_dock_line(x) for x in lines(self.docks)]
+
+
+def lines(data: bytes) -> list[bytes]:
+    """A body's LF-terminated lines (only LF separates them: a CR is part of a line, and refused by JSON)."""
+    return data[:-1].split(b"\n") if data else []
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,7 @@ def _body(what: str, data: bytes | None, m: dict[str, Any], key: str, prefix: st
         return f"{what} body does not match the head (sha256/size: altered or replaced)"
     if data.count(b"\n") != m["lines"] or (data and not data.endswith(b"\n")):
         return f"{what} body has not {m['lines']} LF-terminated lines"
-    for i, line in enumerate(data.splitlines(), 1):
+    for i, line in enumerate(lines(data), 1):
         try:
             parse(line)
         except (ijson.Invalid, UnicodeDecodeError) as e:

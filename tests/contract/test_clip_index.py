@@ -334,3 +334,7 @@ def test_dockd_index_export_and_verify(st, s3env):
         "replaced)", "clip index of station st-01 NOT intact: 3 segments verified (2 clips, 1 docks)"]
     r = run_dockd("index", "verify", "--station", "st-02", config=cfg, env=env)
     assert r.returncode == 2 and "give --pubkey or --trust" in r.stderr and "Traceback" not in r.stderr
+    pem = st.cfg.path.parent / "station.pub.pem"
+    pem.write_text(keys.public_pem(st.key.public))
+    r = run_dockd("index", "verify", "--station", "st-02", "--pubkey", pem, config=cfg, env=env)
+    assert (r.returncode, r.stdout) == (1, "no clip index segments of station st-02 in storage\n")
