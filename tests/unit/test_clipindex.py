@@ -177,3 +177,59 @@ def test_v4_migration_from_a_v2_queue_adds_the_segments_table(tmp_path, monkeypa
         assert "ix_index_pending" in names
     finally:
         q.close()
+
+
+def _grow(q: Queue, n: int) -> int:
+    """``n`` earlier docks of CAM1, each with a clip through upload and an anomaly naming it (one
+    transaction, as tests/unit/test_scale.py builds history); then one new dock and clip. Returns its id."""
+    from dockd.core.lifecycle import ClipEvent as E
+
+    q.dock_camera("CAM1", source="watch", now=T0)
+    q.dock_camera("CAM2", source="watch", now=T0)
+    with q.tx() as c:
+        for i in range(n):
+            for cam in ("CAM1", "CAM2"):  # another camera's history must not be read either
+                q._audit(c, "camera.docked", camera=cam, detail={}, now=T0)
+                cid = q._insert_discovered(c, cam, f"OLD{i:06d}.MP4", 1, i, T0)
+                q._audit(c, "camera.anomaly", camera=cam, clip=cid, detail={"kind": "seq_gap"}, now=T0)
+                for ev in (E.COPY_STARTED, E.STAGED, E.UPLOAD_STARTED, E.UPLOADED):
+                    q._transition(c, cid, ev, now=T0)
+    q.record("camera.docked", camera="CAM1", now=T0 + 1)
+    c, _ = q.discover("CAM1", "NEW.MP4", 1, 1, now=T0 + 2)
+    return c.id
+
+
+def _steps(path, sql: str, args: tuple) -> int:
+    con = sqlite3.connect(path)
+    n = [0]
+
+    def tick() -> int:
+        n[0] += 1
+        return 0
+
+    con.set_progress_handler(tick, 1)
+    try:
+        con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+    return n[0]
+
+
+def test_the_work_per_clip_line_does_not_grow_with_history(tmp_path):
+    """The statements behind one clip line take about the same SQLite work after 20 or 400 earlier
+    docks and clips of the same camera (and of another): what a clip line reads is its own dock."""
+    runs = []
+    for n in (20, 400):
+        q = Queue(tmp_path / f"{n}.db")
+        try:
+            cid = _grow(q, n)
+            last = q.last_audit()[0]
+            dock_seq = clipindex._dock_before(q, "CAM1", last)
+            assert dock_seq == last - 1  # the new dock, found without walking back through history
+            stmts = [(clipindex.SQL_CLIP, (cid,)), (clipindex.SQL_CLIP_EVENTS, (cid,)),
+                     (clipindex.SQL_DOCK_BEFORE, ("CAM1", last)), (clipindex.SQL_ANOMALIES, ("CAM1", dock_seq, last))]
+            runs.append([_steps(q.path, sql, args) for sql, args in stmts])
+        finally:
+            q.close()
+    small, big = runs
+    assert all(b <= 2 * a + 20 for a, b in zip(small, big, strict=True)), (small, big)
