@@ -171,8 +171,11 @@ def _form(head: Any) -> str | None:
 
 def _body(what: str, data: bytes | None, m: dict[str, Any], key: str, prefix: str | None, parse: Any) -> str | None:
     # The layout's key; under ``prefix`` when the caller knows it, else under any prefix (a copy).
-    if not (m["key"] == key if prefix is None else m["key"] == "/".join(p for p in (prefix.strip("/"), key) if p)) \
-            or not (m["key"] == key or m["key"].endswith("/" + key)):
+    if prefix is not None:
+        ok = m["key"] == "/".join(p for p in (prefix.strip("/"), key) if p)
+    else:
+        ok = m["key"] == key or m["key"].endswith("/" + key)
+    if not ok:
         return f"{what} key {m['key']!r} is not the layout's ({key!r})"
     if data is None:
         return f"{what} body missing or bigger than the head says ({m['key']})"

@@ -233,3 +233,14 @@ def test_the_work_per_clip_line_does_not_grow_with_history(tmp_path):
             q.close()
     small, big = runs
     assert all(b <= 2 * a + 20 for a, b in zip(small, big, strict=True)), (small, big)
+
+
+def test_verifier_checks_body_keys_against_the_layout_with_or_without_the_prefix(world):
+    q, backend, key = world
+    dock(q, "CAM1", T0 + 100)
+    assert clipindex.export(q, backend, key, "st", "bwc", T0 + DAY) == [1]
+    stored = list(read_station(backend, "bwc", "st"))
+    assert len(list(verify_chain("st", stored, key.public))) == 1  # a copy: any prefix
+    assert len(list(verify_chain("st", stored, key.public, prefix="bwc"))) == 1
+    check = verify_chain("st", stored, key.public, prefix="other")
+    assert list(check) == [] and "not the layout's" in check.problems[0].reason and not check.problems[0].chain
