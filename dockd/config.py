@@ -159,6 +159,13 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class IndexConfig:
+    # The clip index (docs/clip-index.md): a segment of the current UTC day at most this often (seconds);
+    # a finished day's last segment goes at once.
+    interval_s: float = 900.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     station: StationConfig
@@ -171,6 +178,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -197,6 +205,7 @@ SECTIONS: dict[str, type] = {
     "metrics": MetricsConfig,
     "trust": TrustConfig,
     "audit": AuditConfig,
+    "index": IndexConfig,
 }
 
 # ---------------------------------------------------------------- validation
@@ -427,6 +436,9 @@ def parse(raw: dict, p: Path) -> Config:
         au.fail("keep_days", "must be at least 1 (a day's segment is exported after the day ends), "
                              f"got {audit.keep_days}")
     au.done()
+    ix = _Section(p, "index", top.table.pop("index", {}), IndexConfig)
+    index = IndexConfig(interval_s=_positive(ix, "interval_s", ix.opt("interval_s", float)))
+    ix.done()
 
     if top.table:
         k = sorted(top.table)[0]
@@ -445,6 +457,7 @@ def parse(raw: dict, p: Path) -> Config:
         metrics=metrics,
         trust=trust_cfg,
         audit=audit,
+        index=index,
     )
 
 

@@ -494,6 +494,10 @@ from dockd.cli import trust as cli_trust  # noqa: E402 - registers `dockd trust`
 
 cli_trust.register(main, keys)
 
+from dockd.cli import index as cli_index  # noqa: E402 - registers `dockd index export|verify` on `main`
+
+cli_index.register(main, pass_ctx)
+
 
 def entry() -> None:
     """Console entry point: one-line errors with their exit codes, never a traceback."""

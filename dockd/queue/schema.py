@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -26,7 +27,7 @@ from sqlalchemy import (
 
 from dockd.queue.fileformat import refuse_foreign  # noqa: F401 - re-exported: its home is fileformat
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 md = MetaData()
 
@@ -206,6 +207,34 @@ def _v2(conn: Connection) -> None:
                          "SELECT state, count(*), coalesce(sum(size), 0) FROM clips GROUP BY state")
 
 
+# Schema v4 (migration _v4, issue #14): the clip index's segments (dockd/station/clipindex.py).
+md4 = MetaData()
+
+index_segments = Table(
+    "index_segments",
+    md4,
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # the segment's seq (1, 2, ... no gaps)
+    Column("date", String, nullable=False),  # YYYY-MM-DD (UTC) of every audit row it covers
+    Column("audit_from", Integer, nullable=False),  # covers audit rows audit_from < seq <= audit_to
+    Column("audit_to", Integer, nullable=False),
+    Column("head", LargeBinary, nullable=False),  # the signed head, exactly the bytes stored
+    Column("head_hash", String, nullable=False),  # sha256 of its JCS form: the next head's prev
+    Column("clips", LargeBinary),  # the bodies, kept until storage holds them (then NULL)
+    Column("docks", LargeBinary),
+    Column("planned_at", Float, nullable=False),
+    Column("uploaded_at", Float),  # NULL: planned (committed) but not yet proven in storage
+)
+
+
+def _v4(conn: Connection) -> None:
+    md4.create_all(conn)
+    # the segments planned but not yet in storage (at most one, normally none): never the history
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_index_pending ON index_segments (seq) "
+                         "WHERE uploaded_at IS NULL")
+
+
 # Append-only: a station upgrades its queue in place by running every step
-# above its PRAGMA user_version, each in its own transaction.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2)]
+# above its PRAGMA user_version, each in its own transaction. Versions need not be consecutive
+# (the clip index took 4 while 3 was being written elsewhere): each step runs once, in order.
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (4, _v4)]
+

@@ -325,6 +325,7 @@ class Daemon:
 
     _last_head = 0.0
     _last_export = 0.0
+    _last_index = 0.0
 
     def _sign_audit_head(self) -> None:
         from dockd.station.auditlog import signed_head
@@ -335,12 +336,22 @@ class Daemon:
             log.exception("could not sign the audit head")
 
     def _audit_housekeeping(self) -> None:
-        """Sign the chain head every AUDIT_SIGN_S; export finished days' segments to storage."""
+        """Sign the chain head every AUDIT_SIGN_S; export finished days' segments and the clip index to storage."""
         now = time.monotonic()
         if now - self._last_head >= AUDIT_SIGN_S:
             self._last_head = now
             self._sign_audit_head()
         storage = self.cfg.storage
+        if self.backend is not None and storage is not None \
+                and now - self._last_index >= min(AUDIT_EXPORT_S, self.cfg.index.interval_s):
+            self._last_index = now
+            from dockd.station import clipindex
+
+            try:  # the clip index: finished days at once, the current day every [index] interval_s
+                clipindex.export(self.queue, self.backend, self.key, self.cfg.station.id, storage.prefix,
+                                 self.clock(), interval_s=self.cfg.index.interval_s)
+            except Exception as e:  # noqa: BLE001 - storage down: the planned segment waits for next time
+                log.warning("clip index export deferred", error=str(e))
         if self.backend is not None and storage is not None and now - self._last_export >= AUDIT_EXPORT_S:
             self._last_export = now
             from dockd.station.auditlog import export_days

@@ -155,3 +155,23 @@ def test_undock_cancels_the_worker_and_nothing_is_wiped(station):
     assert c.state == CameraState.UNDOCKED and not c.docked
     assert not q.clips(camera=SERIAL, state=[ClipState.WIPING, ClipState.WIPED])
     assert clips_on(cam) == ["CLIP0001.MP4", "CLIP0002.MP4"]
+
+
+def test_the_daemon_exports_the_clip_index_of_a_finished_day(station, tmp_path):
+    """The day's docks and uploads go to the clip index at the daemon's first housekeeping after midnight."""
+    from dockd.evidence import keys
+    from dockd.evidence.clipindex import verify_chain
+    from dockd.station import clipindex
+    from dockd.storage import open_backend
+    from dockd.storage.indexstore import read_station
+    from tests.support.uploads import T0
+
+    code, q, _cam, _m = station()
+    assert code == 0 and clipindex.segments(q) == []  # the current day: rows wait up to [index] interval_s
+    cfg = make_config(tmp_path, storage={"url": f"file://{tmp_path / 'share'}"}, offload=None)
+    d = Daemon(cfg, drain=True, clock=Clock(T0 + 86400), sources=[], mounter=FakeMounter())
+    assert d.run() == 0
+    (seg,) = verify_chain("st1", read_station(open_backend(cfg.storage), cfg.storage.prefix, "st1"),
+                          keys.load(cfg.data_dir).public)
+    assert sorted(x["path"] for x in seg.clip_lines()) == sorted(c.path for c in q.clips())
+    assert [x["camera"] for x in seg.dock_lines()] == [SERIAL]

@@ -88,7 +88,7 @@ def test_v2_migration_from_a_v1_database_counts_the_existing_clips(tmp_path, mon
 
     q = Queue(path)  # upgrades in place
     try:
-        assert q.schema_version() == 2
+        assert q.schema_version() == schema.SCHEMA_VERSION  # v2 and every later step
         assert q.counts_and_bytes() == q.recount()
         assert q.counts()["wiped"] == 30 and q.counts()["failed"] == 1
         assert q.counts_and_bytes()["wiped"] == (30, sum(1000 + i for i in range(30)))
