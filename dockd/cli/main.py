@@ -172,7 +172,7 @@ def import_(c: Ctx, directory: Path, serial: str, as_json: bool) -> None:
         off = Offloader(cfg, q, key)
         off.recover()
         if not q.camera(serial):
-            q.dock_camera(serial, source="import")
+            q.dock_camera(serial, source="import", record=False)  # camera.docked: by the offload, with facts
         q.record("import.started", camera=serial, detail={"directory": str(directory.resolve())})
         s = off.offload(CameraInfo(serial=serial, source="import"), directory)
         q.record("import.finished", camera=serial, detail=s.to_json())
