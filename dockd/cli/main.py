@@ -473,6 +473,10 @@ from dockd.cli import trust as cli_trust  # noqa: E402 - registers `dockd trust`
 
 cli_trust.register(main, keys)
 
+from dockd.cli import camera as cli_camera  # noqa: E402 - registers `dockd camera SERIAL` on `main`
+
+cli_camera.register(main, pass_ctx, emit_json)
+
 
 def entry() -> None:
     """Console entry point: one-line errors with their exit codes, never a traceback."""
