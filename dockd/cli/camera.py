@@ -38,9 +38,9 @@ def camera_dict(q: Any, serial: str, docks: int) -> dict[str, Any]:
         "last_docked_at": rfc3339(facts.get("last_docked_at")),
         "last_seq": facts.get("last_seq"),
         "newest_clip_at": rfc3339(facts.get("newest_started_at")),
-        "clock": {"camera_offset_s": facts.get("last_offset_s"),
-                  "meaning": "camera clock minus station clock at the last dock, from the newest new clip's "
-                             "end (a lower bound: the camera sat undocked after it stopped recording)"},
+        "clock": {"camera_offset_s": facts.get("last_offset_s"), "estimated_at": rfc3339(facts.get("last_offset_at")),
+                  "meaning": "camera clock minus station clock, from the end of the newest clip first seen at "
+                             "that dock (a lower bound: the camera sat undocked after it stopped recording)"},
         "open_anomalies": facts.get("open_anomalies", 0),
         "anomalies_total": facts.get("anomalies_total", 0),
         "docks": recent,
@@ -65,7 +65,8 @@ def print_camera(d: dict[str, Any]) -> None:
              f"docks: {d['docks_total']} (last {d['last_docked_at'] or '-'}); highest clip number seen: "
              f"{d['last_seq'] if d['last_seq'] is not None else '-'}; newest clip (camera clock): "
              f"{d['newest_clip_at'] or '-'}",
-             "camera clock at last dock: " + ("unknown" if off is None else f"{off:+.1f} s vs station (lower bound)")]
+             "camera clock: " + ("unknown" if off is None else f"{off:+.1f} s vs station (a lower bound), estimated at "
+                                 f"the dock of {d['clock']['estimated_at']}")]
     for line in lines:
         con.print(text(line))
     con.print(text(f"anomalies: {d['open_anomalies']} at the last dock, {d['anomalies_total']} in all",

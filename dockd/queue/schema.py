@@ -221,7 +221,8 @@ camera_facts = Table(  # one row per camera: the continuity step reads and write
     Column("last_docked_at", Float),  # station clock
     Column("last_seq", Integer),  # highest sequence number seen (since the last wrap)
     Column("newest_started_at", Float),  # camera clock: newest clip start seen at the last dock
-    Column("last_offset_s", Float),  # camera clock minus station clock, estimated at the last dock
+    Column("last_offset_s", Float),  # camera clock minus station clock, the latest estimate (a lower bound)
+    Column("last_offset_at", Float),  # station clock: the dock that gave that estimate
     Column("docks", Integer, nullable=False),
     Column("open_anomalies", Integer, nullable=False),  # anomalies reported at the camera's last dock
     Column("anomalies_total", Integer, nullable=False),

@@ -118,8 +118,9 @@ def assess_dock(cfg: Config, queue: Queue, cam: CameraInfo, vol: Volume, scan: S
               "bay": cam.bay, "source": cam.source, "vendor": cam.vendor, "model": cam.model, **a.facts,
               "inventory": True}
     facts = {"device_id": a.known.device_id, "profile": out.profile, "last_docked_at": docked_at,
-             "last_seq": a.known.last_seq, "newest_started_at": a.known.newest_started_at,
-             "last_offset_s": a.facts["camera_offset_s"]}
+             "last_seq": a.known.last_seq, "newest_started_at": a.known.newest_started_at}
+    if a.facts["camera_offset_s"] is not None:  # a dock with no new dated clip keeps the last estimate
+        facts.update(last_offset_s=a.facts["camera_offset_s"], last_offset_at=docked_at)
     if queue.record_dock(cam.serial, docked_at, detail, facts=facts, anomalies=a.anomalies):
         for x in a.anomalies:
             log.warning("camera anomaly", camera=cam.serial, **{k: v for k, v in x.items() if k != "camera"})
