@@ -32,6 +32,9 @@ log = structlog.get_logger("dockd.dock")
 
 DEVICE_ID_FILE_MAX = 4096  # a device id file holds a line; anything bigger is not one
 DEVICE_ID_MAX_CHARS = 128
+# A hostile card (100,000 unparsable names) must not make one dock a megabyte of audit: past this many,
+# anomalies are counted in the dock's "anomalies_omitted", not recorded one by one.
+MAX_ANOMALIES_PER_DOCK = 1000
 
 
 @dataclass
@@ -114,15 +117,18 @@ def assess_dock(cfg: Config, queue: Queue, cam: CameraInfo, vol: Volume, scan: S
     a = assess(known, card, docked_at, serial=cam.serial, pending=pending, complete=scan.complete,
                device_id=out.device_id, device_id_claimed_by=claimed,
                limits=Limits(cfg.continuity.clock_ahead_s, cfg.continuity.long_absence_days))
-    detail = {"station": cfg.station.id, "camera": cam.serial, "device_id": out.device_id, "profile": out.profile,
-              "bay": cam.bay, "source": cam.source, "vendor": cam.vendor, "model": cam.model, **a.facts,
-              "inventory": True}
+    shown = a.anomalies[:MAX_ANOMALIES_PER_DOCK]
+    detail: dict[str, Any] = {"station": cfg.station.id, "camera": cam.serial, "device_id": out.device_id,
+                              "profile": out.profile, "bay": cam.bay, "source": cam.source, "vendor": cam.vendor,
+                              "model": cam.model, **a.facts, "anomalies": shown, "inventory": True}
+    if len(a.anomalies) > len(shown):
+        detail["anomalies_omitted"] = len(a.anomalies) - len(shown)
     facts = {"device_id": a.known.device_id, "profile": out.profile, "last_docked_at": docked_at,
              "last_seq": a.known.last_seq, "newest_started_at": a.known.newest_started_at}
     if a.facts["camera_offset_s"] is not None:  # a dock with no new dated clip keeps the last estimate
         facts.update(last_offset_s=a.facts["camera_offset_s"], last_offset_at=docked_at)
-    if queue.record_dock(cam.serial, docked_at, detail, facts=facts, anomalies=a.anomalies):
-        for x in a.anomalies:
+    if queue.record_dock(cam.serial, docked_at, detail, facts=facts, anomalies=shown):
+        for x in shown:
             log.warning("camera anomaly", camera=cam.serial, **{k: v for k, v in x.items() if k != "camera"})
     out.dock = {"docked_at": rfc3339(docked_at), "camera_offset_s": a.facts["camera_offset_s"], "bay": cam.bay}
     return out

@@ -129,3 +129,16 @@ def _cam():
     from dockd.core.events import CameraInfo
 
     return CameraInfo("CAM1", vendor="Axon", source="import", profile="gen")
+
+
+def test_anomalies_per_dock_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(dockfacts, "MAX_ANOMALIES_PER_DOCK", 2)
+    st = Station(tmp_path)
+    st.cfg = st.off.cfg = type(st.cfg)(**{**st.cfg.__dict__, "cameras": (_profile(),)})
+    vol = make_volume(tmp_path / "vol", {f"DCIM/X{i}.MP4": bytes([i]) for i in range(5)})
+    st.off.offload(_cam(), vol)
+    rows = st.q.audit_rows(camera="CAM1")
+    dock = [r["detail"] for r in rows if r["event"] == "camera.docked"][-1]
+    assert len(dock["anomalies"]) == 2 and dock["anomalies_omitted"] == 3
+    assert len([r for r in rows if r["event"] == "camera.anomaly"]) == 2
+    assert len(st.q.clips(camera="CAM1", state="staged")) == 5  # and every clip was copied
