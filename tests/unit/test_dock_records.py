@@ -142,3 +142,18 @@ def test_anomalies_per_dock_are_bounded(tmp_path, monkeypatch):
     assert len(dock["anomalies"]) == 2 and dock["anomalies_omitted"] == 3
     assert len([r for r in rows if r["event"] == "camera.anomaly"]) == 2
     assert len(st.q.clips(camera="CAM1", state="staged")) == 5  # and every clip was copied
+
+
+def test_dockd_camera_bad_input_is_one_line(tmp_path):
+    from tests.support.cli import run_dockd
+    from tests.support.uploads import station_config
+
+    cfg = station_config(tmp_path / "dockd.toml", data_dir=tmp_path / "data")
+    r = run_dockd("camera", "CAM1", config=cfg)
+    assert r.returncode == 2 and "no queue" in r.stderr and len(r.stderr.splitlines()) == 1
+    (tmp_path / "data").mkdir(mode=0o700)
+    Queue(tmp_path / "data" / "queue.db").close()
+    r = run_dockd("camera", "\x1b[31mX\u202e", config=cfg)
+    assert r.returncode == 1 and "not found" in r.stderr and "\x1b" not in r.stderr and "\u202e" not in r.stderr
+    r = run_dockd("camera", "CAM1", "--docks", "0", config=cfg)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
