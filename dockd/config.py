@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dockd.core.clipnames import NameRule, check_rule
 from dockd.core.errors import ConfigError
 
 DEFAULT_PATH = "/etc/dockd/dockd.toml"
@@ -105,6 +109,7 @@ class SourcesConfig:
     watch_dirs: tuple[Path, ...] = ()
     drop_privileges: bool = True  # mount through dockd.camera.mounthelper; the daemon keeps no capabilities
     user: str = "dockd"  # with drop_privileges: the daemon switches to this user (if it exists) at start
+    watch_profile: str = ""  # the [[camera]] profile (by name) that cameras from watch_dirs use; "" = none
 
 
 @dataclass(frozen=True)
@@ -124,12 +129,26 @@ class OffloadConfig:
 
 
 @dataclass(frozen=True)
+class NamesConfig:
+    """A profile's clip-name rule (``names = {...}``): see dockd/core/clipnames.py."""
+    pattern: str
+    time_format: str = ""
+    zone: str = "UTC"
+
+    def rule(self, profile: str) -> NameRule:
+        """The compiled rule (the pattern and zone were checked when the config was loaded)."""
+        return _name_rule(profile, self.pattern, self.time_format, self.zone)
+
+
+@dataclass(frozen=True)
 class CameraProfile:
     name: str
     match: dict[str, tuple[str, ...]]
     filesystems: tuple[str, ...] = ("exfat", "vfat")
     clip_globs: tuple[str, ...] | None = None
     sidecar_globs: tuple[str, ...] | None = None
+    names: NamesConfig | None = None  # how clip names give a sequence number and a start time
+    device_id: str = ""  # "udev_serial", "label" or "file:RELPATH" (a file on the camera); "" = none
 
     def matches(self, props: dict[str, str]) -> bool:
         return all(props.get(k) in allowed for k, allowed in self.match.items())
@@ -163,6 +182,9 @@ class IndexConfig:
     # The clip index (docs/clip-index.md): a segment of the current UTC day at most this often (seconds);
     # a finished day's last segment goes at once.
     interval_s: float = 900.0
+class ContinuityConfig:
+    clock_ahead_s: float = 300.0  # a clip dated more than this after the station's clock: clock_ahead
+    long_absence_days: float = 14.0  # a camera back after more days than this: long_absence (0 = never)
 
 
 @dataclass(frozen=True)
@@ -179,6 +201,7 @@ class Config:
     trust: TrustConfig = field(default_factory=TrustConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    continuity: ContinuityConfig = field(default_factory=ContinuityConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -190,6 +213,15 @@ class Config:
             if p.matches(props):
                 return p
         return None
+
+    def profile_named(self, name: str | None) -> CameraProfile | None:
+        """The ``[[camera]]`` profile called ``name`` (the first, if several share it), or None."""
+        return next((p for p in self.cameras if name and p.name == name), None)
+
+
+@lru_cache(maxsize=64)
+def _name_rule(profile: str, pattern: str, time_format: str, zone: str) -> NameRule:
+    return NameRule(profile, re.compile(pattern), time_format or None, ZoneInfo(zone))
 
 
 # Each TOML section and the dataclass whose field defaults are its defaults (the example TOML is checked
@@ -206,6 +238,7 @@ SECTIONS: dict[str, type] = {
     "trust": TrustConfig,
     "audit": AuditConfig,
     "index": IndexConfig,
+    "continuity": ContinuityConfig,
 }
 
 # ---------------------------------------------------------------- validation
@@ -388,6 +421,7 @@ def parse(raw: dict, p: Path) -> Config:
         watch_dirs=tuple(Path(d) for d in so.opt_strings("watch_dirs") or ()),
         drop_privileges=so.opt("drop_privileges", bool),
         user=so.opt("user", str),
+        watch_profile=so.opt("watch_profile", str),
     )
     so.done()
 
@@ -411,6 +445,8 @@ def parse(raw: dict, p: Path) -> Config:
     of.done()
 
     profiles = _parse_cameras(p, top.table.pop("camera", []))
+    if sources.watch_profile and not any(c.name == sources.watch_profile for c in profiles):
+        raise ConfigError(p, f"[sources] watch_profile: no [[camera]] profile is named {sources.watch_profile!r}")
 
     ho = _Section(p, "hooks", top.table.pop("hooks", {}), HooksConfig)
     hooks = HooksConfig(on_state=ho.opt("on_state", str), timeout_s=ho.opt("timeout_s", float))
@@ -439,6 +475,10 @@ def parse(raw: dict, p: Path) -> Config:
     ix = _Section(p, "index", top.table.pop("index", {}), IndexConfig)
     index = IndexConfig(interval_s=_positive(ix, "interval_s", ix.opt("interval_s", float)))
     ix.done()
+    co = _Section(p, "continuity", top.table.pop("continuity", {}), ContinuityConfig)
+    continuity = ContinuityConfig(clock_ahead_s=co.opt("clock_ahead_s", float),
+                                  long_absence_days=co.opt("long_absence_days", float))
+    co.done()
 
     if top.table:
         k = sorted(top.table)[0]
@@ -458,6 +498,7 @@ def parse(raw: dict, p: Path) -> Config:
         trust=trust_cfg,
         audit=audit,
         index=index,
+        continuity=continuity,
     )
 
 
@@ -523,7 +564,44 @@ def _parse_cameras(p: Path, cams: Any) -> tuple[CameraProfile, ...]:
                 filesystems=cs.opt_strings("filesystems"),
                 clip_globs=cs.opt_strings("clip_globs"),
                 sidecar_globs=cs.opt_strings("sidecar_globs"),
+                names=_parse_names(cs),
+                device_id=_parse_device_id(cs),
             )
         )
         cs.done()
     return tuple(profiles)
+
+
+def _parse_names(cs: _Section) -> NamesConfig | None:
+    """A profile's ``names = { pattern, time_format, zone }``: the pattern compiles with the groups it may
+    have, the format gives a full date and time, the zone is in the zone database."""
+    t = cs.get("names", dict, None)
+    if t is None:
+        return None
+    ns = _Section(cs.path, f"{cs.name} names", t, NamesConfig)
+    names = NamesConfig(pattern=ns.get("pattern", str), time_format=ns.opt("time_format", str),
+                        zone=ns.opt("zone", str))
+    ns.done()
+    why = check_rule(names.pattern, names.time_format or None)
+    if why:
+        cs.fail("names", why)
+    try:
+        if not names.zone or names.zone.startswith(("/", ".")) or ".." in names.zone:
+            raise ValueError(names.zone)
+        ZoneInfo(names.zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        cs.fail("names", f"zone {names.zone!r} is not a time zone (e.g. \"UTC\", \"America/New_York\")")
+    return names
+
+
+def _parse_device_id(cs: _Section) -> str:
+    """``device_id``: "udev_serial", "label" or "file:RELPATH" (relative, no '..', at most 255 characters)."""
+    v = cs.opt("device_id", str)
+    if v in ("", "udev_serial", "label"):
+        return v
+    rel = v.removeprefix("file:") if v.startswith("file:") else None
+    parts = PurePosixPath(rel).parts if rel else ()
+    if not rel or rel.startswith("/") or len(rel) > 255 or any(x in ("..", ".") for x in parts) or "//" in rel:
+        cs.fail("device_id", f'must be "udev_serial", "label" or "file:RELPATH" (a relative path on the camera, '
+                             f"no '..'), got {v!r}")
+    return v

@@ -25,6 +25,7 @@ from pathlib import Path
 from dockd.core import timefmt
 from dockd.core.naming import safe_ext
 from dockd.core.outcomes import SkipKind
+from dockd.evidence.localfile import read_regular
 
 # Sizes are recorded in JSON (manifest, queue JSON, audit) that jq and JavaScript read as
 # doubles: above 2**53 - 1 a size would not be exact there (I-JSON, RFC 7493).
@@ -326,6 +327,15 @@ class Volume:
         if st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
             raise SourceChanged(f"{escape(entry.path)}: size or mtime changed "
                                 f"({entry.size}->{st.st_size} bytes, mtime {entry.mtime_ns}->{st.st_mtime_ns})")
+
+    def read_small(self, path: str, limit: int) -> bytes | None:
+        """The bytes of the regular file at ``path`` on the volume (no link followed, no FIFO opened), or
+        None if it holds more than ``limit`` bytes. OSError or UsageError if it cannot be read as one."""
+        pfd, name = self._parent(Entry(path, 0, 0, 0, 0))
+        try:
+            return read_regular(name, limit, dir_fd=pfd)
+        finally:
+            os.close(pfd)
 
     def lstat(self, path: str) -> os.stat_result:
         e = Entry(path, 0, 0, 0, 0)

@@ -193,7 +193,7 @@ def import_(c: Ctx, directory: Path, serial: str, as_json: bool) -> None:
         off = Offloader(cfg, q, key)
         off.recover()
         if not q.camera(serial):
-            q.dock_camera(serial, source="import")
+            q.dock_camera(serial, source="import", record=False)  # camera.docked: by the offload, with facts
         q.record("import.started", camera=serial, detail={"directory": str(directory.resolve())})
         s = off.offload(CameraInfo(serial=serial, source="import"), directory)
         q.record("import.finished", camera=serial, detail=s.to_json())
@@ -497,6 +497,9 @@ cli_trust.register(main, keys)
 from dockd.cli import index as cli_index  # noqa: E402 - registers `dockd index export|verify` on `main`
 
 cli_index.register(main, pass_ctx)
+from dockd.cli import camera as cli_camera  # noqa: E402 - registers `dockd camera SERIAL` on `main`
+
+cli_camera.register(main, pass_ctx, emit_json)
 
 
 def entry() -> None:

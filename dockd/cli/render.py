@@ -45,6 +45,7 @@ def status_dict(cfg: Config, q: Queue | QueueReader) -> dict:
     pid = DataDirLock(cfg.data_dir).holder()
     meters = live.get("meters", {}) if pid else {}
     cams = []
+    facts = q.all_camera_facts()  # continuity (README "Continuity at the dock"): one row per camera
     for cam in q.cameras():
         prog = q.camera_progress(cam.serial)
         rate = meters.get("rate", {}).get(cam.serial, {})
@@ -60,6 +61,7 @@ def status_dict(cfg: Config, q: Queue | QueueReader) -> dict:
             "rate_bytes_per_s": {"offload": rate.get("offload", 0.0), "upload": rate.get("upload", 0.0)},
             "bytes_done": {k: min(prog["found"]["bytes"], max(live_bytes[k], prog[stage]["bytes"]))
                            for k, stage in (("offload", "staged"), ("upload", "uploaded"))},
+            "anomalies": (facts.get(cam.serial) or {}).get("open_anomalies", 0),  # at its last dock
         })
     try:
         free = shutil.disk_usage(cfg.data_dir).free
@@ -122,7 +124,17 @@ def _cameras_table(st: dict) -> Table:
         t.add_row(text(c["bay"] or "-"), text(c["serial"]), text(c["state"]), text(counts),
                   _bar(c["bytes_done"]["offload"], p["found"]["bytes"], r.get("offload", 0.0)),
                   _bar(c["bytes_done"]["upload"], p["found"]["bytes"], r.get("upload", 0.0)),
-                  text(c["reason"] or ""))
+                  _note(c))
+    return t
+
+
+def _note(c: dict) -> Text:
+    """The camera's reason, and a mark when its last dock reported anomalies (``dockd camera SERIAL``)."""
+    n = c.get("anomalies") or 0
+    t = text(c["reason"] or "")
+    if n:
+        t.append(f"{'; ' if c['reason'] else ''}{n} anomal{'y' if n == 1 else 'ies'} at last dock "
+                 f"(dockd camera {printable(c['serial'])})", style="bold yellow")
     return t
 
 

@@ -29,6 +29,7 @@ class CameraInfo:
     clip_globs: tuple[str, ...] = ()
     sidecar_globs: tuple[str, ...] = ()
     filesystems: tuple[str, ...] = ()
+    label: str | None = None  # the volume label (udev ID_FS_LABEL), for a profile's device_id = "label"
 
     def manifest_fields(self) -> dict[str, str]:
         d = {"serial": self.serial, "vendor": self.vendor, "model": self.model, "profile": self.profile,

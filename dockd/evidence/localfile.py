@@ -15,10 +15,11 @@ import stat
 from dockd.core.errors import UsageError
 
 
-def open_regular(path: str | os.PathLike) -> int:
-    """An O_RDONLY descriptor of the regular file ``path``; UsageError (exit 2) naming what it is otherwise."""
+def open_regular(path: str | os.PathLike, *, dir_fd: int | None = None) -> int:
+    """An O_RDONLY descriptor of the regular file ``path`` (relative to ``dir_fd`` if given); UsageError
+    (exit 2) naming what it is otherwise."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY, dir_fd=dir_fd)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise UsageError(f"{path}: is a symbolic link (not followed; name the file itself)") from None
@@ -38,12 +39,13 @@ def open_regular(path: str | os.PathLike) -> int:
     return fd
 
 
-def read_regular(path: str | os.PathLike, limit: int) -> bytes | None:
-    """The bytes of the regular file ``path``, or None if it holds more than ``limit`` bytes.
+def read_regular(path: str | os.PathLike, limit: int, *, dir_fd: int | None = None) -> bytes | None:
+    """The bytes of the regular file ``path`` (relative to ``dir_fd`` if given), or None if it holds more
+    than ``limit`` bytes.
 
     Reads at most ``limit + 1`` bytes whatever the file claims (it may grow).
     """
-    fd = open_regular(path)
+    fd = open_regular(path, dir_fd=dir_fd)
     try:
         chunks, n = [], 0
         while n <= limit:

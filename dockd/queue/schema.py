@@ -207,6 +207,50 @@ def _v2(conn: Connection) -> None:
                          "SELECT state, count(*), coalesce(sum(size), 0) FROM clips GROUP BY state")
 
 
+# Schema v3 (migration _v3): what the station knows about each camera across docks (dockd/core/continuity.py).
+md3 = MetaData()
+
+camera_facts = Table(  # one row per camera: the continuity step reads and writes only this camera's row
+    "camera_facts",
+    md3,
+    Column("serial", String, primary_key=True),
+    Column("device_id", String),
+    Column("profile", String),
+    Column("last_docked_at", Float),  # station clock
+    Column("last_seq", Integer),  # highest sequence number seen (since the last wrap)
+    Column("newest_started_at", Float),  # camera clock: newest clip start seen at the last dock
+    Column("last_offset_s", Float),  # camera clock minus station clock, the latest estimate (a lower bound)
+    Column("last_offset_at", Float),  # station clock: the dock that gave that estimate
+    Column("docks", Integer, nullable=False),
+    Column("open_anomalies", Integer, nullable=False),  # anomalies reported at the camera's last dock
+    Column("anomalies_total", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_camera_facts_device_id", "device_id"),  # device_id_conflict: who else claims this id
+)
+
+camera_docks = Table(  # one row per dock: `dockd camera` reads the newest N of one camera (the unique index)
+    "camera_docks",
+    md3,
+    Column("id", Integer, primary_key=True),
+    Column("camera", String, nullable=False),
+    Column("docked_at", Float, nullable=False),  # station clock (cameras.docked_at of that dock)
+    Column("detail", Text, nullable=False),  # JSON: the camera.docked audit detail (dock facts, anomalies)
+    UniqueConstraint("camera", "docked_at", name="uq_camera_dock"),
+)
+
+anomaly_counts = Table(  # per kind, for the Prometheus counter (bounded by the kinds)
+    "anomaly_counts",
+    md3,
+    Column("kind", String, primary_key=True),
+    Column("n", Integer, nullable=False),
+)
+
+
+def _v3(conn: Connection) -> None:
+    """Per-camera continuity knowledge, dock records, anomaly counts (issue #14). New tables only."""
+    md3.create_all(conn)
+
+
 # Schema v4 (migration _v4, issue #14): the clip index's segments (dockd/station/clipindex.py).
 md4 = MetaData()
 
@@ -234,7 +278,6 @@ def _v4(conn: Connection) -> None:
 
 
 # Append-only: a station upgrades its queue in place by running every step
-# above its PRAGMA user_version, each in its own transaction. Versions need not be consecutive
-# (the clip index took 4 while 3 was being written elsewhere): each step runs once, in order.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (4, _v4)]
+# above its PRAGMA user_version, each in its own transaction.
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4)]
 

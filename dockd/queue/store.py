@@ -59,10 +59,13 @@ from dockd.queue.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     alarms,
+    anomaly_counts,
     audit_checkpoints,
     audit_exports,
     audit_heads,
     audit_log,
+    camera_docks,
+    camera_facts,
     cameras,
     clips,
     parts,
@@ -419,7 +422,11 @@ class Queue:
     # -- cameras
 
     def dock_camera(self, serial: str, *, source: str, vendor: str | None = None, model: str | None = None,
-                    profile: str | None = None, bay: str | None = None, now: float | None = None) -> None:
+                    profile: str | None = None, bay: str | None = None, now: float | None = None,
+                    record: bool = True) -> None:
+        """A camera docked: its row (state ``docked``, ``docked_at`` = now) and, with ``record``, the
+        ``camera.docked`` audit event. The daemon passes ``record=False``: its camera worker records the
+        event with the dock's facts once the card's inventory is known (:meth:`record_dock`)."""
         t = _now(now)
         with self.tx() as c:
             exists = c.execute(select(cameras.c.serial).where(cameras.c.serial == serial)).first()
@@ -429,6 +436,8 @@ class Queue:
                 c.execute(update(cameras).where(cameras.c.serial == serial).values(**vals))
             else:
                 c.execute(insert(cameras).values(serial=serial, **vals))
+            if not record:
+                return
             self._audit(c, "camera.docked", camera=serial,
                         detail={"source": source, "bay": bay, "vendor": vendor, "model": model, "profile": profile},
                         now=t)
@@ -470,6 +479,94 @@ class Queue:
         """See :func:`dockd.queue.reads.camera_progress`."""
         with self._read() as c:
             return reads.camera_progress(c, serial)
+
+    # -- continuity (schema v3): one row per camera, one per dock; never a camera's clip history
+
+    def camera_facts(self, serial: str) -> dict | None:
+        """What the station knows about camera ``serial`` across docks (its ``camera_facts`` row), or None."""
+        with self.engine.connect() as c:
+            r = c.execute(select(camera_facts).where(camera_facts.c.serial == serial)).first()
+        return dict(r._mapping) if r else None
+
+    def all_camera_facts(self) -> dict[str, dict]:
+        """Every camera's ``camera_facts`` row by serial (one row per camera ever docked)."""
+        with self.engine.connect() as c:
+            return {r.serial: dict(r._mapping) for r in c.execute(select(camera_facts))}
+
+    def device_id_claimed_by(self, device_id: str, *, limit: int = 16) -> list[str]:
+        """Serials of cameras recorded with ``device_id`` (an ix_camera_facts_device_id search; at most ``limit``)."""
+        with self.engine.connect() as c:
+            return [r.serial for r in c.execute(select(camera_facts.c.serial).where(
+                camera_facts.c.device_id == device_id).order_by(camera_facts.c.serial).limit(limit))]
+
+    def seen_before(self, camera: str, found: list[tuple[str, int, int]], before: float) -> set[tuple[str, int, int]]:
+        """The ``(path, size, mtime_ns)`` identities of ``found`` the queue already held before ``before``
+        (first seen at an earlier dock): one uq_clip_identity search per file, as discover_many."""
+        out = set()
+        with self.engine.connect() as c:
+            for path, size, mtime_ns in dict.fromkeys(found):
+                r = c.execute(_CLIP_BY_IDENTITY, {"cam": camera, "path": path, "size": size, "mtime": mtime_ns}).first()
+                if r is not None and r.created_at < before:
+                    out.add((path, size, mtime_ns))
+        return out
+
+    def dock_recorded(self, serial: str, docked_at: float) -> bool:
+        with self.engine.connect() as c:
+            return c.execute(select(camera_docks.c.id).where(camera_docks.c.camera == serial,
+                                                             camera_docks.c.docked_at == docked_at)).first() is not None
+
+    def record_dock(self, serial: str, docked_at: float, detail: dict, *, facts: dict | None = None,
+                    anomalies: Sequence[dict] = (), now: float | None = None) -> bool:
+        """Record one dock of ``serial`` (the one that docked at ``docked_at``), once; True if recorded now.
+
+        One transaction: the dock row (``detail`` = the ``camera.docked`` audit detail), the camera's
+        knowledge updated with ``facts`` (columns of ``camera_facts``; None: only the dock is counted),
+        the per-kind anomaly counts, the ``camera.docked`` event and one ``camera.anomaly`` event per
+        anomaly (detail ``{"kind", "camera", "docked_at", ...facts}``). A second call for the same dock
+        (a second pass of the camera worker, the fall-back record after a failure) changes nothing."""
+        t = _now(now)
+        body = json.dumps(detail, sort_keys=True, ensure_ascii=False)
+        with self.tx() as c:
+            if c.execute(select(camera_docks.c.id).where(camera_docks.c.camera == serial,
+                                                         camera_docks.c.docked_at == docked_at)).first():
+                return False
+            c.execute(insert(camera_docks).values(camera=serial, docked_at=docked_at, detail=body))
+            old = c.execute(select(camera_facts).where(camera_facts.c.serial == serial)).first()
+            vals = dict(facts or {}, updated_at=t, docks=(old.docks if old else 0) + 1,
+                        anomalies_total=(old.anomalies_total if old else 0) + len(anomalies))
+            if facts is not None:
+                vals["open_anomalies"] = len(anomalies)
+            if old:
+                c.execute(update(camera_facts).where(camera_facts.c.serial == serial).values(**vals))
+            else:
+                c.execute(insert(camera_facts).values(serial=serial, **{"open_anomalies": 0, **vals}))
+            kinds: dict[str, int] = {}
+            for a in anomalies:
+                kinds[str(a["kind"])] = kinds.get(str(a["kind"]), 0) + 1
+            for k, n in sorted(kinds.items()):
+                ins = sqlite_insert(anomaly_counts).values(kind=k, n=n)
+                c.execute(ins.on_conflict_do_update(index_elements=["kind"], set_={"n": anomaly_counts.c.n + n}))
+            self._audit(c, "camera.docked", camera=serial, detail=detail, now=t)
+            for a in anomalies:
+                self._audit(c, "camera.anomaly", camera=serial,
+                            detail={**a, "camera": serial, "docked_at": detail.get("docked_at")}, now=t)
+            return True
+
+    def camera_docks(self, serial: str, *, limit: int = 20) -> list[dict]:
+        """The newest ``limit`` docks of ``serial``, newest first: ``{"docked_at", **detail}`` (uq_camera_dock)."""
+        q = (select(camera_docks.c.docked_at, camera_docks.c.detail).where(camera_docks.c.camera == serial)
+             .order_by(camera_docks.c.docked_at.desc()).limit(limit))
+        with self.engine.connect() as c:
+            out = []
+            for r in c.execute(q):
+                d = _detail(r.detail)
+                out.append(d if isinstance(d, dict) else {"docked_at": rfc3339(r.docked_at), "detail": d})
+            return out
+
+    def anomaly_counts(self) -> dict[str, int]:
+        """Anomalies reported so far, per kind (the Prometheus counter)."""
+        with self.engine.connect() as c:
+            return {r.kind: r.n for r in c.execute(select(anomaly_counts))}
 
     # -- clips
 

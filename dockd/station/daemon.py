@@ -375,7 +375,8 @@ class Daemon:
         if self.cfg.sources.watch_dirs:
             from dockd.camera.sources.watchdir import WatchDirSource
 
-            out.append(WatchDirSource(self.cfg.sources.watch_dirs, self.events))
+            out.append(WatchDirSource(self.cfg.sources.watch_dirs, self.events,
+                                      self.cfg.profile_named(self.cfg.sources.watch_profile)))
         if self.cfg.sources.udev:
             from dockd.camera.sources.udev import UdevSource
 
@@ -420,7 +421,8 @@ class Daemon:
             self.work[serial] = w
             self.meters.reset_camera(serial)
             self.queue.dock_camera(serial, source=ev.camera.source, vendor=ev.camera.vendor, model=ev.camera.model,
-                                   profile=ev.camera.profile, bay=ev.camera.bay, now=self.clock())
+                                   profile=ev.camera.profile, bay=ev.camera.bay, now=self.clock(),
+                                   record=False)  # camera.docked: with the dock's facts, by the worker
             self._hook(serial, CameraState.DOCKED)
             w.future = pool.submit(self._camera_guarded, w)
         elif isinstance(ev, Undocked):
@@ -522,9 +524,20 @@ class Daemon:
             except Cancelled:
                 pass
         finally:
+            self._dock_recorded(w)
             if w.mount and (w.cancel.is_set() or self.stop_evt.is_set() or self.work.get(serial) is not w):
                 self.mounter.unmount(w.mount, lazy=True)
                 w.mount = None
+
+    def _dock_recorded(self, w: CameraWork) -> None:
+        """Every dock gets its ``camera.docked`` event: the offloader records it with the card's facts; a
+        worker that ended before reading the card (mount failed, undocked, stopped) records it bare."""
+        from dockd.station.dockfacts import record_bare_dock
+
+        try:
+            record_bare_dock(self.cfg, self.queue, w.docked.camera)
+        except Exception:  # noqa: BLE001 - the record of a dock never stops the daemon
+            log.exception("could not record the dock", camera=w.docked.camera.serial)
 
     def _camera(self, w: CameraWork) -> None:
         ev, cam = w.docked, w.docked.camera

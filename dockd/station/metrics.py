@@ -13,11 +13,13 @@ from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest, start_http_server
 
 from dockd.core.lifecycle import CameraState
 from dockd.queue.store import Queue
+
+RECENT_S = 30 * 86400.0  # a camera not docked for this long leaves the per-camera metrics
 
 
 class QueueCollector:
@@ -48,8 +50,28 @@ class QueueCollector:
         except OSError:
             free = 0
         yield GaugeMetricFamily("dockd_free_bytes", "Free bytes on the data dir's filesystem", value=free)
+        yield from self._continuity()
         yield GaugeMetricFamily("dockd_alarms", "Active alarms (clock, storage, conflict, object-lock, ...)",
                                 value=len(q.alarms()))
+
+
+    def _continuity(self):
+        """Anomalies per kind (kept in the queue: a restart does not reset them) and each camera's last dock,
+        for the cameras docked in the last RECENT_S only (the label set stays bounded by the fleet in use)."""
+        q = self.queue
+        anomalies = CounterMetricFamily("dockd_camera_anomalies", "Continuity anomalies reported at docks, by kind",
+                                        labels=["kind"])
+        for kind, n in sorted(q.anomaly_counts().items()):
+            anomalies.add_metric([kind], n)
+        yield anomalies
+        last = GaugeMetricFamily("dockd_camera_last_dock_timestamp_seconds",
+                                 "When each camera docked last (station clock), cameras seen recently",
+                                 labels=["camera"])
+        since = self.clock() - RECENT_S
+        for serial, f in sorted(q.all_camera_facts().items()):
+            if f.get("last_docked_at") is not None and f["last_docked_at"] >= since:
+                last.add_metric([serial], f["last_docked_at"])
+        yield last
 
 
 class Metrics:

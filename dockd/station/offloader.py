@@ -52,6 +52,7 @@ from dockd.evidence.copier import Cancelled, ShortRead, WriteError, copy_hash
 from dockd.evidence.keys import StationKey
 from dockd.queue.records import Clip
 from dockd.queue.store import Queue
+from dockd.station.dockfacts import DockFacts, assess_dock, names_only
 from dockd.station.space import SpaceLedger
 
 log = structlog.get_logger("dockd.offload")
@@ -115,6 +116,7 @@ class _Copied:
     sha: str = ""
     tries: int = 0  # copies made so far (two at most: see Offloader._copy_retrying)
     held: int = 0  # bytes promised by the station's SpaceLedger, given back once staged or aborted
+    facts: DockFacts | None = None  # this dock's facts for the manifest (names, device id, dock)
 
 
 def _why(e: BaseException) -> str:
@@ -170,6 +172,7 @@ class Offloader:
                 s.skipped.append({"path": sk.path, "reason": sk.reason})
                 if self.queue.add_skip(cam.serial, sk.path, sk.reason, now=self.clock()):
                     log.warning("entry skipped", camera=cam.serial, path=sk.path, reason=sk.reason)
+            facts = self._dock_facts(cam, vol, scan)  # before _settle_vanished: it needs the clips left pending
             self._settle_vanished(cam.serial, scan)
             known = self.queue.discover_many(cam.serial, [(e.path, e.size, e.mtime_ns) for e in scan.clips],
                                              now=self.clock())
@@ -185,7 +188,8 @@ class Offloader:
                             if clip.state is ClipState.WIPED:  # never counted as done: see wipe.reopen_wiped
                                 s.wiped_present.append(clip.id)
                             continue
-                        job = self._copy_stage(cam, vol, entry, scan.sidecars.get(entry.path, []), clip, cancel, s)
+                        job = self._copy_stage(cam, vol, entry, scan.sidecars.get(entry.path, []), clip, cancel, s,
+                                               facts)
                         if pending is not None:
                             try:
                                 pending.result()  # clip N-1 settled before clip N is handed over
@@ -201,6 +205,23 @@ class Offloader:
                         pending.result()  # raises Cancelled if the last clip was cancelled
         s.seconds = time.monotonic() - t0
         return s
+
+    def _dock_facts(self, cam: CameraInfo, vol: Volume, scan) -> DockFacts:
+        """This dock's facts (dockd/station/dockfacts.py), recorded once per dock. Never raises: a failure
+        is logged and audited (``camera.facts_failed``) and the clips are copied with the names alone."""
+        try:
+            return assess_dock(self.cfg, self.queue, cam, vol, scan)
+        except Exception as e:  # noqa: BLE001 - facts about the card never stop its offload
+            log.exception("dock facts failed; offloading on", camera=cam.serial)
+            try:
+                self.queue.record("camera.facts_failed", camera=cam.serial,
+                                  detail={"error": f"{type(e).__name__}: {e}"[:1000]}, now=self.clock())
+            except Exception:  # noqa: BLE001
+                log.exception("could not audit the failure", camera=cam.serial)
+            try:
+                return names_only(self.cfg, cam)
+            except Exception:  # noqa: BLE001
+                return DockFacts(profile=cam.profile)
 
     def _settle_vanished(self, serial: str, scan) -> None:
         """A clip seen before but never copied, now changed or gone from the camera, needs a person.
@@ -222,7 +243,7 @@ class Offloader:
             log.warning("clip quarantined: " + why, clip=c.id, camera=serial, path=c.path)
 
     def _copy_stage(self, cam: CameraInfo, vol: Volume, entry: Entry, sides: list[Entry], clip: Clip,
-                    cancel: threading.Event, s: Summary) -> _Copied | None:
+                    cancel: threading.Event, s: Summary, facts: DockFacts | None = None) -> _Copied | None:
         """Commit ``copying``, then copy and hash the clip into its fsynced temporary file.
 
         Returns the job for :meth:`_finish_stage`, or None if the copy was aborted
@@ -245,7 +266,8 @@ class Offloader:
             raise
         blog = log.bind(clip=clip.id, camera=cam.serial)
         blog.info("copying", path=entry.path, size=entry.size)
-        job = _Copied(cam, vol, entry, sorted(sides, key=lambda e: e.path), clip.id, cancel, s, blog, held=held)
+        job = _Copied(cam, vol, entry, sorted(sides, key=lambda e: e.path), clip.id, cancel, s, blog, held=held,
+                      facts=facts)
         try:
             try:
                 job.sha, job.tries = self._copy_retrying(vol, entry, self.staged_path(clip.id), cancel, cam.serial)
@@ -315,6 +337,7 @@ class Offloader:
                         sidecars=[{"path": r["path"], "size": r["size"], "sha256": r["sha256"],
                                    "mtime": rfc3339_ns(r["mtime_ns"])} for r in side_rows],
                         dockd_version=__version__, audit={"seq": a_seq, "hash": a_hash} if a_seq else None)
+        self._add_dock_facts(body, job)
         signed = mf.sign(body, self.key)
         while True:
             try:
@@ -340,6 +363,16 @@ class Offloader:
                                       "sidecars": len(side_rows)})
         blog.info("staged", sha256=sha, size=entry.size)
         s.count(staged=1, bytes=entry.size)
+
+    @staticmethod
+    def _add_dock_facts(body: dict[str, Any], job: _Copied) -> None:
+        """The manifest's camera.device_id (only when known, like the camera's other fields), name_facts
+        and dock (README "Continuity at the dock")."""
+        f = job.facts or DockFacts(profile=job.cam.profile)
+        if f.device_id is not None:
+            body["camera"] = dict(body["camera"], device_id=f.device_id)
+        body["name_facts"] = f.name_facts(job.entry.path)
+        body["dock"] = f.dock
 
     def _cancelled(self, job: _Copied) -> None:
         self._cleanup(job.clip_id, len(job.sides))

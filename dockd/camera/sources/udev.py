@@ -69,7 +69,7 @@ def translate(cfg: Config, action: str, props: dict[str, str]) -> Docked | Undoc
                      profile=profile.name, source="udev",
                      clip_globs=profile.clip_globs or cfg.offload.clip_globs,
                      sidecar_globs=profile.sidecar_globs or cfg.offload.sidecar_globs,
-                     filesystems=profile.filesystems)
+                     filesystems=profile.filesystems, label=props.get("ID_FS_LABEL") or None)
     return Docked(cam, devnode=devnode, fs_type=props.get("ID_FS_TYPE"), props=dict(props))
 
 
