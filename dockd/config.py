@@ -182,6 +182,9 @@ class IndexConfig:
     # The clip index (docs/clip-index.md): a segment of the current UTC day at most this often (seconds);
     # a finished day's last segment goes at once.
     interval_s: float = 900.0
+
+
+@dataclass(frozen=True)
 class ContinuityConfig:
     clock_ahead_s: float = 300.0  # a clip dated more than this after the station's clock: clock_ahead
     long_absence_days: float = 14.0  # a camera back after more days than this: long_absence (0 = never)

@@ -93,7 +93,7 @@ def register(main: click.Group, pass_ctx: Any, emit_json: Any) -> None:
     @pass_ctx
     def camera_cmd(c: Any, serial: str, docks: int, as_json: bool) -> None:
         """One camera across docks: dock history, clip numbers, anomalies, clock facts."""
-        d = camera_dict(c.queue(must_exist=True), serial, docks)
+        d = camera_dict(c.reader(must_exist=True), serial, docks)
         if as_json:
             emit_json(d)
         else:

@@ -21,7 +21,7 @@ from typing import Any
 from dockd.core import ijson
 from dockd.core.errors import NotFound
 from dockd.core.lifecycle import IN_STORAGE, NOT_YET_UPLOADED, ON_CAMERA, STAGED_OR_LATER, ClipState, ordered
-from dockd.core.timefmt import normalise_time
+from dockd.core.timefmt import normalise_time, rfc3339
 from dockd.queue.records import Camera, Clip
 
 # The schema version these queries need (state_counts and the hot-path indexes arrived in 2).
@@ -158,6 +158,27 @@ def audit_rows(conn: sqlite3.Connection, *, camera: str | None = None, clip: int
     return rows
 
 
+def camera_facts(conn: sqlite3.Connection, serial: str) -> dict[str, Any] | None:
+    """What the station knows about camera ``serial`` across docks (its ``camera_facts`` row), or None."""
+    got = _dicts(_execute(conn, "SELECT * FROM camera_facts WHERE serial = ?", (serial,)))
+    return got[0] if got else None
+
+
+def all_camera_facts(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """Every camera's ``camera_facts`` row by serial (one row per camera ever docked, like ``cameras``)."""
+    return {m["serial"]: m for m in _dicts(_execute(conn, "SELECT * FROM camera_facts"))}
+
+
+def camera_docks(conn: sqlite3.Connection, serial: str, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest ``limit`` docks of ``serial``, newest first: ``{"docked_at", **detail}`` (uq_camera_dock)."""
+    out = []
+    for docked_at, raw in _execute(conn, "SELECT docked_at, detail FROM camera_docks WHERE camera = ? "
+                                         "ORDER BY docked_at DESC LIMIT ?", (serial, int(limit))):
+        d = detail_of(raw)
+        out.append(d if isinstance(d, dict) else {"docked_at": rfc3339(docked_at), "detail": d})
+    return out
+
+
 class QueueReader:
     """The queue file opened read-only (``mode=ro``: this process can never change it), with the same
     read methods as :class:`dockd.queue.store.Queue`, for the read-only commands.
@@ -186,6 +207,15 @@ class QueueReader:
 
     def camera_progress(self, serial: str) -> dict[str, dict[str, int]]:
         return camera_progress(self.conn, serial)
+
+    def camera_facts(self, serial: str) -> dict[str, Any] | None:
+        return camera_facts(self.conn, serial)
+
+    def all_camera_facts(self) -> dict[str, dict[str, Any]]:
+        return all_camera_facts(self.conn)
+
+    def camera_docks(self, serial: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        return camera_docks(self.conn, serial, limit=limit)
 
     def clip(self, clip_id: int) -> Clip:
         return clip(self.conn, clip_id)

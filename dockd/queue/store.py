@@ -15,6 +15,7 @@ Time is passed in (``now``, epoch seconds) so tests drive the clock.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -483,15 +484,14 @@ class Queue:
     # -- continuity (schema v3): one row per camera, one per dock; never a camera's clip history
 
     def camera_facts(self, serial: str) -> dict | None:
-        """What the station knows about camera ``serial`` across docks (its ``camera_facts`` row), or None."""
-        with self.engine.connect() as c:
-            r = c.execute(select(camera_facts).where(camera_facts.c.serial == serial)).first()
-        return dict(r._mapping) if r else None
+        """See :func:`dockd.queue.reads.camera_facts`."""
+        with self._read() as c:
+            return reads.camera_facts(c, serial)
 
     def all_camera_facts(self) -> dict[str, dict]:
-        """Every camera's ``camera_facts`` row by serial (one row per camera ever docked)."""
-        with self.engine.connect() as c:
-            return {r.serial: dict(r._mapping) for r in c.execute(select(camera_facts))}
+        """See :func:`dockd.queue.reads.all_camera_facts`."""
+        with self._read() as c:
+            return reads.all_camera_facts(c)
 
     def device_id_claimed_by(self, device_id: str, *, limit: int = 16) -> list[str]:
         """Serials of cameras recorded with ``device_id`` (an ix_camera_facts_device_id search; at most ``limit``)."""
@@ -553,15 +553,9 @@ class Queue:
             return True
 
     def camera_docks(self, serial: str, *, limit: int = 20) -> list[dict]:
-        """The newest ``limit`` docks of ``serial``, newest first: ``{"docked_at", **detail}`` (uq_camera_dock)."""
-        q = (select(camera_docks.c.docked_at, camera_docks.c.detail).where(camera_docks.c.camera == serial)
-             .order_by(camera_docks.c.docked_at.desc()).limit(limit))
-        with self.engine.connect() as c:
-            out = []
-            for r in c.execute(q):
-                d = _detail(r.detail)
-                out.append(d if isinstance(d, dict) else {"docked_at": rfc3339(r.docked_at), "detail": d})
-            return out
+        """See :func:`dockd.queue.reads.camera_docks`."""
+        with self._read() as c:
+            return reads.camera_docks(c, serial, limit=limit)
 
     def anomaly_counts(self) -> dict[str, int]:
         """Anomalies reported so far, per kind (the Prometheus counter)."""

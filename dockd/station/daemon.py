@@ -535,7 +535,7 @@ class Daemon:
         from dockd.station.dockfacts import record_bare_dock
 
         try:
-            record_bare_dock(self.cfg, self.queue, w.docked.camera)
+            record_bare_dock(self.cfg, self.queue, w.docked.camera, now=self.clock())
         except Exception:  # noqa: BLE001 - the record of a dock never stops the daemon
             log.exception("could not record the dock", camera=w.docked.camera.serial)
 

@@ -87,8 +87,10 @@ def read_device_id(cfg: Config, cam: CameraInfo, vol: Volume) -> str | None:
     return line if 0 < len(line) <= DEVICE_ID_MAX_CHARS and line.isprintable() else None
 
 
-def assess_dock(cfg: Config, queue: Queue, cam: CameraInfo, vol: Volume, scan: Scan) -> DockFacts:
-    """The facts of this dock, recorded once per dock; the manifest fields for its clips.
+def assess_dock(cfg: Config, queue: Queue, cam: CameraInfo, vol: Volume, scan: Scan,
+                now: float | None = None) -> DockFacts:
+    """The facts of this dock, recorded once per dock (audited at ``now``, the station's clock); the manifest
+    fields for its clips.
 
     Without a dock (the camera has no ``docked_at``: a test or an import of a directory) only the
     names are read. A second pass of the same dock reuses the recorded facts."""
@@ -127,14 +129,14 @@ def assess_dock(cfg: Config, queue: Queue, cam: CameraInfo, vol: Volume, scan: S
              "last_seq": a.known.last_seq, "newest_started_at": a.known.newest_started_at}
     if a.facts["camera_offset_s"] is not None:  # a dock with no new dated clip keeps the last estimate
         facts.update(last_offset_s=a.facts["camera_offset_s"], last_offset_at=docked_at)
-    if queue.record_dock(cam.serial, docked_at, detail, facts=facts, anomalies=shown):
+    if queue.record_dock(cam.serial, docked_at, detail, facts=facts, anomalies=shown, now=now):
         for x in shown:
             log.warning("camera anomaly", camera=cam.serial, **{k: v for k, v in x.items() if k != "camera"})
     out.dock = {"docked_at": rfc3339(docked_at), "camera_offset_s": a.facts["camera_offset_s"], "bay": cam.bay}
     return out
 
 
-def record_bare_dock(cfg: Config, queue: Queue, cam: CameraInfo) -> bool:
+def record_bare_dock(cfg: Config, queue: Queue, cam: CameraInfo, now: float | None = None) -> bool:
     """Record the camera's current dock without an inventory (the worker failed or stopped before it
     read the card: mount failed, undocked at once, the facts could not be computed), once; True if
     recorded now. Its inventory fields are null: nothing is claimed about the card."""
@@ -147,5 +149,5 @@ def record_bare_dock(cfg: Config, queue: Queue, cam: CameraInfo) -> bool:
               "docked_at": rfc3339(row.docked_at), "clips_on_card": None, "clips_new": None, "seq_min": None,
               "seq_max": None, "newest_clip_at": None, "camera_offset_s": None, "days_since_last_dock": None,
               "anomalies": [], "inventory": False}
-    return queue.record_dock(cam.serial, row.docked_at, detail, facts={"last_docked_at": row.docked_at})
+    return queue.record_dock(cam.serial, row.docked_at, detail, facts={"last_docked_at": row.docked_at}, now=now)
 

@@ -210,7 +210,7 @@ class Offloader:
         """This dock's facts (dockd/station/dockfacts.py), recorded once per dock. Never raises: a failure
         is logged and audited (``camera.facts_failed``) and the clips are copied with the names alone."""
         try:
-            return assess_dock(self.cfg, self.queue, cam, vol, scan)
+            return assess_dock(self.cfg, self.queue, cam, vol, scan, now=self.clock())
         except Exception as e:  # noqa: BLE001 - facts about the card never stop its offload
             log.exception("dock facts failed; offloading on", camera=cam.serial)
             try:

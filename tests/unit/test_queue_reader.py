@@ -36,6 +36,8 @@ def filled(tmp_path):
                                     "staged_path": None}] if cid == ids[0] else None)
     q.add_skip("CAM1", "DCIM/odd.bin", "not a regular file", now=T0)
     q.raise_alarm("storage", "unreachable", now=T0 + 3)
+    q.record_dock("CAM1", T0 - 100, {"camera": "CAM1", "clips_on_card": 3, "anomalies": []},
+                  facts={"last_docked_at": T0 - 100, "last_seq": 7}, now=T0 + 4)
     yield q, ids
     q.close()
 
@@ -63,6 +65,11 @@ def test_every_read_answers_as_the_full_queue(filled):
         assert r.alarms() == q.alarms() and r.alarms()[0]["kind"] == "storage"
         assert r.audit_rows(clip=ids[0]) == q.audit_rows(clip=ids[0]) and len(r.audit_rows(clip=ids[0])) >= 3
         assert r.audit_rows(camera="CAM1", after_seq=2) == q.audit_rows(camera="CAM1", after_seq=2)
+        for serial in ("CAM1", "NOPE"):
+            assert r.camera_facts(serial) == q.camera_facts(serial)
+            assert r.camera_docks(serial, limit=5) == q.camera_docks(serial, limit=5)
+        assert r.all_camera_facts() == q.all_camera_facts()
+        assert r.camera_docks("CAM1") and r.camera_facts("CAM1")["docks"] == 1
     finally:
         r.close()
 
@@ -107,6 +114,7 @@ HEAVY = ("sqlalchemy", "boto3", "botocore", "cryptography", "duckdb", "pyudev", 
     (["queue", "--limit", "5"], set()),
     (["show", "1"], set()),
     (["show", "1", "--json"], set()),
+    (["camera", "CAM1", "--json"], set()),
 ])
 def test_read_commands_load_no_heavy_library(tmp_path, argv, allowed):
     """The read commands answer in a fraction of a second on any queue: they must not import the ORM,
@@ -129,4 +137,4 @@ def test_read_commands_load_no_heavy_library(tmp_path, argv, allowed):
     rc, loaded = json.loads(out.stderr.strip().splitlines()[-1])
     assert rc == 0, out.stderr[-2000:]
     assert set(loaded) <= allowed, (argv, loaded)
-    assert "DCIM/A.MP4" in out.stdout or argv[0] in ("--help", "status")
+    assert "DCIM/A.MP4" in out.stdout or argv[0] in ("--help", "status", "camera")
