@@ -159,6 +159,18 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    # The station: a signed heartbeat to storage this often (dockd/station/heartbeat.py); 0 = none.
+    heartbeat_interval_s: float = 300.0
+    # The agency's `dockd fleet` (dockd/agency/fleet/): when a station is stale or unhealthy.
+    stale_minutes: float = 15.0
+    backlog_hours: float = 24.0  # a clip not yet uploaded for longer than this makes its station unhealthy
+    low_free_gb: float = 10.0
+    audit_export_overdue_hours: float = 48.0
+    lookback_days: int = 8  # the first read looks this many days back (the lifecycle rule keeps 8)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     station: StationConfig
@@ -171,6 +183,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -197,6 +210,7 @@ SECTIONS: dict[str, type] = {
     "metrics": MetricsConfig,
     "trust": TrustConfig,
     "audit": AuditConfig,
+    "fleet": FleetConfig,
 }
 
 # ---------------------------------------------------------------- validation
@@ -427,6 +441,7 @@ def parse(raw: dict, p: Path) -> Config:
         au.fail("keep_days", "must be at least 1 (a day's segment is exported after the day ends), "
                              f"got {audit.keep_days}")
     au.done()
+    fleet = _parse_fleet(p, top.table.pop("fleet", {}))
 
     if top.table:
         k = sorted(top.table)[0]
@@ -445,7 +460,26 @@ def parse(raw: dict, p: Path) -> Config:
         metrics=metrics,
         trust=trust_cfg,
         audit=audit,
+        fleet=fleet,
     )
+
+
+def _parse_fleet(p: Path, table: Any) -> FleetConfig:
+    """The ``[fleet]`` section (heartbeats on a station, thresholds of ``dockd fleet``)."""
+    fs = _Section(p, "fleet", table, FleetConfig)
+    fleet = FleetConfig(
+        heartbeat_interval_s=fs.opt("heartbeat_interval_s", float),
+        stale_minutes=_positive(fs, "stale_minutes", fs.opt("stale_minutes", float)),
+        backlog_hours=_positive(fs, "backlog_hours", fs.opt("backlog_hours", float)),
+        low_free_gb=fs.opt("low_free_gb", float),
+        audit_export_overdue_hours=_positive(fs, "audit_export_overdue_hours",
+                                             fs.opt("audit_export_overdue_hours", float)),
+        lookback_days=int(_positive(fs, "lookback_days", fs.opt("lookback_days", int))),
+    )
+    if 0 < fleet.heartbeat_interval_s < 10:
+        fs.fail("heartbeat_interval_s", f"must be 0 (no heartbeats) or at least 10, got {fleet.heartbeat_interval_s}")
+    fs.done()
+    return fleet
 
 
 def _parse_storage(p: Path, table: Any) -> StorageConfig:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue as queue_mod
+import shutil
 import socket
 import threading
 import time
@@ -52,6 +53,7 @@ from dockd.storage import Backend, TokenBucket, open_backend
 
 if TYPE_CHECKING:
     from dockd.camera.mounthelper import MountClient
+    from dockd.station.heartbeat import Heartbeats
     from dockd.station.metrics import Metrics
 
 log = structlog.get_logger("dockd.daemon")
@@ -359,6 +361,31 @@ class Daemon:
                 except Exception:  # noqa: BLE001 - never stops the daemon; the rows stay
                     log.exception("audit compaction failed")
 
+    _heartbeats: Heartbeats | None = None
+
+    def _heartbeat(self) -> None:
+        """A signed heartbeat every [fleet] heartbeat_interval_s, written in its own thread (never waits)."""
+        storage = self.cfg.storage
+        if self.backend is None or storage is None or self.cfg.fleet.heartbeat_interval_s <= 0:
+            return
+        if self._heartbeats is None:
+            from dockd.station.heartbeat import Heartbeats
+
+            def figures() -> dict:
+                try:
+                    free = shutil.disk_usage(self.cfg.data_dir).free
+                except OSError:
+                    free = 0
+                return {"free_bytes": free, "upload_failures": sum(self.meters.snapshot()["upload_errors"].values()),
+                        "storage": self._storage_state}
+
+            self._heartbeats = Heartbeats(queue=self.queue, backend=self.backend, key=self.key,
+                                          station=self.cfg.station.id, prefix=storage.prefix,
+                                          data_dir=self.cfg.data_dir,
+                                          interval_s=self.cfg.fleet.heartbeat_interval_s, figures=figures,
+                                          clock=self.clock)
+        self._heartbeats.maybe_send()
+
     def _make_sources(self) -> list[Source]:
         out: list[Source] = []
         if self.cfg.sources.watch_dirs:
@@ -440,6 +467,7 @@ class Daemon:
             self._notify()
         prune_staging(self.cfg, q, now=self.clock())
         self._audit_housekeeping()
+        self._heartbeat()
         # A docked camera whose worker finished gets a new one when there is
         # work again (a replayed clip was uploaded and can now be wiped).
         for serial, w in list(self.work.items()):
