@@ -687,6 +687,9 @@ class Daemon:
             except Exception as e:  # noqa: BLE001 - reported, never raised
                 self._storage_state = {"reachable": False, "checked_at": self.clock(), "error": str(e)}
             finally:
+                metrics = getattr(self, "metrics", None)  # set in _run; None when the endpoint is off
+                if metrics is not None and self._storage_state is not None:
+                    metrics.storage_reachable = bool(self._storage_state["reachable"])
                 self._probing = False
 
         threading.Thread(target=probe, name="storage-probe", daemon=True).start()

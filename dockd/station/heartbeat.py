@@ -49,6 +49,13 @@ def next_seq(data_dir: Path, now: float) -> int:
     return seq
 
 
+def _when(v: object) -> str | None:
+    """A queue time (epoch seconds, or already RFC 3339 text) as RFC 3339 UTC."""
+    if isinstance(v, int | float):
+        return rfc3339(float(v))
+    return hb.clip(v)
+
+
 def _cameras(q: Queue) -> tuple[list[dict[str, Any]], int]:
     cams = sorted(q.cameras(), key=lambda c: c.docked_at or c.updated_at or 0.0, reverse=True)
     out = []
@@ -81,10 +88,10 @@ def build(q: Queue, *, station: str, now: float, seq: int, interval_s: float, fr
         "oldest_pending_age_s": int(max(0.0, now - oldest)) if oldest else None,
         "upload_failures": int(upload_failures),
         "storage": {"reachable": storage.get("reachable")} if storage else None,
-        "alarms": [{"kind": hb.clip(a["kind"]), "message": hb.clip(a["message"]), "at": hb.clip(a.get("at"))}
+        "alarms": [{"kind": hb.clip(a["kind"]), "message": hb.clip(a["message"]), "at": _when(a.get("at"))}
                    for a in alarms[:hb.MAX_ALARMS]],
-        "audit": {"last_head_at": hb.clip(head.get("at")) if head else None,
-                  "last_export_at": hb.clip(export.get("at")) if export else None},
+        "audit": {"last_head_at": _when(head.get("at")) if head else None,
+                  "last_export_at": _when(export.get("at")) if export else None},
         "cameras": cams,
         "cameras_not_listed": more,
     }

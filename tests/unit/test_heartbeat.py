@@ -109,3 +109,13 @@ def test_key_layout():
     assert hb.parse_key("pre", "st 1", k) == ("2025-11-30", "052000", 42)
     assert hb.parse_key("pre", "st 2", k) is None
     assert hb.parse_key("pre", "st 1", k.replace(".json", ".js")) is None
+
+
+def test_times_are_rfc3339(parts):
+    q, key, backend, data = parts
+    q.raise_alarm("clock", "storage says the clock is wrong", now=1_780_000_000.5)
+    q.record("audit.exported", detail={"day": "2026-05-27"}, now=1_780_000_001.0)
+    body = build(q, station="s", now=1_780_000_100.0, seq=1, interval_s=60, **_figures())
+    assert body["alarms"][0]["at"] == "2026-05-28T20:26:40.500Z"
+    assert body["audit"]["last_export_at"].startswith("2026-05-28T20:26:41")
+    assert body["clock"] == {"alarm": True}
