@@ -36,9 +36,9 @@ class Agency:
         """A new station key (enrolled for ``name`` unless ``enrol`` is False)."""
         data = self.dir / "stations" / f"{len(self.stations)}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
         data.mkdir(parents=True)
-        req, _ = store.station_request(data, name, T0)
         k, _ = keys.load_or_create(data)
         if enrol:
+            req, _ = store.station_request(data, name, T0)
             st = trust.enrol_statement(self.state(), req, ["station"], T0, UNTIL, T0, self.root)
             self.statements.append(st)
             store.append_dir(self.trust_dir, st)
