@@ -119,3 +119,40 @@ def test_times_are_rfc3339(parts):
     assert body["alarms"][0]["at"] == "2026-05-28T20:26:40.500Z"
     assert body["audit"]["last_export_at"].startswith("2026-05-28T20:26:41")
     assert body["clock"] == {"alarm": True}
+
+
+def _readme_recipe() -> list[str]:
+    """The commands of the README's "Checking a heartbeat without dockd" block, verbatim."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("### Checking a heartbeat without dockd", 1)[1].split("```", 2)[1]
+    return [line[2:] for line in block.splitlines() if line.startswith("$ ")]
+
+
+def test_readme_heartbeat_recipe_with_openssl_and_jq(parts, tmp_path):
+    import json
+    import shutil
+    import subprocess
+
+    if not (shutil.which("jq") and shutil.which("openssl")):
+        pytest.skip("jq and openssl needed")
+    q, key, backend, data = parts
+    q.dock_camera("CAM1", source="watch", bay="3", now=time.time())
+    hbs = Heartbeats(queue=q, backend=backend, key=key, station="st-1", prefix="", data_dir=data, interval_s=60,
+                     figures=_figures)
+    raw = backend.read_small(hbs.send_now(), hb.MAX_BYTES)
+    work = tmp_path / "recipe"
+    work.mkdir()
+    (work / "hb.json").write_bytes(raw)
+    (work / "station.pub.pem").write_text(keys.public_pem(key.public))
+    cmds = _readme_recipe()
+    assert len(cmds) == 4 and cmds[2].startswith("openssl pkeyutl -verify")
+    r = subprocess.run(["bash", "-ec", "\n".join(cmds)], cwd=work, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "Signature Verified Successfully" in r.stdout, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-3] == "st-1"
+    doc = json.loads(raw)
+    doc["free_bytes"] += 1  # altered: the same recipe fails
+    (work / "hb.json").write_text(json.dumps(doc))
+    r = subprocess.run(["bash", "-ec", "\n".join(cmds)], cwd=work, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
