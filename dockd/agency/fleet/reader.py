@@ -56,26 +56,27 @@ class StationState:
 def verify(state: TrustState, station: str, prefix: str, key: str, raw: bytes | None,
            newest_seq: int) -> tuple[dict[str, Any] | None, str | None]:
     """``(heartbeat, None)`` if the object under ``key`` is trusted, else ``(None, reason)``."""
+    name = "/".join(key.rsplit("/", 2)[-2:])  # the day and file name: enough to find it under the station
     if raw is None:
         return None, "vanished while read"
     try:
         obj = ijson.loads(raw, max_bytes=hb.MAX_BYTES)
     except ijson.Invalid as e:
-        return None, f"heartbeat {key}: not strict JSON ({e})"
+        return None, f"heartbeat {name}: not strict JSON ({e})"
     why = hb.problem(obj)
     if why is not None:
-        return None, f"heartbeat {key}: {why}"
+        return None, f"heartbeat {name}: {why}"
     if not hb.key_matches_body(prefix, station, key, obj):
-        return None, f"heartbeat {key}: stored under a name its signed body does not give (copied or replayed)"
+        return None, f"heartbeat {name}: stored under a name its signed body does not give (copied or replayed)"
     v = state.verify_signed(obj, "station", "at")
     if not v.ok:
-        return None, f"heartbeat {key}: {v.reason}"
+        return None, f"heartbeat {name}: {v.reason}"
     kid = obj["signature"]["key_id"]
     names = {e.subject.get("name") for e in state.enrolments.get(kid, []) if e.subject.get("kind") == "station"}
     if station not in names:
-        return None, f"heartbeat {key}: signed by key {kid} enrolled for {sorted(map(str, names))}, not {station}"
+        return None, f"heartbeat {name}: signed by key {kid} enrolled for {sorted(map(str, names))}, not {station}"
     if obj["seq"] <= newest_seq:
-        return None, f"heartbeat {key}: seq {obj['seq']} is not above the verified {newest_seq} (replayed)"
+        return None, f"heartbeat {name}: seq {obj['seq']} is not above the verified {newest_seq} (replayed)"
     return obj, None
 
 
@@ -149,7 +150,7 @@ class Reader:
             except StoreFailure as e:
                 if e.cls != ErrorClass.PERMANENT:  # storage trouble is not the station's fault: the run fails
                     raise
-                raw, why = None, f"heartbeat {k}: {e}"
+                raw, why = None, f"heartbeat {'/'.join(k.rsplit('/', 2)[-2:])}: {e}"
             st.reads += 1
             obj: dict[str, Any] | None = None
             why2 = why

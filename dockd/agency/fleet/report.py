@@ -19,7 +19,8 @@ COLOURS = {classify.UP: "#1a7f37", classify.STALE: "#9a6700", classify.UNHEALTHY
            classify.UNTRUSTED: "#82071e", classify.SILENT: "#6e7781"}
 CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#1f2328}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #d0d7de;padding:.25em .6em;text-align:left}
-th{background:#f6f8fa}.status{font-weight:bold;color:#fff;border-radius:4px;padding:0 .4em}
+th{background:#f6f8fa}.status{font-weight:bold;color:#fff;border-radius:4px;padding:0 .4em;white-space:nowrap}
+td:first-child{white-space:nowrap}
 .tiles span{display:inline-block;margin-right:1em;font-size:1.2em}"""
 
 
