@@ -38,7 +38,8 @@ from benchlib import BENCH_DIR, VENV_BIN, load1, machine, rm_tree, run_child, sa
 from dockd.core import heartbeat as hb  # noqa: E402
 from dockd.core import jcs  # noqa: E402
 from dockd.core.timefmt import rfc3339_ns  # noqa: E402
-from dockd.trust.store import load_signing_key  # noqa: E402
+from dockd.evidence import keys  # noqa: E402
+from dockd.trust.store import load_public, load_signing_key  # noqa: E402
 from tests.support import fleet as sf  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
 
@@ -106,23 +107,30 @@ def main() -> None:
     ap.add_argument("--days", type=float, default=7)
     ap.add_argument("--interval-s", type=float, default=300)
     ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--reuse", action="store_true", help="Time again on the fleet the last run generated.")
     a = ap.parse_args()
     work = BENCH_DIR / "fleet-work"
-    rm_tree(work)
-    work.mkdir(parents=True)
+    saved = work / "generated.json"
+    reuse = a.reuse and saved.exists()
+    if not reuse:
+        rm_tree(work)
+        work.mkdir(parents=True)
     say(f"==> fleet benchmark in {work}  (machine: {json.dumps(machine())})")
-    agency = sf.agency(work / "agency")
     names = [f"precinct-{i:02d}" for i in range(a.stations)]
-    for n in names:
-        agency.station_key(n)
-    now = time.time()
+    if reuse:
+        agency = _reload_agency(work)
+        now = json.loads(saved.read_text())["now"]
+    else:
+        agency = sf.agency(work / "agency")
+        for n in names:
+            agency.station_key(n)
+        now = time.time()
     start = now - a.days * 86400
     per = a.cameras // a.stations
     server = SeaweedServer(work / "seaweed")
     results: dict = {"machine": machine(), "args": vars(a)}
     try:
         server.start()
-        server.create_bucket(BUCKET)
         env = dict(os.environ, **server.env())
         stations = [{"name": n, "key": str(agency.stations[n].path), "i": i,
                      "cams": [f"BWC{(i * per + c):05d}" for c in range(per)],
@@ -130,13 +138,20 @@ def main() -> None:
                      "last": now - (3600 if i in (3, 17) else 0), "unhealthy": i == 5} for i, n in enumerate(names)]
         jobs = [{"endpoint": server.endpoint_url, "ak": server.access_key, "sk": server.secret_key, "start": start,
                  "interval": a.interval_s, "stations": stations[p::a.procs]} for p in range(a.procs)]
-        t0 = time.perf_counter()
-        with ProcessPoolExecutor(a.procs) as pool:
-            n_objects = sum(pool.map(generate, jobs))
-        gen_s = time.perf_counter() - t0
-        results["generated"] = {"objects": n_objects, "seconds": round(gen_s, 1)}
-        say(f"    {n_objects} heartbeats ({a.stations} stations, {per * a.stations} cameras, {a.days} days) "
-            f"written in {gen_s:.1f} s ({n_objects / gen_s:.0f}/s)")
+        if reuse:
+            results["generated"] = json.loads(saved.read_text())
+            say(f"    reusing {results['generated']['objects']} heartbeats generated before")
+        else:
+            server.create_bucket(BUCKET)
+            t0 = time.perf_counter()
+            with ProcessPoolExecutor(a.procs) as pool:
+                n_objects = sum(pool.map(generate, jobs))
+            gen_s = time.perf_counter() - t0
+            results["generated"] = {"objects": n_objects, "seconds": round(gen_s, 1), "now": now}
+            saved.write_text(json.dumps(results["generated"]))
+            say(f"    {n_objects} heartbeats ({a.stations} stations, {per * a.stations} cameras, {a.days} days) "
+                f"written in {gen_s:.1f} s ({n_objects / gen_s:.0f}/s)")
+        (work / "fleet-cache.json").unlink(missing_ok=True)
         cfg = work / "agency.toml"
         cfg.write_text(f'[station]\nid = "agency"\ndata_dir = "{work / "agency-data"}"\n\n[storage]\n'
                        f'url = "s3://{BUCKET}"\nendpoint_url = "{server.endpoint_url}"\n\n'
@@ -186,9 +201,26 @@ def _generate_next(job: dict) -> int:
     for s in job["stations"]:
         key = load_signing_key(Path(s["key"]))
         at = s["first"]
-        data = _sign(_body(s["name"], s["i"], s["cams"], at, 10_000_000, job["start"], s["unhealthy"]), key)
-        client.put_object(Bucket=BUCKET, Key=hb.key("", s["name"], int(at * 1e9), 10_000_000), Body=data)
+        seq = int(at * 1000)  # as a station numbers them: above every seq of the week (and of earlier runs)
+        data = _sign(_body(s["name"], s["i"], s["cams"], at, seq, job["start"], s["unhealthy"]), key)
+        client.put_object(Bucket=BUCKET, Key=hb.key("", s["name"], int(at * 1e9), seq), Body=data)
     return len(job["stations"])
+
+
+def _reload_agency(work: Path) -> sf.Agency:
+    """The agency of the last run: its root is not needed again, only the trust log and station keys."""
+    from dockd.trust import log as trust
+
+    root_pem = work / "agency" / "root.pub.pem"
+    statements = [json.loads(p.read_bytes()) for p in sorted((work / "agency" / "trust" / "log").glob("*.json"))]
+    a = sf.Agency(work / "agency", None, root_pem, work / "agency" / "trust", statements)  # type: ignore[arg-type]
+    pub = load_public(root_pem)
+    a.state = lambda: trust.load(pub, [trust.canonical(s) for s in statements])  # type: ignore[method-assign]
+    for d in sorted((work / "agency" / "stations").iterdir(), key=lambda p: int(p.name.split("-")[0])):
+        k = load_signing_key(keys.key_path(d))
+        name = next(s["subject"]["name"] for s in statements if s.get("key_id") == k.key_id)
+        a.stations[name] = k
+    return a
 
 
 def _counts(path: Path) -> dict:
@@ -207,6 +239,7 @@ def _reads(server, agency, now: float) -> dict:
     os.environ.update(server.env())
     backend = S3Backend(StorageConfig(url=f"s3://{BUCKET}", endpoint_url=server.endpoint_url))
     cache = BENCH_DIR / "fleet-work" / "reads-cache.json"
+    cache.unlink(missing_ok=True)
     cold = Reader(backend, "", agency.state(), cache=cache, now=now).read()
     warm = Reader(backend, "", agency.state(), cache=cache, now=now).read()
     return {"cold": sum(s.reads for s in cold), "warm": sum(s.reads for s in warm),
