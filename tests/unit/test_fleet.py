@@ -157,3 +157,12 @@ def test_cli_fleet_stations_cameras_backlog(world, tmp_path):
     assert [(x["station"], x["pending"]) for x in json.loads(r.stdout)] == [("north", 2)]
     r = run_dockd("fleet", "cameras", "--not-docked", "3 days", *common, config=cfg)
     assert r.returncode == 2 and r.stderr.startswith("dockd: error: --not-docked:") and "Traceback" not in r.stderr
+
+
+def test_cli_fleet_usage_errors_are_one_line(tmp_path):
+    no_storage = station_config(tmp_path / "a.toml", data_dir=tmp_path / "d")
+    r = run_dockd("fleet", "stations", "--root", tmp_path / "none.pem", config=no_storage)
+    assert r.returncode == 2 and "no [storage] section" in r.stderr and len(r.stderr.splitlines()) == 1
+    no_root = station_config(tmp_path / "b.toml", data_dir=tmp_path / "d", storage={"url": f"file://{tmp_path}"})
+    r = run_dockd("fleet", "cameras", config=no_root)
+    assert r.returncode == 2 and "no pinned agency root" in r.stderr and "Traceback" not in r.stderr
