@@ -106,6 +106,32 @@ def problem(body: Any) -> str | None:
     signature and the signer are checked against the trust log by the reader."""
     if not isinstance(body, dict):
         return "not a JSON object"
+    why = _figures_problem(body)
+    if why is not None:
+        return why
+    for name in ("clock", "audit", "storage"):
+        if not isinstance(body.get(name), dict | None):
+            return f"{name} is not a table"
+    audit = body.get("audit") or {}
+    if not all(_text(audit.get(k), optional=True) for k in ("last_head_at", "last_export_at")):
+        return "audit times are not text"
+    cams, alarms = body.get("cameras"), body.get("alarms")
+    if not isinstance(cams, list) or len(cams) > MAX_CAMERAS:
+        return f"cameras is not a list of at most {MAX_CAMERAS}"
+    for c in cams:
+        why = _camera_problem(c)
+        if why is not None:
+            return why
+    if not isinstance(alarms, list) or len(alarms) > MAX_ALARMS:
+        return f"alarms is not a list of at most {MAX_ALARMS}"
+    if not all(isinstance(a, dict) and _text(a.get("kind")) and _text(a.get("message"), optional=True)
+               for a in alarms):
+        return "an alarm has no kind or a message that is not text"
+    return None
+
+
+def _figures_problem(body: dict[str, Any]) -> str | None:
+    """The heartbeat's identity and its numbers."""
     if body.get("format") != FORMAT:
         return f"format is not {FORMAT}"
     if not isinstance(body.get("station"), str) or not body["station"]:
@@ -123,11 +149,26 @@ def problem(body: Any) -> str | None:
     age = body.get("oldest_pending_age_s")
     if age is not None and (type(age) is not int or age < 0):
         return "oldest_pending_age_s is not a non-negative integer"
-    cams, alarms = body.get("cameras"), body.get("alarms")
-    if not isinstance(cams, list) or len(cams) > MAX_CAMERAS:
-        return f"cameras is not a list of at most {MAX_CAMERAS}"
-    if not all(isinstance(c, dict) and isinstance(c.get("serial"), str) for c in cams):
+    return None
+
+
+def _text(v: object, *, optional: bool = False) -> bool:
+    """Text of at most MAX_TEXT characters (or None when ``optional``)."""
+    return (v is None and optional) or (isinstance(v, str) and len(v) <= MAX_TEXT)
+
+
+def _camera_problem(c: object) -> str | None:
+    """Why one camera entry is not well formed (every member is shown or compared by the fleet view)."""
+    if not isinstance(c, dict) or not _text(c.get("serial")) or not c["serial"]:
         return "a camera has no serial"
-    if not isinstance(alarms, list) or len(alarms) > MAX_ALARMS or not all(isinstance(a, dict) for a in alarms):
-        return f"alarms is not a list of at most {MAX_ALARMS}"
+    if not all(_text(c.get(k), optional=True) for k in ("bay", "state", "last_dock")):
+        return f"camera {c['serial']!r}: bay, state or last_dock is not text"
+    if not isinstance(c.get("docked", False), bool):
+        return f"camera {c['serial']!r}: docked is not true or false"
+    an = c.get("anomalies", [])
+    if not isinstance(an, list) or len(an) > MAX_ALARMS or not all(_text(x) for x in an):
+        return f"camera {c['serial']!r}: anomalies is not a short list of text"
+    off = c.get("clock_offset_s")
+    if off is not None and (type(off) not in (int, float) or isinstance(off, bool)):
+        return f"camera {c['serial']!r}: clock_offset_s is not a number"
     return None

@@ -156,3 +156,29 @@ def test_readme_heartbeat_recipe_with_openssl_and_jq(parts, tmp_path):
     (work / "hb.json").write_text(json.dumps(doc))
     r = subprocess.run(["bash", "-ec", "\n".join(cmds)], cwd=work, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
+
+
+def _ok_body() -> dict:
+    return {"format": hb.FORMAT, "station": "s", "seq": 1, "at": "2026-01-01T00:00:00Z", "free_bytes": 1,
+            "upload_failures": 0, "queue": {}, "oldest_pending_age_s": None, "clock": {"alarm": False},
+            "storage": None, "audit": {"last_head_at": None, "last_export_at": None}, "alarms": [],
+            "cameras": [{"serial": "C1", "bay": None, "state": "ready", "docked": True, "last_dock": None,
+                         "anomalies": [], "clock_offset_s": None}]}
+
+
+@pytest.mark.parametrize("change,why", [
+    ({"audit": "yesterday"}, "audit is not a table"),
+    ({"audit": {"last_export_at": 5}}, "audit times are not text"),
+    ({"storage": []}, "storage is not a table"),
+    ({"cameras": [{"serial": ""}]}, "no serial"),
+    ({"cameras": [{"serial": "C", "bay": 3}]}, "bay, state or last_dock is not text"),
+    ({"cameras": [{"serial": "C", "docked": "yes"}]}, "docked is not true or false"),
+    ({"cameras": [{"serial": "C", "anomalies": "x"}]}, "anomalies"),
+    ({"cameras": [{"serial": "C", "anomalies": ["x" * (hb.MAX_TEXT + 1)]}]}, "anomalies"),
+    ({"cameras": [{"serial": "C", "clock_offset_s": True}]}, "clock_offset_s"),
+    ({"alarms": [{"message": "m"}]}, "no kind"),
+])
+def test_a_signed_but_malformed_heartbeat_is_named(change, why):
+    """A station key can sign anything: every member the fleet view uses is checked before it is used."""
+    assert hb.problem(_ok_body()) is None
+    assert why in (hb.problem({**_ok_body(), **change}) or "")
