@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dockd.core import heartbeat as hb
 from tests.support.cli import dockd_argv, dockd_env
 from tests.support.seaweed import listening_sockets
 from tests.support.uploads import station_config
@@ -107,8 +108,10 @@ def _station_metrics(tmp_path: Path) -> str:
             return body if "\ndockd_storage_reachable 1.0" in body else None
 
         text = wait_for(probed, 30, "storage probe never reported")
-        # the daemon also wrote its first signed heartbeat to the share
-        assert wait_for(lambda: list((share / "_fleet" / "heartbeats").rglob("*.json")), 30, "no heartbeat")
+        # the daemon also wrote its first signed heartbeat to the share, well formed
+        beats = wait_for(lambda: list((share / "_fleet" / "heartbeats").rglob("*.json")), 30, "no heartbeat")
+        body = json.loads(beats[0].read_bytes())
+        assert hb.problem(body) is None and body["station"] == "st-mon" and body["signature"]["alg"] == "Ed25519"
         return text
     finally:
         p.send_signal(signal.SIGTERM)
