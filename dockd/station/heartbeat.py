@@ -5,6 +5,7 @@ Contract:
 
 * Never in the evidence path: the daemon calls :meth:`Heartbeats.maybe_send` from its tick and the write runs
   in its own thread; a failure is logged and the next interval tries again. Nothing here changes the queue.
+  The first heartbeat goes one interval after the daemon started.
 * Signed with the station key in the manifest scheme (JCS body minus ``signature``, Ed25519), carrying the
   station's time ``at`` and a ``seq`` that only grows: ``max(last + 1, now in ms)``, the last one kept in
   ``data_dir/heartbeat.seq`` (written before the object), so a lost seq file still gives a larger number
@@ -114,14 +115,16 @@ class Heartbeats:
         self.queue, self.backend, self.key, self.station, self.prefix = queue, backend, key, station, prefix
         self.data_dir, self.interval_s, self.figures = data_dir, interval_s, figures
         self.clock, self.monotonic = clock, monotonic
-        self._last: float | None = None
+        # The first heartbeat goes one interval after start, not at once: the start itself is in the audit
+        # log, a restart loop does not flood storage, and short runs (imports, drains) write none.
+        self._last = monotonic()
         self._busy = threading.Lock()
         self._marked = False
 
     def maybe_send(self) -> threading.Thread | None:
         """Start a send in the background if one is due and none is running; return its thread."""
         now = self.monotonic()
-        if self.interval_s <= 0 or (self._last is not None and now - self._last < self.interval_s):
+        if self.interval_s <= 0 or now - self._last < self.interval_s:
             return None
         if not self._busy.acquire(blocking=False):
             return None

@@ -84,11 +84,13 @@ def test_a_failed_heartbeat_is_logged_and_retried_next_interval(parts):
     now = [0.0]
     hbs = Heartbeats(queue=q, backend=_Down(), key=key, station="s", prefix="p", data_dir=data, interval_s=60,
                      figures=_figures, monotonic=lambda: now[0])
+    assert hbs.maybe_send() is None  # the first one goes one interval after start
+    now[0] = 60.0
     t = hbs.maybe_send()
     assert t is not None
     t.join()
     assert hbs.maybe_send() is None  # not due yet
-    now[0] = 61.0
+    now[0] = 121.0
     t2 = hbs.maybe_send()
     assert t2 is not None
     t2.join()
