@@ -191,6 +191,18 @@ class ContinuityConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    # The station: a signed heartbeat to storage this often (dockd/station/heartbeat.py); 0 = none.
+    heartbeat_interval_s: float = 300.0
+    # The agency's `dockd fleet` (dockd/agency/fleet/): when a station is stale or unhealthy.
+    stale_minutes: float = 15.0
+    backlog_hours: float = 24.0  # a clip not yet uploaded for longer than this makes its station unhealthy
+    low_free_gb: float = 10.0
+    audit_export_overdue_hours: float = 48.0
+    lookback_days: int = 8  # the first read looks this many days back (the lifecycle rule keeps 8)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     station: StationConfig
@@ -205,6 +217,7 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     continuity: ContinuityConfig = field(default_factory=ContinuityConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -242,6 +255,7 @@ SECTIONS: dict[str, type] = {
     "audit": AuditConfig,
     "index": IndexConfig,
     "continuity": ContinuityConfig,
+    "fleet": FleetConfig,
 }
 
 # ---------------------------------------------------------------- validation
@@ -482,6 +496,7 @@ def parse(raw: dict, p: Path) -> Config:
     continuity = ContinuityConfig(clock_ahead_s=co.opt("clock_ahead_s", float),
                                   long_absence_days=co.opt("long_absence_days", float))
     co.done()
+    fleet = _parse_fleet(p, top.table.pop("fleet", {}))
 
     if top.table:
         k = sorted(top.table)[0]
@@ -502,7 +517,26 @@ def parse(raw: dict, p: Path) -> Config:
         audit=audit,
         index=index,
         continuity=continuity,
+        fleet=fleet,
     )
+
+
+def _parse_fleet(p: Path, table: Any) -> FleetConfig:
+    """The ``[fleet]`` section (heartbeats on a station, thresholds of ``dockd fleet``)."""
+    fs = _Section(p, "fleet", table, FleetConfig)
+    fleet = FleetConfig(
+        heartbeat_interval_s=fs.opt("heartbeat_interval_s", float),
+        stale_minutes=_positive(fs, "stale_minutes", fs.opt("stale_minutes", float)),
+        backlog_hours=_positive(fs, "backlog_hours", fs.opt("backlog_hours", float)),
+        low_free_gb=fs.opt("low_free_gb", float),
+        audit_export_overdue_hours=_positive(fs, "audit_export_overdue_hours",
+                                             fs.opt("audit_export_overdue_hours", float)),
+        lookback_days=int(_positive(fs, "lookback_days", fs.opt("lookback_days", int))),
+    )
+    if 0 < fleet.heartbeat_interval_s < 10:
+        fs.fail("heartbeat_interval_s", f"must be 0 (no heartbeats) or at least 10, got {fleet.heartbeat_interval_s}")
+    fs.done()
+    return fleet
 
 
 def _parse_storage(p: Path, table: Any) -> StorageConfig:

@@ -25,6 +25,7 @@ APT_PACKAGES=(
   openssl iproute2 psmisc
   python3-venv ca-certificates
   prometheus jq
+  chromium
 )
 
 if [[ -t 1 ]]; then _B=$'\e[1m' _R=$'\e[0m'; else _B="" _R=""; fi

@@ -493,6 +493,7 @@ def doctor(c: Ctx, as_json: bool) -> None:
 from dockd.cli import trust as cli_trust  # noqa: E402 - registers `dockd trust` and the key enrolment commands on `main`
 
 cli_trust.register(main, keys)
+main.add_command(__import__("dockd.cli.fleet", fromlist=["fleet"]).fleet)  # `dockd fleet ...` (dockd/cli/fleet.py)
 
 from dockd.cli import index as cli_index  # noqa: E402 - registers `dockd index export|verify` on `main`
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue as queue_mod
+import shutil
 import socket
 import threading
 import time
@@ -52,6 +53,7 @@ from dockd.storage import Backend, TokenBucket, open_backend
 
 if TYPE_CHECKING:
     from dockd.camera.mounthelper import MountClient
+    from dockd.station.heartbeat import Heartbeats
     from dockd.station.metrics import Metrics
 
 log = structlog.get_logger("dockd.daemon")
@@ -370,6 +372,31 @@ class Daemon:
                 except Exception:  # noqa: BLE001 - never stops the daemon; the rows stay
                     log.exception("audit compaction failed")
 
+    _heartbeats: Heartbeats | None = None
+
+    def _heartbeat(self) -> None:
+        """A signed heartbeat every [fleet] heartbeat_interval_s, written in its own thread (never waits)."""
+        storage = self.cfg.storage
+        if self.backend is None or storage is None or self.cfg.fleet.heartbeat_interval_s <= 0:
+            return
+        if self._heartbeats is None:
+            from dockd.station.heartbeat import Heartbeats
+
+            def figures() -> dict:
+                try:
+                    free = shutil.disk_usage(self.cfg.data_dir).free
+                except OSError:
+                    free = 0
+                return {"free_bytes": free, "upload_failures": sum(self.meters.snapshot()["upload_errors"].values()),
+                        "storage": self._storage_state}
+
+            self._heartbeats = Heartbeats(queue=self.queue, backend=self.backend, key=self.key,
+                                          station=self.cfg.station.id, prefix=storage.prefix,
+                                          data_dir=self.cfg.data_dir,
+                                          interval_s=self.cfg.fleet.heartbeat_interval_s, figures=figures,
+                                          clock=self.clock)
+        self._heartbeats.maybe_send()
+
     def _make_sources(self) -> list[Source]:
         out: list[Source] = []
         if self.cfg.sources.watch_dirs:
@@ -453,6 +480,7 @@ class Daemon:
             self._notify()
         prune_staging(self.cfg, q, now=self.clock())
         self._audit_housekeeping()
+        self._heartbeat()
         # A docked camera whose worker finished gets a new one when there is
         # work again (a replayed clip was uploaded and can now be wiped).
         for serial, w in list(self.work.items()):
@@ -683,6 +711,9 @@ class Daemon:
             except Exception as e:  # noqa: BLE001 - reported, never raised
                 self._storage_state = {"reachable": False, "checked_at": self.clock(), "error": str(e)}
             finally:
+                metrics = getattr(self, "metrics", None)  # set in _run; None when the endpoint is off
+                if metrics is not None and self._storage_state is not None:
+                    metrics.storage_reachable = bool(self._storage_state["reachable"])
                 self._probing = False
 
         threading.Thread(target=probe, name="storage-probe", daemon=True).start()

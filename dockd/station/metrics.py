@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from datetime import datetime
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
@@ -23,8 +24,8 @@ RECENT_S = 30 * 86400.0  # a camera not docked for this long leaves the per-came
 
 
 class QueueCollector:
-    def __init__(self, queue: Queue, data_dir: Path, clock=time.time):
-        self.queue, self.data_dir, self.clock = queue, data_dir, clock
+    def __init__(self, queue: Queue, data_dir: Path, clock=time.time, storage=lambda: None):
+        self.queue, self.data_dir, self.clock, self.storage = queue, data_dir, clock, storage
 
     def collect(self):
         q = self.queue
@@ -51,8 +52,33 @@ class QueueCollector:
             free = 0
         yield GaugeMetricFamily("dockd_free_bytes", "Free bytes on the data dir's filesystem", value=free)
         yield from self._continuity()
+        active = q.alarms()
         yield GaugeMetricFamily("dockd_alarms", "Active alarms (clock, storage, conflict, object-lock, ...)",
-                                value=len(q.alarms()))
+                                value=len(active))
+        # One series per active alarm kind, so a rule can page on object-lock and not on clock.
+        alarm = GaugeMetricFamily("dockd_alarm", "1 for each active alarm, by kind", labels=["kind"])
+        for a in active:
+            alarm.add_metric([str(a["kind"])], 1.0)
+        yield alarm
+        exported = q.last_event("audit.exported")
+        ts = GaugeMetricFamily("dockd_audit_last_export_timestamp_seconds",
+                               "When the last daily audit segment was exported to storage (Unix time)")
+        if exported is not None:  # no sample before the first export: no age to alert on yet
+            ts.add_metric([], _epoch(exported["at"]))
+        yield ts
+        up = GaugeMetricFamily("dockd_storage_reachable",
+                               "1 if the last storage probe succeeded, 0 if it failed (no sample before one)")
+        reachable = self.storage()
+        if reachable is not None:
+            up.add_metric([], 1.0 if reachable else 0.0)
+        yield up
+
+
+def _epoch(at: object) -> float:
+    """An audit row's time (RFC 3339 text, or epoch seconds) as epoch seconds."""
+    if isinstance(at, int | float):
+        return float(at)
+    return datetime.fromisoformat(str(at).replace("Z", "+00:00")).timestamp()
 
 
     def _continuity(self):
@@ -88,7 +114,9 @@ class Metrics:
                              registry=self.registry)
         for cls in ("transient", "permanent", "clock", "bad_digest", "conflict"):
             self.upload_errors.labels(cls)
-        self.registry.register(QueueCollector(queue, data_dir))
+        # The last storage probe's answer (set by the daemon); None (no sample) until a probe ran.
+        self.storage_reachable: bool | None = None
+        self.registry.register(QueueCollector(queue, data_dir, storage=lambda: self.storage_reachable))
         self._server: WSGIServer | None = None
 
     def serve(self, listen: str) -> None:

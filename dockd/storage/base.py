@@ -121,8 +121,8 @@ class Backend(Protocol):
     def delete(self, key: str) -> None:
         """Remove the object under ``key`` (for probes, never evidence); a missing key is not an error."""
 
-    def list_keys(self, prefix: str) -> Iterator[str]:
-        """Every object key under ``prefix``."""
+    def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        """Every object key under ``prefix`` (with ``start_after``: only keys sorting after it)."""
 
     def read_small(self, key: str, limit: int) -> bytes | None:
         """A small object's bytes, None if there is none; StoreFailure(PERMANENT) if bigger than ``limit``."""

@@ -204,9 +204,10 @@ class FileBackend:
         except OSError as e:
             raise StoreFailure(ErrorClass.TRANSIENT, f"{p}: {e.strerror or e}", "OSError") from e
 
-    def list_keys(self, prefix: str) -> Iterator[str]:
+    def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
         """Keys of the regular files under ``prefix`` (a directory prefix ending in ``/``); our checksum
-        side files and temporary files are not objects. Symlinks are neither followed nor listed."""
+        side files and temporary files are not objects. Symlinks are neither followed nor listed.
+        With ``start_after``, only keys sorting after it (S3's StartAfter)."""
         top = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
         for d, dirs, files in os.walk(top):  # followlinks=False
             dirs.sort()
@@ -214,4 +215,6 @@ class FileBackend:
             for f in sorted(files):
                 if f.endswith(".sha256") or f.startswith(".") or os.path.islink(os.path.join(d, f)):
                     continue
-                yield f if rel == "." else f"{rel}/{f}"
+                k = f if rel == "." else f"{rel}/{f}"
+                if start_after is None or k > start_after:
+                    yield k

@@ -366,9 +366,10 @@ class S3Backend:
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Bucket=self.bucket, Key=key)
 
-    def list_keys(self, prefix: str) -> Iterator[str]:
-        """Every key under ``prefix``, page by page (1000 keys held at a time)."""
-        kw: dict = {}
+    def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        """Every key under ``prefix`` (only those sorting after ``start_after``), page by page (1000 keys held
+        at a time)."""
+        kw: dict = {"StartAfter": start_after} if start_after else {}
         while True:
             r = self._call(self.client.list_objects_v2, Bucket=self.bucket, Prefix=prefix, **kw)
             for o in r.get("Contents", []):

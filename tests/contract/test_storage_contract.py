@@ -177,3 +177,16 @@ def test_limiter_is_given_at_construction(store):
     tb = TokenBucket(1 << 30)
     again = open_backend(cfg, limiter=tb)
     assert type(again) is type(backend) and again.limiter is tb
+
+
+def test_list_keys_start_after_lists_only_later_keys(store):
+    """The fleet reader lists only what sorts after the last heartbeat it verified (S3 StartAfter)."""
+    backend, _raw = store
+    keys = [f"pfx/_fleet/heartbeats/station=s/2026-01-0{d}/00000{i}-{i:016d}.json" for d in (1, 2) for i in (1, 2)]
+    for k in keys:
+        backend.put_bytes(k, b"x", hashlib.sha256(b"x").hexdigest())
+    base = "pfx/_fleet/heartbeats/station=s/"
+    assert sorted(backend.list_keys(base)) == keys
+    assert list(backend.list_keys(base, start_after=keys[1])) == keys[2:]
+    assert list(backend.list_keys(base, start_after=keys[-1])) == []
+    assert list(backend.list_keys(base + "2026-01-02/", start_after=base + "2026-01-01/~")) == keys[2:]

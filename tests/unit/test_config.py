@@ -390,3 +390,14 @@ def test_parse_takes_its_defaults_from_the_dataclasses(tmp_path):
     assert (cfg.hooks, cfg.metrics, cfg.trust, cfg.audit) == (config.HooksConfig(), config.MetricsConfig(),
                                                               config.TrustConfig(), config.AuditConfig())
     assert cfg.cameras == (config.CameraProfile(name="c", match={"ID_VENDOR_ID": ("0c45",)}),)
+
+
+def test_fleet_section_defaults_and_bounds(tmp_path):
+    base = {"station": {"id": "s1"}, "storage": {"url": "s3://b/p"}}
+    assert config.parse(base, tmp_path / "x.toml").fleet == config.FleetConfig()
+    cfg = config.parse({**base, "fleet": {"heartbeat_interval_s": 0, "stale_minutes": 5}}, tmp_path / "x.toml")
+    assert (cfg.fleet.heartbeat_interval_s, cfg.fleet.stale_minutes) == (0.0, 5.0)
+    with pytest.raises(ConfigError, match=r"\[fleet\] heartbeat_interval_s: must be 0"):
+        config.parse({**base, "fleet": {"heartbeat_interval_s": 3}}, tmp_path / "x.toml")
+    with pytest.raises(ConfigError, match=r"\[fleet\] stale_minute: unknown key"):
+        config.parse({**base, "fleet": {"stale_minute": 3}}, tmp_path / "x.toml")
