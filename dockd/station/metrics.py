@@ -74,13 +74,6 @@ class QueueCollector:
         yield up
 
 
-def _epoch(at: object) -> float:
-    """An audit row's time (RFC 3339 text, or epoch seconds) as epoch seconds."""
-    if isinstance(at, int | float):
-        return float(at)
-    return datetime.fromisoformat(str(at).replace("Z", "+00:00")).timestamp()
-
-
     def _continuity(self):
         """Anomalies per kind (kept in the queue: a restart does not reset them) and each camera's last dock,
         for the cameras docked in the last RECENT_S only (the label set stays bounded by the fleet in use)."""
@@ -98,6 +91,13 @@ def _epoch(at: object) -> float:
             if f.get("last_docked_at") is not None and f["last_docked_at"] >= since:
                 last.add_metric([serial], f["last_docked_at"])
         yield last
+
+
+def _epoch(at: object) -> float:
+    """An audit row's time (RFC 3339 text, or epoch seconds) as epoch seconds."""
+    if isinstance(at, int | float):
+        return float(at)
+    return datetime.fromisoformat(str(at).replace("Z", "+00:00")).timestamp()
 
 
 class Metrics:
