@@ -59,12 +59,19 @@ def _when(v: object) -> str | None:
 
 def _cameras(q: Queue) -> tuple[list[dict[str, Any]], int]:
     cams = sorted(q.cameras(), key=lambda c: c.docked_at or c.updated_at or 0.0, reverse=True)
+    facts = q.all_camera_facts()
     out = []
     for c in cams[:hb.MAX_CAMERAS]:
         anomalies = [hb.clip(c.reason)] if c.state in ("error", "attention") and c.reason else []
+        f = facts.get(c.serial) or {}
+        if f.get("open_anomalies"):  # the continuity anomalies of its last dock, by kind (README "Continuity")
+            last = next(iter(q.camera_docks(c.serial, limit=1)), {})
+            kinds = sorted({str(a.get("kind")) for a in last.get("anomalies") or [] if isinstance(a, dict)})
+            anomalies += [hb.clip(k) for k in kinds][:10]  # the kinds are few and short: the size bound holds
+        offset = f.get("last_offset_s")
         out.append({"serial": hb.clip(c.serial), "bay": hb.clip(c.bay), "state": hb.clip(c.state),
-                    "docked": bool(c.docked), "last_dock": rfc3339(c.docked_at),
-                    "anomalies": anomalies, "clock_offset_s": None})
+                    "docked": bool(c.docked), "last_dock": rfc3339(c.docked_at), "anomalies": anomalies,
+                    "clock_offset_s": float(offset) if isinstance(offset, int | float) else None})
     return out, max(0, len(cams) - hb.MAX_CAMERAS)
 
 

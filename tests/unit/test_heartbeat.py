@@ -184,3 +184,22 @@ def test_a_signed_but_malformed_heartbeat_is_named(change, why):
     """A station key can sign anything: every member the fleet view uses is checked before it is used."""
     assert hb.problem(_ok_body()) is None
     assert why in (hb.problem({**_ok_body(), **change}) or "")
+
+
+def test_a_camera_carries_its_last_dock_anomalies_and_clock_offset(parts):
+    """The fleet view shows what the station's continuity check found (README "Continuity at the dock")."""
+    q, key, backend, data = parts
+    t = time.time()
+    q.dock_camera("CAM1", source="watch", bay="3", now=t)
+    q.dock_camera("CAM2", source="watch", bay="4", now=t)
+    detail = {"camera": "CAM1", "anomalies": [{"kind": "seq_gap", "from": 3, "to": 5, "missing": 1},
+                                              {"kind": "clock_ahead", "ahead_s": 900.0},
+                                              {"kind": "seq_gap", "from": 8, "to": 9, "missing": 1}]}
+    q.record_dock("CAM1", t, detail, facts={"last_docked_at": t, "last_offset_s": 912.5, "last_offset_at": t},
+                  anomalies=detail["anomalies"], now=t)
+    q.record_dock("CAM2", t, {"camera": "CAM2", "anomalies": []}, facts={"last_docked_at": t}, now=t)
+    body = build(q, station="st-1", now=t, seq=1, interval_s=60, **_figures())
+    cams = {c["serial"]: c for c in body["cameras"]}
+    assert cams["CAM1"]["anomalies"] == ["clock_ahead", "seq_gap"] and cams["CAM1"]["clock_offset_s"] == 912.5
+    assert cams["CAM2"]["anomalies"] == [] and cams["CAM2"]["clock_offset_s"] is None
+    assert hb.problem(manifest.sign(body, key)) is None
