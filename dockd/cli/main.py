@@ -472,6 +472,7 @@ def doctor(c: Ctx, as_json: bool) -> None:
 from dockd.cli import trust as cli_trust  # noqa: E402 - registers `dockd trust` and the key enrolment commands on `main`
 
 cli_trust.register(main, keys)
+__import__("dockd.cli.disclose").cli.disclose.register(main)  # `dockd disclose ...` (issue #16)
 
 
 def entry() -> None:
