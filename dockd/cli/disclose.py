@@ -30,12 +30,18 @@ def _text(opt: str, value: str) -> str:
 
 
 def register(main: click.Group) -> None:
-    from dockd.cli.main import pass_ctx
-    from dockd.cli.trust import _root_pub
-
     @main.group()
     def disclose() -> None:
         """Hand clips over to prosecutors and defence as signed, offline-verifiable BagIt bags."""
+
+    _register_create(disclose)
+    _register_verify(disclose)
+    _register_ledger(disclose)
+
+
+def _register_create(disclose: click.Group) -> None:
+    from dockd.cli.main import pass_ctx
+    from dockd.cli.trust import _root_pub
 
     @disclose.command("create")
     @click.option("--case", required=True, help="Case number (letters, digits, . _ -; at most 64).")
@@ -77,11 +83,27 @@ def register(main: click.Group) -> None:
             if sys.stderr.isatty():
                 click.echo(f"\r{done[0] >> 20} MiB downloaded and checked", err=True, nl=False)
 
-        t = mk.build(backend, prefix, state, raws, key, req, progress=progress)
+        from dockd.agency.disclosure import ledger
+
+        led = ledger.read(backend, prefix, case, state)
+        req.previous = led.last_transfer()
+
+        def record(t: dict, tbytes: bytes, tagmanifest: bytes) -> None:
+            # The ledger entry is written before the bag appears under its name: a bag never exists
+            # without its record (a crash in between leaves a record of a bag that must be made again).
+            ledger.append(backend, prefix, led, ledger.transfer_entry(t, tbytes, tagmanifest, out.name), key)
+
+        t = mk.build(backend, prefix, state, raws, key, req, progress=progress, before_commit=record)
         if sys.stderr.isatty():
             click.echo("", err=True)
         click.echo(printable(f"bag {out}: case {case}, {len(t['clips'])} clip(s), {len(t['items'])} payload files, "
                              f"signed by {t['sender']['key_id']} ({t['sender']['name']}) for {recipient}"))
+
+
+
+def _register_verify(disclose: click.Group) -> None:
+    from dockd.cli.main import pass_ctx
+    from dockd.cli.trust import _root_pub
 
     @disclose.command("verify")
     @click.argument("bag", type=click.Path(path_type=Path))
@@ -109,3 +131,78 @@ def register(main: click.Group) -> None:
                 click.echo(printable(f"INVALID: {line}"))
             click.echo(printable(f"{bag}: {'valid' if r.ok else f'INVALID ({len(r.reasons)} reasons)'}"))
         sys.exit(0 if r.ok else EXIT_FAILED)
+
+
+
+def _register_ledger(disclose: click.Group) -> None:
+    from dockd.cli.main import pass_ctx
+    from dockd.cli.trust import _root_pub
+
+    def _agency(c, root_pem: Path | None):
+        from dockd.storage import open_backend
+        from dockd.trust import log as trust
+        from dockd.trust import store as trustlog
+
+        if c.cfg.storage is None:
+            raise UsageError(f"no [storage] section in {c.cfg.path}: the disclosure ledger is in central storage")
+        backend, prefix = open_backend(c.cfg.storage), c.cfg.storage.prefix
+        return backend, prefix, trust.load(_root_pub(c, root_pem), trustlog.read_storage(backend, prefix))
+
+    @disclose.command("ledger")
+    @click.option("--case", required=True)
+    @click.option("--root", "root_pem", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--json", "as_json", is_flag=True)
+    @pass_ctx
+    def disclose_ledger(c, case: str, root_pem: Path | None, as_json: bool) -> None:
+        """What was disclosed in CASE, to whom, when, under which authority, and whether it was acknowledged
+        (the ledger is checked link by link first: exit 1 if it was tampered with)."""
+        from dockd.agency.disclosure import ledger
+
+        if not CASE.fullmatch(case):
+            raise UsageError("--case must be 1 to 64 letters, digits, '.', '_' or '-'")
+        backend, prefix, state = _agency(c, root_pem)
+        rows = ledger.read(backend, prefix, case, state).rows()
+        if as_json:
+            click.echo(json.dumps({"case": case, "transfers": rows}, indent=2, sort_keys=True, ensure_ascii=True))
+            return
+        click.echo(f"case {case}: {len(rows)} disclosure(s), ledger intact")
+        for r in rows:
+            a = r["acknowledged"]
+            click.echo(printable(f"{r['seq']:>4} {r['at']} {r['sender']['name']} -> {r['recipient']['name']} "
+                                 f"under {r['authority']}: {r['clips']} clip(s), transfer {r['transfer_sha256'][:16]} "
+                                 + (f"acknowledged {a['at']} by {a['by']}" if a else "NOT acknowledged")))
+
+    @disclose.command("receipt")
+    @click.argument("bag", type=click.Path(path_type=Path))
+    @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                  help="The recipient's private key (enrolled for role recipient).")
+    @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the receipt here.")
+    def disclose_receipt(bag: Path, key_file: Path, out: Path | None) -> None:
+        """Sign a receipt for BAG (its transfer record and tag manifest by digest), for the sender to record."""
+        from dockd.agency.disclosure import create as mk
+        from dockd.agency.disclosure import ledger
+        from dockd.evidence import manifest as mf
+        from dockd.trust import store as trustlog
+
+        r = ledger.receipt_for(bag, trustlog.load_signing_key(key_file), mk.now_rfc3339())
+        if out is not None:
+            trustlog.write_new(out, mf.dumps(r))
+        click.echo(mf.dumps(r).decode().rstrip())
+
+    @disclose.command("ack")
+    @click.argument("receipt", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                  help="A discloser's private key: it signs the ledger entry.")
+    @click.option("--root", "root_pem", type=click.Path(dir_okay=False, path_type=Path))
+    @pass_ctx
+    def disclose_ack(c, receipt: Path, key_file: Path, root_pem: Path | None) -> None:
+        """Record a recipient's receipt in the case ledger (refused for a bag the ledger does not record)."""
+        from dockd.agency.disclosure import create as mk
+        from dockd.agency.disclosure import ledger
+        from dockd.trust import store as trustlog
+
+        backend, prefix, state = _agency(c, root_pem)
+        r = ledger.check_receipt(trustlog.read_limited(receipt, ledger.MAX_ENTRY), state)
+        e = ledger.ack(backend, prefix, r, state, trustlog.load_signing_key(key_file), mk.now_rfc3339())
+        click.echo(printable(f"case {r['case']}: receipt of transfer {r['transfer_sha256'][:16]} by "
+                             f"{r['signature']['key_id']} recorded as ledger entry {e['seq']}"))

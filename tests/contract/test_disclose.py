@@ -5,6 +5,7 @@ issue names and judged again."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -163,3 +164,110 @@ def test_create_refuses_what_it_cannot_vouch_for(world, tmp_path):
     assert r.returncode == 2 and "--case" in r.stderr
     r = run_dockd("disclose", "verify", tmp_path / "nothing", "--root", world.root_pub)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_ledger_receipt_and_ack(world, bag, tmp_path):
+    r = ok(world.dockd("disclose", "ledger", "--case", "2026-CR-0042", "--json"))
+    [row] = [x for x in json.loads(r.stdout)["transfers"] if x["seq"] == 0]
+    t = (bag / "transfer.json").read_bytes()
+    assert row["transfer_sha256"] == hashlib.sha256(t).hexdigest() and row["acknowledged"] is None
+    assert row["recipient"] == {"name": "County Prosecutor's Office"}
+    receipt = tmp_path / "receipt.json"
+    ok(world.dockd("disclose", "receipt", bag, "--key", world.prosecutor, "--out", receipt))
+    r = ok(world.dockd("disclose", "ack", receipt, "--key", world.discloser))
+    assert "recorded as ledger entry" in r.stdout
+    r = ok(world.dockd("disclose", "ledger", "--case", "2026-CR-0042"))
+    assert "acknowledged" in r.stdout and "NOT acknowledged" not in r.stdout.splitlines()[1]
+    r = world.dockd("disclose", "ack", receipt, "--key", world.discloser)
+    assert r.returncode == 1 and "acknowledged already" in r.stderr
+    # A receipt for another bag (a digest that this case never sent) is refused.
+    other = json.loads(receipt.read_text())
+    other["tagmanifest_sha256"] = "0" * 64
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(other))
+    r = world.dockd("disclose", "ack", forged, "--key", world.discloser)
+    assert r.returncode == 1 and "does not verify" in r.stderr  # altered after signing
+    b2 = tmp_path / "bag2"
+    ok(world.create(b2))
+    assert json.loads((b2 / "transfer.json").read_text())["previous"] == hashlib.sha256(t).hexdigest()
+    r2 = tmp_path / "r2.json"
+    ok(world.dockd("disclose", "receipt", b2, "--key", world.prosecutor, "--out", r2))
+    body = json.loads(r2.read_text())
+    body["case"] = "2026-CR-9999"  # re-signed by the recipient for a case that never had this bag
+    from dockd.evidence import manifest as mf
+    from dockd.trust import store as trustlog
+
+    r3 = tmp_path / "r3.json"
+    r3.write_bytes(mf.dumps(mf.sign(body, trustlog.load_signing_key(world.prosecutor))))
+    r = world.dockd("disclose", "ack", r3, "--key", world.discloser)
+    assert r.returncode == 1 and "another bag" in r.stderr
+
+
+def test_tampered_ledger_is_refused(world, bag, tmp_path):
+    s3 = world.seaweed_client()
+    case = "2026-CR-0042"
+    keys_ = sorted(k for k in world.backend.list_keys(f"ev/_disclosure/{case}/ledger/"))
+    assert len(keys_) >= 2
+    first = s3.get_object(Bucket=world.bucket, Key=keys_[0])["Body"].read()
+    second = s3.get_object(Bucket=world.bucket, Key=keys_[1])["Body"].read()
+    try:  # reordered: entries 0 and 1 swapped
+        s3.put_object(Bucket=world.bucket, Key=keys_[0], Body=second)
+        s3.put_object(Bucket=world.bucket, Key=keys_[1], Body=first)
+        r = world.dockd("disclose", "ledger", "--case", case)
+        assert r.returncode == 1 and "reordered" in r.stderr
+        s3.put_object(Bucket=world.bucket, Key=keys_[0], Body=first)
+        s3.delete_object(Bucket=world.bucket, Key=keys_[1])  # truncated in the middle
+        r = world.dockd("disclose", "ledger", "--case", case)
+        if len(keys_) > 2:
+            assert r.returncode == 1 and "missing (removed?)" in r.stderr
+    finally:
+        s3.put_object(Bucket=world.bucket, Key=keys_[0], Body=first)
+        s3.put_object(Bucket=world.bucket, Key=keys_[1], Body=second)
+    ok(world.dockd("disclose", "ledger", "--case", case))
+
+
+def test_revoked_discloser_and_swapped_station_key(world, bag, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from dockd.evidence import keys
+    from dockd.evidence import manifest as mf
+    from dockd.trust import store as trustlog
+
+    rex = world.person("Rex Revoked", "discloser")
+    world.publish()
+    rbag = tmp_path / "rbag"
+    ok(world.create(rbag, key=rex))
+    ok(world.verify(rbag))
+    ok(run_dockd("trust", "revoke", world.key_id(rex), "--from", "2026-01-01T00:00:00Z", "--reason", "key lost",
+                 "--root-key", world.root_key, "--dir", world.tdir))
+    world.publish()
+    r = world.verify(rbag, "--trust", world.tdir)  # judged by the newer trust log
+    assert r.returncode == 1 and "revoked" in r.stdout
+    r = world.create(tmp_path / "never", key=rex)
+    assert r.returncode == 1 and "revoked" in r.stderr and not (tmp_path / "never").exists()
+    # A clip manifest re-signed by another station's (enrolled) key, the bag's digests recomputed to match.
+    k2 = Ed25519PrivateKey.generate()
+    req = tmp_path / "st2.req.json"
+    req.write_bytes(trustlog.dumps(trustlog.make_request(k2, "station", "st2", "2025-01-01T00:00:00Z")))
+    world.enrol(req, "station")
+    b = copy(bag, tmp_path / "swap")
+    mpath = b / json.loads((b / "transfer.json").read_text())["clips"][0]["manifests"][0]
+    m = json.loads(mpath.read_text())
+    mpath.write_bytes(mf.dumps(mf.sign(m, keys.StationKey(k2, tmp_path / "k2"))))
+    rehash(b)
+    r = world.verify(b, "--trust", world.tdir)
+    assert r.returncode == 1 and "swapped station key" in r.stdout and "tagmanifest-sha256.txt.sig" in r.stdout
+
+
+def rehash(b: Path) -> None:
+    """What a forger with no key can do: recompute every manifest and tag manifest."""
+    for alg in ("sha256", "sha512"):
+        lines = (b / f"manifest-{alg}.txt").read_text().splitlines()
+        paths = [x.split("  ", 1)[1] for x in lines]
+        (b / f"manifest-{alg}.txt").write_text("".join(
+            f"{hashlib.new(alg, (b / p).read_bytes()).hexdigest()}  {p}\n" for p in paths))
+    for alg in ("sha256", "sha512"):
+        lines = (b / f"tagmanifest-{alg}.txt").read_text().splitlines()
+        paths = [x.split("  ", 1)[1] for x in lines]
+        (b / f"tagmanifest-{alg}.txt").write_text("".join(
+            f"{hashlib.new(alg, (b / p).read_bytes()).hexdigest()}  {p}\n" for p in paths))

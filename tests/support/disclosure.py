@@ -20,7 +20,7 @@ from tests.support.uploads import Clock, drain, make_camera, make_config, s3_sto
 
 class World:
     def __init__(self, tmp: Path, s3env, bucket: str, sizes: list[int], station: str = "st1"):
-        self.tmp, self.bucket = tmp, bucket
+        self.tmp, self.bucket, self.seaweed_client = tmp, bucket, s3env.client
         self.tdir, self.root_key = tmp / "trust", tmp / "root.ed25519"
         self.root_pub = self.tdir / "root.pub.pem"
         ok(run_dockd("trust", "init", "--agency", "Metro Police", "--root-key", self.root_key, "--dir", self.tdir))
@@ -33,6 +33,8 @@ class World:
         self.station_key_id = req["key_id"]
         self.enrol(rp, "station", until="2027-01-01")
         self.discloser = self.person("Dana Discloser", "discloser")
+        self.prosecutor = self.person("Pat Prosecutor", "recipient", "discloser")
+        self.defence = self.person("Dee Defence", "recipient")
         self.publish()
         self.backend = open_backend(self.cfg.storage)
         self.queue = Queue(self.cfg.data_dir / "queue.db")
@@ -45,15 +47,15 @@ class World:
         self.object_keys = [c.object_key for c in self.queue.clips() if c.id in {x.id for x in clips}]
         self.queue.close()
 
-    def enrol(self, request: Path, role: str, until: str = "2099-01-01") -> None:
-        ok(run_dockd("trust", "enrol", request, "--root-key", self.root_key, "--dir", self.tdir, "--role", role,
-                     "--until", until, "--from", "2025-01-01T00:00:00Z"))
+    def enrol(self, request: Path, *roles: str, until: str = "2099-01-01") -> None:
+        ok(run_dockd("trust", "enrol", request, "--root-key", self.root_key, "--dir", self.tdir,
+                     *[a for r in roles for a in ("--role", r)], "--until", until, "--from", "2025-01-01T00:00:00Z"))
 
-    def person(self, name: str, role: str) -> Path:
+    def person(self, name: str, *roles: str) -> Path:
         key = self.tmp / f"{name.split()[0].lower()}.ed25519"
         req = self.tmp / f"{key.stem}.req.json"
         ok(run_dockd("keys", "new", "--name", name, "--key", key, "--out", req))
-        self.enrol(req, role)
+        self.enrol(req, *roles)
         return key
 
     def key_id(self, key: Path) -> str:
@@ -71,6 +73,9 @@ class World:
 
     def verify(self, bag: Path, *extra: str):
         return run_dockd("disclose", "verify", bag, "--root", self.root_pub, *extra)
+
+    def dockd(self, *args):
+        return run_dockd(*args, config=self.config)
 
 
 def ok(r):
