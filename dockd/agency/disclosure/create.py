@@ -31,7 +31,7 @@ from typing import Any
 import rfc8785
 
 from dockd import __version__
-from dockd.agency.disclosure import DisclosureFailed, bagfmt, collect
+from dockd.agency.disclosure import DisclosureFailed, bagfmt, casegraph, collect
 from dockd.agency.disclosure.writer import BagWriter, Written
 from dockd.evidence import keys
 from dockd.storage.base import Backend, StoreFailure
@@ -140,7 +140,6 @@ def transfer_body(req: Request, discloser: keys.StationKey, discloser_name: str,
 
 def build(backend: Backend, prefix: str, state: TrustState, trust_raws: list[bytes], discloser: keys.StationKey,
           req: Request, progress: Callable[[int], None] | None = None,
-          case_graph: Callable[[dict[str, Any]], bytes] | None = None,
           before_commit: Callable[[dict[str, Any], bytes, bytes], None] | None = None) -> dict[str, Any]:
     """Build the bag at ``req.out``. ``before_commit(transfer, transfer_bytes, tagmanifest_bytes)`` runs
     when the bag is complete but not yet in place (the ledger append: if it fails, no bag appears).
@@ -177,8 +176,7 @@ def build(backend: Backend, prefix: str, state: TrustState, trust_raws: list[byt
         tbytes = rfc8785.dumps(transfer)
         tag("transfer.json", tbytes)
         tag("discloser.pub.pem", keys.public_pem(discloser.public).encode())
-        if case_graph is not None:
-            tag("case.jsonld", case_graph(transfer))
+        tag("case.jsonld", casegraph.dumps(transfer, tbytes))
         from dockd.agency.disclosure.verifytxt import verify_txt
 
         tag("VERIFY.txt", verify_txt(transfer))

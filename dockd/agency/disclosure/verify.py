@@ -32,7 +32,7 @@ MAX_FILES = 200_000
 MAX_DEPTH = 16
 MAX_TAG = 64 << 20  # manifests of ~200k files, a transfer record of thousands of clips
 REQUIRED_TAGS = ("bagit.txt", "bag-info.txt", "manifest-sha256.txt", "manifest-sha512.txt", "transfer.json",
-                 "VERIFY.txt", "discloser.pub.pem")
+                 "VERIFY.txt", "discloser.pub.pem", "case.jsonld")
 REQUIRED_INFO = ("Source-Organization", "Contact-Name", "External-Identifier", "Bagging-Date", "Payload-Oxum",
                  "BagIt-Profile-Identifier", "Case-Number", "Recipient", "Authority", "Disclosed-By")
 
@@ -387,4 +387,25 @@ def verify(bag: Path, root_pub: Any, trust_raws: list[bytes] | None = None) -> R
         check_items(payload, r)
         check_clips(bag, state, payload, r)
         check_audit(bag, files, state, r)
+    if r.transfer is not None:
+        check_case(bag, files, r)
     return r
+
+
+def check_case(bag: Path, files: set[str], r: Report) -> None:
+    """The CASE graph's shape as dockd writes it (its conformance to CASE 1.5 is ``case_validate``'s job)."""
+    from dockd.agency.disclosure import casegraph
+
+    raw = _read(bag, "case.jsonld", r) if "case.jsonld" in files else None
+    if raw is None:
+        r.reasons.append("case.jsonld is missing (required by the dockd profile)")
+        return
+    try:
+        g = ijson.loads(raw, max_bytes=MAX_TAG)
+    except ijson.Invalid as e:
+        r.reasons.append(f"case.jsonld: {e}")
+        return
+    bad = casegraph.check_shape(g, r.transfer or {})
+    r.reasons.extend(bad)
+    if not bad:
+        r.checked.append("case.jsonld: a CASE graph naming the case and every clip file")
