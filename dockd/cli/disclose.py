@@ -53,52 +53,81 @@ def _register_create(disclose: click.Group) -> None:
     @click.option("--out", required=True, type=click.Path(path_type=Path), help="The bag directory to create.")
     @click.option("--root", "root_pem", type=click.Path(dir_okay=False, path_type=Path),
                   help="The agency root public key (default: [trust] root_pubkey).")
+    @click.option("--from-bag", "parent", type=click.Path(path_type=Path),
+                  help="Onward disclosure: take the clips (all, or those named by --clip) from this received bag.")
+    @click.option("--trust", "tdir", type=click.Path(file_okay=False, path_type=Path),
+                  help="With --from-bag: a newer trust directory than the one the parent bag carries.")
     @pass_ctx
     def disclose_create(c, case: str, recipient: str, authority: str, clips: tuple[str, ...], key_file: Path,
-                        out: Path, root_pem: Path | None) -> None:
-        """Build a signed BagIt bag of the named clips from central storage."""
+                        out: Path, root_pem: Path | None, parent: Path | None, tdir: Path | None) -> None:
+        """Build a signed BagIt bag of the named clips from central storage (or, with --from-bag, from a bag
+        received earlier, chained to it). The disclosure is recorded in the case ledger in storage first."""
         from dockd.agency.disclosure import create as mk
-        from dockd.storage import open_backend
-        from dockd.trust import log as trust
+        from dockd.agency.disclosure import ledger
         from dockd.trust import store as trustlog
 
         if not CASE.fullmatch(case):
             raise UsageError("--case must be 1 to 64 letters, digits, '.', '_' or '-' (it names the case ledger)")
-        if not clips:
-            raise UsageError("name at least one clip with --clip OBJECT_KEY")
+        if not clips and parent is None:
+            raise UsageError("name at least one clip with --clip OBJECT_KEY (or take a whole bag with --from-bag)")
         req = mk.Request(case=case, recipient=_text("--recipient", recipient),
                          authority=_text("--authority", authority), object_keys=list(clips), out=out,
                          created_at=mk.now_rfc3339())
         root = _root_pub(c, root_pem)
         key = trustlog.load_signing_key(key_file)
-        if c.cfg.storage is None:
-            raise UsageError(f"no [storage] section in {c.cfg.path}: disclosure reads clips from central storage")
-        backend, prefix = open_backend(c.cfg.storage), c.cfg.storage.prefix
-        raws = trustlog.read_storage(backend, prefix)
-        state = trust.load(root, raws)
-        done = [0]
-
-        def progress(n: int) -> None:
-            done[0] += n
-            if sys.stderr.isatty():
-                click.echo(f"\r{done[0] >> 20} MiB downloaded and checked", err=True, nl=False)
-
-        from dockd.agency.disclosure import ledger
-
-        led = ledger.read(backend, prefix, case, state)
-        req.previous = led.last_transfer()
+        backend, prefix, src, state = _source(c, root, parent, tdir, req)
+        led = ledger.read(backend, prefix, case, state) if backend is not None else None
+        req.previous = led.last_transfer() if led is not None else None
 
         def record(t: dict, tbytes: bytes, tagmanifest: bytes) -> None:
             # The ledger entry is written before the bag appears under its name: a bag never exists
             # without its record (a crash in between leaves a record of a bag that must be made again).
-            ledger.append(backend, prefix, led, ledger.transfer_entry(t, tbytes, tagmanifest, out.name), key)
+            if led is not None:
+                ledger.append(backend, prefix, led, ledger.transfer_entry(t, tbytes, tagmanifest, out.name), key)
 
-        t = mk.build(backend, prefix, state, raws, key, req, progress=progress, before_commit=record)
+        t = mk.build(src, state, key, req, progress=_progress(), before_commit=record)
         if sys.stderr.isatty():
             click.echo("", err=True)
         click.echo(printable(f"bag {out}: case {case}, {len(t['clips'])} clip(s), {len(t['items'])} payload files, "
-                             f"signed by {t['sender']['key_id']} ({t['sender']['name']}) for {recipient}"))
+                             f"signed by {t['sender']['key_id']} ({t['sender']['name']}) for {recipient}"
+                             + ("" if led is not None else "; recorded in no ledger (no [storage] configured)")))
 
+
+def _progress():
+    done = [0]
+
+    def progress(n: int) -> None:
+        done[0] += n
+        if sys.stderr.isatty():
+            click.echo(f"\r{done[0] >> 20} MiB copied and checked", err=True, nl=False)
+
+    return progress
+
+
+def _source(c, root, parent: Path | None, tdir: Path | None, req):
+    """(backend, prefix, source, trust state): storage from the config; with --from-bag the parent bag, and
+    storage (for the ledger) only if a config was named."""
+    from dockd.agency.disclosure import create as mk
+    from dockd.storage import open_backend
+    from dockd.trust import log as trust
+    from dockd.trust import store as trustlog
+
+    if parent is not None:
+        from dockd.agency.disclosure import onward
+
+        raws = trustlog.read_dir(tdir) if tdir is not None else None
+        src, state = onward.from_bag(parent, root, raws, req.object_keys)
+        if c.config_path is None or c.cfg.storage is None:
+            return None, "", src, state
+        return open_backend(c.cfg.storage), c.cfg.storage.prefix, src, state
+    if tdir is not None:
+        raise UsageError("--trust goes with --from-bag (from storage, the trust log in storage is used)")
+    if c.cfg.storage is None:
+        raise UsageError(f"no [storage] section in {c.cfg.path}: disclosure reads clips from central storage")
+    backend, prefix = open_backend(c.cfg.storage), c.cfg.storage.prefix
+    raws = trustlog.read_storage(backend, prefix)
+    state = trust.load(root, raws)
+    return backend, prefix, mk.from_storage(backend, prefix, state, raws, req.object_keys), state
 
 
 def _register_verify(disclose: click.Group) -> None:

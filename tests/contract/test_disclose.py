@@ -282,3 +282,31 @@ def rehash(b: Path) -> None:
         paths = [x.split("  ", 1)[1] for x in lines]
         (b / f"tagmanifest-{alg}.txt").write_text("".join(
             f"{hashlib.new(alg, (b / p).read_bytes()).hexdigest()}  {p}\n" for p in paths))
+
+
+def test_onward_disclosure_to_defence_chains_back_to_the_stations(world, bag, tmp_path):
+    child = tmp_path / "to-defence"
+    keys2 = world.object_keys[:2]
+    r = ok(run_dockd("disclose", "create", "--from-bag", bag, "--case", "2026-CR-0042",
+                     "--recipient", "Defence Counsel", "--authority", "Rule 16 disclosure", "--key", world.prosecutor, "--out", child,
+                     "--root", world.root_pub, *[a for k in keys2 for a in ("--clip", k)]))
+    assert "2 clip(s)" in r.stdout and "recorded in no ledger" in r.stdout
+    t = json.loads((child / "transfer.json").read_text())
+    assert t["sender"]["name"] == "Pat Prosecutor" and [c["object_key"] for c in t["clips"]] == keys2
+    assert t["parent"]["transfer_sha256"] == hashlib.sha256((bag / "transfer.json").read_bytes()).hexdigest()
+    r = world.verify(child)
+    assert r.returncode == 0, r.stdout
+    assert "chain 1: data/parent signed by " + world.key_id(world.discloser) in r.stdout
+    assert "2 station manifest(s) verified" in r.stdout
+    assert subprocess.run([tool("bagit.py"), "--validate", str(child)], capture_output=True).returncode == 0
+    # The parent's record swapped for an edited one (digests recomputed by the forger): the chain breaks.
+    b = copy(child, tmp_path / "forged")
+    p = b / "data" / "parent" / "transfer.json"
+    p.write_text(p.read_text().replace("County Prosecutor", "County Prosecutor "))
+    rehash(b)
+    r = world.verify(b)
+    assert r.returncode == 1 and "not the ones transfer.json names by digest" in r.stdout
+    # Defence (recipient only) cannot disclose onward.
+    r = run_dockd("disclose", "create", "--from-bag", child, "--case", "2026-CR-0042", "--recipient", "Press",
+                  "--authority", "none", "--key", world.defence, "--out", tmp_path / "leak", "--root", world.root_pub)
+    assert r.returncode == 1 and "not for role discloser" in r.stderr and not (tmp_path / "leak").exists()

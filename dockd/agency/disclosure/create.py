@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,31 +55,58 @@ class Request:
     previous: str | None = None  # sha256 of the case ledger's last transfer (None: the first)
 
 
-def _fetch(backend: Backend, w: BagWriter, key: str, rel: str, sha256: str, size: int) -> Written:
-    """Stream ``key`` into ``rel``; the bytes must be exactly the ``size``/``sha256`` the manifest signed."""
+@dataclass
+class Source:
+    """Where a bag's contents come from: central storage, or (onward disclosure) a verified parent bag."""
+
+    clips: list[collect.ClipSource]
+    segments: list[collect.Segment]
+    trust_raws: list[bytes]
+    chunks: Callable[[str], Iterator[bytes]]  # a clip's or sidecar's bytes by source name, streamed
+    src_prefix: str  # source name of a clip = src_prefix + its path below data/clips/
+    extra: dict[str, bytes] = field(default_factory=dict)  # further payload files (the parent's records)
+    parent: dict[str, Any] | None = None
+
+
+def from_storage(backend: Backend, prefix: str, state: TrustState, trust_raws: list[bytes],
+                 object_keys: list[str]) -> Source:
+    clips = [collect.resolve(backend, prefix, k, state) for k in dict.fromkeys(object_keys)]
+    segs = collect.audit_segments(backend, prefix, clips, state) if clips else []
+    pre = prefix.strip("/") + "/" if prefix.strip("/") else ""
+
+    def chunks(key: str) -> Iterator[bytes]:
+        try:
+            yield from backend.iter_chunks(key, CHUNK)
+        except StoreFailure as e:
+            raise DisclosureFailed(f"downloading {key}: {e}") from None
+
+    return Source(clips, segs, trust_raws, chunks, pre)
+
+
+def _fetch(src: Source, w: BagWriter, name: str, rel: str, sha256: str, size: int) -> Written:
+    """Stream ``name`` into ``rel``; the bytes must be exactly the ``size``/``sha256`` the manifest signed."""
     try:
-        got = w.write_stream(rel, collect.checked_stream(backend.iter_chunks(key, CHUNK), size, key))
-    except StoreFailure as e:
+        got = w.write_stream(rel, collect.checked_stream(src.chunks(name), size, name))
+    except BaseException:
         w.discard(rel)
-        raise DisclosureFailed(f"downloading {key}: {e}") from None
+        raise
     if got.size != size or got.sha256 != sha256:
         w.discard(rel)
-        raise DisclosureFailed(f"{key}: storage holds {got.size} bytes with sha256 {got.sha256}, its signed "
+        raise DisclosureFailed(f"{name}: holds {got.size} bytes with sha256 {got.sha256}, its signed "
                                f"manifest says {size} bytes with sha256 {sha256}; not disclosed")
     return got
 
 
-def _download(backend: Backend, w: BagWriter, clips: list[collect.ClipSource], prefix: str,
-              progress: Callable[[int], None] | None) -> list[Written]:
+def _download(src: Source, w: BagWriter, progress: Callable[[int], None] | None) -> list[Written]:
     """Every clip and sidecar, ``PARALLEL`` at a time; the first failure cancels the rest and is raised."""
-    pre = prefix.strip("/") + "/" if prefix.strip("/") else ""
     jobs = []
-    for c in clips:
-        jobs.append((c.object_key, f"data/clips/{c.rel}", c.manifest["clip"]["sha256"], c.manifest["clip"]["size"]))
-        jobs += [(pre + k, f"data/clips/{k}", sha, size) for k, sha, size in c.sidecars]
+    for c in src.clips:
+        jobs.append((src.src_prefix + c.rel, f"data/clips/{c.rel}", c.manifest["clip"]["sha256"],
+                     c.manifest["clip"]["size"]))
+        jobs += [(src.src_prefix + k, f"data/clips/{k}", sha, size) for k, sha, size in c.sidecars]
     out: list[Written] = []
     with ThreadPoolExecutor(PARALLEL) as pool:
-        futs = {pool.submit(_fetch, backend, w, *j) for j in dict.fromkeys(jobs)}
+        futs = {pool.submit(_fetch, src, w, *j) for j in dict.fromkeys(jobs)}
         while futs:
             done, futs = wait(futs, return_when=FIRST_EXCEPTION)
             for f in done:
@@ -138,8 +165,8 @@ def transfer_body(req: Request, discloser: keys.StationKey, discloser_name: str,
     }
 
 
-def build(backend: Backend, prefix: str, state: TrustState, trust_raws: list[bytes], discloser: keys.StationKey,
-          req: Request, progress: Callable[[int], None] | None = None,
+def build(src: Source, state: TrustState, discloser: keys.StationKey, req: Request,
+          progress: Callable[[int], None] | None = None,
           before_commit: Callable[[dict[str, Any], bytes, bytes], None] | None = None) -> dict[str, Any]:
     """Build the bag at ``req.out``. ``before_commit(transfer, transfer_bytes, tagmanifest_bytes)`` runs
     when the bag is complete but not yet in place (the ledger append: if it fails, no bag appears).
@@ -148,13 +175,14 @@ def build(backend: Backend, prefix: str, state: TrustState, trust_raws: list[byt
     if not v.ok:
         raise DisclosureFailed(f"signing key: {v.reason}")
     name = state.enrolments[discloser.key_id][0].subject["name"]
-    clips = [collect.resolve(backend, prefix, k, state) for k in dict.fromkeys(req.object_keys)]
+    clips, segs = src.clips, src.segments
     if not clips:
         raise DisclosureFailed("no clips selected")
-    segs = collect.audit_segments(backend, prefix, clips, state)
     w = BagWriter(req.out)
     try:
-        payload = {x.path: x for x in _download(backend, w, clips, prefix, progress)}
+        payload = {x.path: x for x in _download(src, w, progress)}
+        for rel, data in sorted(src.extra.items()):
+            payload[rel] = w.write_bytes(rel, data)
         for c in clips:
             for k, raw in c.manifests:
                 payload[f"data/clips/{k}"] = w.write_bytes(f"data/clips/{k}", raw)
@@ -162,7 +190,7 @@ def build(backend: Backend, prefix: str, state: TrustState, trust_raws: list[byt
             base = f"data/audit/{s.station}/{s.day}"
             payload[base + ".jsonl"] = w.write_bytes(base + ".jsonl", s.lines)
             payload[base + ".head.json"] = w.write_bytes(base + ".head.json", s.head)
-        for i, raw in enumerate(trust_raws):
+        for i, raw in enumerate(src.trust_raws):
             payload[f"data/trust/log/{i:08d}.json"] = w.write_bytes(f"data/trust/log/{i:08d}.json", raw)
         tags: dict[str, Written] = {}
 
@@ -173,6 +201,7 @@ def build(backend: Backend, prefix: str, state: TrustState, trust_raws: list[byt
         for alg in bagfmt.ALGS:
             tag(f"manifest-{alg}.txt", bagfmt.manifest_text({p: getattr(x, alg) for p, x in payload.items()}))
         transfer = transfer_body(req, discloser, name, state, clips, segs, payload)
+        transfer["parent"] = src.parent
         tbytes = rfc8785.dumps(transfer)
         tag("transfer.json", tbytes)
         tag("discloser.pub.pem", keys.public_pem(discloser.public).encode())

@@ -387,9 +387,52 @@ def verify(bag: Path, root_pub: Any, trust_raws: list[bytes] | None = None) -> R
         check_items(payload, r)
         check_clips(bag, state, payload, r)
         check_audit(bag, files, state, r)
+        check_parents(bag, files, state, r)
     if r.transfer is not None:
         check_case(bag, files, r)
     return r
+
+
+def check_parents(bag: Path, files: set[str], state: trust.TrustState, r: Report) -> None:
+    """Onward disclosure: walk ``parent`` links back to the first (police) transfer. At each step the parent's
+    records in ``data/parent/...`` must be the ones the child names by digest, signed by a discloser enrolled
+    when they signed, and every clip of the child must be an item of the parent with the same digest."""
+    child, d, n = r.transfer or {}, "data/parent", 0
+    while isinstance(child.get("parent"), dict):
+        link = child["parent"]
+        recs = {k: _read(bag, f"{d}/{k}", r) if f"{d}/{k}" in files else None
+                for k in ("transfer.json", "transfer.json.sig", "tagmanifest-sha256.txt", "tagmanifest-sha256.txt.sig")}
+        if any(v is None for v in recs.values()):
+            r.reasons.append(f"{d}: the parent transfer's signed records are missing")
+            return
+        if hashlib.sha256(recs["transfer.json"] or b"").hexdigest() != link.get("transfer_sha256") or \
+                hashlib.sha256(recs["tagmanifest-sha256.txt"] or b"").hexdigest() != link.get("tagmanifest_sha256"):
+            r.reasons.append(f"{d}: the parent records are not the ones transfer.json names by digest")
+            return
+        try:
+            pt = ijson.loads(recs["transfer.json"] or b"", max_bytes=MAX_TAG)
+        except ijson.Invalid as e:
+            r.reasons.append(f"{d}/transfer.json: {e}")
+            return
+        kid = pt.get("sender", {}).get("key_id") if isinstance(pt, dict) else None
+        pub = state.public_key(kid) if isinstance(kid, str) else None
+        v = state.check(str(kid), "discloser", pt.get("created_at")) if pub is not None else None
+        if v is None or not v.ok:
+            r.reasons.append(f"{d}: parent transfer signer: {v.reason if v else f'key {kid!r} not enrolled'}")
+        elif not (_sig_ok(pub, recs["transfer.json.sig"], recs["transfer.json"])
+                  and _sig_ok(pub, recs["tagmanifest-sha256.txt.sig"], recs["tagmanifest-sha256.txt"])):
+            r.reasons.append(f"{d}: the parent's signatures do not verify")
+        items = {i.get("path"): i.get("sha256") for i in pt.get("items", []) if isinstance(i, dict)}
+        for c in child.get("clips", []):
+            if isinstance(c, dict) and items.get(c.get("path")) != c.get("sha256"):
+                r.reasons.append(f"{c.get('object_key')}: not in the parent transfer with this digest")
+        n += 1
+        r.checked.append(f"chain {n}: {d} signed by {kid} on {pt.get('created_at')} "
+                         f"for {(pt.get('recipient') or {}).get('name')!r}")
+        child, d = pt, d + "/parent"
+        if n > 16:
+            r.reasons.append("parent chain longer than 16")
+            return
 
 
 def check_case(bag: Path, files: set[str], r: Report) -> None:
