@@ -288,8 +288,8 @@ def test_onward_disclosure_to_defence_chains_back_to_the_stations(world, bag, tm
     child = tmp_path / "to-defence"
     keys2 = world.object_keys[:2]
     r = ok(run_dockd("disclose", "create", "--from-bag", bag, "--case", "2026-CR-0042",
-                     "--recipient", "Defence Counsel", "--authority", "Rule 16 disclosure", "--key", world.prosecutor, "--out", child,
-                     "--root", world.root_pub, *[a for k in keys2 for a in ("--clip", k)]))
+                     "--recipient", "Defence Counsel", "--authority", "Rule 16 disclosure", "--key", world.prosecutor,
+                     "--out", child, "--root", world.root_pub, *[a for k in keys2 for a in ("--clip", k)]))
     assert "2 clip(s)" in r.stdout and "recorded in no ledger" in r.stdout
     t = json.loads((child / "transfer.json").read_text())
     assert t["sender"]["name"] == "Pat Prosecutor" and [c["object_key"] for c in t["clips"]] == keys2
