@@ -57,9 +57,11 @@ def _register_create(disclose: click.Group) -> None:
                   help="Onward disclosure: take the clips (all, or those named by --clip) from this received bag.")
     @click.option("--trust", "tdir", type=click.Path(file_okay=False, path_type=Path),
                   help="With --from-bag: a newer trust directory than the one the parent bag carries.")
+    @click.option("--zip", "as_zip", is_flag=True, help="Write the bag as one zip file at --out (e.g. CASE.zip).")
     @pass_ctx
     def disclose_create(c, case: str, recipient: str, authority: str, clips: tuple[str, ...], key_file: Path,
-                        out: Path, root_pem: Path | None, parent: Path | None, tdir: Path | None) -> None:
+                        out: Path, root_pem: Path | None, parent: Path | None, tdir: Path | None,
+                        as_zip: bool) -> None:
         """Build a signed BagIt bag of the named clips from central storage (or, with --from-bag, from a bag
         received earlier, chained to it). The disclosure is recorded in the case ledger in storage first."""
         from dockd.agency.disclosure import create as mk
@@ -72,7 +74,7 @@ def _register_create(disclose: click.Group) -> None:
             raise UsageError("name at least one clip with --clip OBJECT_KEY (or take a whole bag with --from-bag)")
         req = mk.Request(case=case, recipient=_text("--recipient", recipient),
                          authority=_text("--authority", authority), object_keys=list(clips), out=out,
-                         created_at=mk.now_rfc3339())
+                         created_at=mk.now_rfc3339(), as_zip=as_zip)
         root = _root_pub(c, root_pem)
         key = trustlog.load_signing_key(key_file)
         backend, prefix, src, state = _source(c, root, parent, tdir, req)
@@ -150,7 +152,14 @@ def _register_verify(disclose: click.Group) -> None:
 
         root = _root_pub(c, root_pem)
         raws = trustlog.read_dir(tdir) if tdir is not None else None
-        r = vf.verify(bag, root, raws)
+        if bag.name.endswith(".zip") and bag.is_file() and not bag.is_symlink():
+            from dockd.agency.disclosure.ziparchive import Unpacked
+
+            with Unpacked(bag) as d:
+                r = vf.verify(d, root, raws)
+            r.bag = str(bag)
+        else:
+            r = vf.verify(bag, root, raws)
         if as_json:
             click.echo(json.dumps(r.as_json(), indent=2, sort_keys=True, ensure_ascii=True))
         else:

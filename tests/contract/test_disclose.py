@@ -310,3 +310,30 @@ def test_onward_disclosure_to_defence_chains_back_to_the_stations(world, bag, tm
     r = run_dockd("disclose", "create", "--from-bag", child, "--case", "2026-CR-0042", "--recipient", "Press",
                   "--authority", "none", "--key", world.defence, "--out", tmp_path / "leak", "--root", world.root_pub)
     assert r.returncode == 1 and "not for role discloser" in r.stderr and not (tmp_path / "leak").exists()
+
+
+def test_zip_output_verifies_and_hostile_zips_are_refused(world, tmp_path):
+    import zipfile
+
+    z = tmp_path / "2026-CR-0042.zip"
+    r = ok(world.create(z, "--zip", clips=world.object_keys[2:]))
+    assert z.is_file() and not list(tmp_path.glob(".*partial*"))
+    names = zipfile.ZipFile(z).namelist()
+    assert all(n.startswith("2026-CR-0042/") for n in names) and "2026-CR-0042/bagit.txt" in names
+    r = world.verify(z)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([tool("bdbag"), "--validate", "full", str(z)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("b/bagit.txt", "BagIt-Version: 1.0\n")
+        zf.writestr("b/../../escape.txt", "x")
+    r = world.verify(evil)
+    assert r.returncode == 1 and "not a plain regular file" in r.stderr and not (tmp_path.parent / "escape.txt").exists()
+    link = tmp_path / "link.zip"
+    with zipfile.ZipFile(link, "w") as zf:
+        info = zipfile.ZipInfo("b/data/x")
+        info.external_attr = (0o120777) << 16  # a symlink entry
+        zf.writestr(info, "/etc/passwd")
+    r = world.verify(link)
+    assert r.returncode == 1 and "not a plain regular file" in r.stderr

@@ -53,6 +53,7 @@ class Request:
     out: Path
     created_at: str
     previous: str | None = None  # sha256 of the case ledger's last transfer (None: the first)
+    as_zip: bool = False  # write one zip file at ``out`` instead of a directory
 
 
 @dataclass
@@ -220,7 +221,7 @@ def build(src: Source, state: TrustState, discloser: keys.StationKey, req: Reque
         w.write_bytes("transfer.json.sig", discloser.private.sign(tbytes))
         if before_commit is not None:
             before_commit(transfer, tbytes, tm256)
-        w.commit()
+        w.commit(req.as_zip)
     except BaseException:
         w.abort()
         raise

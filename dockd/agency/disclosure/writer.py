@@ -80,10 +80,17 @@ class BagWriter:
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def commit(self) -> Path:
-        """Fsync every directory, then rename the bag into place and fsync its parent."""
+    def commit(self, as_zip: bool = False) -> Path:
+        """Fsync every directory, then rename the bag into place and fsync its parent; ``as_zip``: write the
+        finished bag as the zip file ``dest`` instead (:mod:`.ziparchive`) and remove the directory."""
         for d in sorted(self._dirs, key=lambda p: -len(p.parts)):
             fsync_dir(d)
+        if as_zip:
+            from dockd.agency.disclosure import ziparchive
+
+            ziparchive.write(self.tmp, self.dest)
+            shutil.rmtree(self.tmp)
+            return self.dest
         os.rename(self.tmp, self.dest)
         fsync_dir(self.dest.parent)
         return self.dest
