@@ -71,7 +71,9 @@ class Source:
 
 def from_storage(backend: Backend, prefix: str, state: TrustState, trust_raws: list[bytes],
                  object_keys: list[str]) -> Source:
-    clips = [collect.resolve(backend, prefix, k, state) for k in dict.fromkeys(object_keys)]
+    # Each clip costs a few small requests (manifest, listing for second manifests): in parallel, in order.
+    with ThreadPoolExecutor(2 * PARALLEL) as pool:
+        clips = list(pool.map(lambda k: collect.resolve(backend, prefix, k, state), dict.fromkeys(object_keys)))
     segs = collect.audit_segments(backend, prefix, clips, state) if clips else []
     pre = prefix.strip("/") + "/" if prefix.strip("/") else ""
 
