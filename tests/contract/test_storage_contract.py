@@ -177,3 +177,14 @@ def test_limiter_is_given_at_construction(store):
     tb = TokenBucket(1 << 30)
     again = open_backend(cfg, limiter=tb)
     assert type(again) is type(backend) and again.limiter is tb
+
+
+def test_iter_chunks_streams_the_object_in_bounded_chunks(store, tmp_path):
+    """Disclosure reads clips with iter_chunks: every byte, in chunks of at most the size asked for."""
+    backend, _ = store
+    path, data, sha = blob(tmp_path, 3 * MiB + 17, seed=5)
+    backend.put_file("s/clip.mp4", path, len(data), sha)
+    chunks = list(backend.iter_chunks("s/clip.mp4", 1 << 20))
+    assert b"".join(chunks) == data and max(len(c) for c in chunks) <= 1 << 20
+    with pytest.raises(StoreFailure):
+        list(backend.iter_chunks("s/missing.mp4"))
