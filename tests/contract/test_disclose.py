@@ -338,3 +338,23 @@ def test_zip_output_verifies_and_hostile_zips_are_refused(world, tmp_path):
         zf.writestr(info, "/etc/passwd")
     r = world.verify(link)
     assert r.returncode == 1 and "not a plain regular file" in r.stderr
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t.update(recipient="just a string"),
+    lambda t: t.update(clips=[{"object_key": 1, "path": [], "station": None, "manifests": "x", "audit": 7}]),
+    lambda t: t.update(items=5),
+    lambda t: t.update(parent={"transfer_sha256": None}),
+    lambda t: t["sender"].update(key_id=["x"]),
+])
+def test_hostile_transfer_record_is_invalid_not_a_crash(world, bag, tmp_path, edit):
+    import rfc8785
+
+    b = copy(bag, tmp_path)
+    t = json.loads((b / "transfer.json").read_text())
+    edit(t)
+    (b / "transfer.json").write_bytes(rfc8785.dumps(t))
+    rehash(b)
+    r = world.verify(b)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stdout + r.stderr
+    assert "INVALID" in r.stdout

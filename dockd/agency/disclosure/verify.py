@@ -380,17 +380,26 @@ def verify(bag: Path, root_pub: Any, trust_raws: list[bytes] | None = None) -> R
     payload = check_payload(bag, files, r)
     check_tags(bag, files, r)
     traw = load_transfer(bag, files, r)
-    check_info(bag, files, payload, r)
+    _guard(r, "bag-info.txt", check_info, bag, files, payload, r)
     state = trust_state(bag, files, root_pub, trust_raws, r)
     if traw is not None and state is not None:
-        check_signer(bag, files, state, traw, r)
-        check_items(payload, r)
-        check_clips(bag, state, payload, r)
-        check_audit(bag, files, state, r)
-        check_parents(bag, files, state, r)
+        _guard(r, "signer", check_signer, bag, files, state, traw, r)
+        _guard(r, "items", check_items, payload, r)
+        _guard(r, "clips", check_clips, bag, state, payload, r)
+        _guard(r, "audit", check_audit, bag, files, state, r)
+        _guard(r, "parent chain", check_parents, bag, files, state, r)
     if r.transfer is not None:
-        check_case(bag, files, r)
+        _guard(r, "case.jsonld", check_case, bag, files, r)
     return r
+
+
+def _guard(r: Report, what: str, check: Any, *args: Any) -> None:
+    """Run one check; a transfer record whose members have unexpected types (hostile JSON that parsed) is a
+    reason, never a traceback."""
+    try:
+        check(*args)
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:
+        r.reasons.append(f"{what}: transfer.json has a member of an unexpected form ({type(e).__name__})")
 
 
 def check_parents(bag: Path, files: set[str], state: trust.TrustState, r: Report) -> None:
