@@ -177,9 +177,13 @@ def main() -> int:
             f"peak RSS {sd['max_rss_mib']:6.1f} MiB  cpu {sd['median_cpu_s']:.1f} s  cold={sd['cold']}")
         say(f"  boto3 4-thread download {sb['median_mbps']:7.1f} MB/s  {sb['median_s']:7.2f} s  "
             f"peak RSS {sb['max_rss_mib']:6.1f} MiB  cpu {sb['median_cpu_s']:.1f} s  cold={sb['cold']}")
-        ok = ratio >= TARGET_RATIO and sd["max_rss_mib"] < TARGET_RSS_MIB
-        say(f"  ratio dockd/boto3 {ratio:.2f} (target >= {TARGET_RATIO}); dockd RSS target < {TARGET_RSS_MIB} MiB: "
-            + ("MET" if ok else "NOT MET"))
+        ok_ratio, ok_rss = ratio >= TARGET_RATIO, sd["max_rss_mib"] < TARGET_RSS_MIB
+        ok = ok_ratio and ok_rss
+        # ru_maxrss of a forked child starts at its parent's RSS (this script, boto3 imported): both figures are
+        # at least that floor, so the tools' own peaks are at most what is shown.
+        met = {True: "MET", False: "NOT MET"}
+        say(f"  ratio dockd/boto3 {ratio:.2f} (target >= {TARGET_RATIO}: {met[ok_ratio]}); "
+            f"dockd peak RSS <= {sd['max_rss_mib']:.1f} MiB (target < {TARGET_RSS_MIB}: {met[ok_rss]})")
         p = save_results("disclose", {"machine": machine(), "clips": n, "bytes": nbytes, "dockd": sd, "boto3": sb,
                                       "ratio": ratio, "loads": statistics.mean(r.load for v in runs.values()
                                                                                for r in v)})

@@ -199,16 +199,22 @@ def _register_ledger(disclose: click.Group) -> None:
         if not CASE.fullmatch(case):
             raise UsageError("--case must be 1 to 64 letters, digits, '.', '_' or '-'")
         backend, prefix, state = _agency(c, root_pem)
-        rows = ledger.read(backend, prefix, case, state).rows()
+        led = ledger.read(backend, prefix, case, state)
+        rows = led.rows()
         if as_json:
-            click.echo(json.dumps({"case": case, "transfers": rows}, indent=2, sort_keys=True, ensure_ascii=True))
-            return
-        click.echo(f"case {case}: {len(rows)} disclosure(s), ledger intact")
-        for r in rows:
-            a = r["acknowledged"]
-            click.echo(printable(f"{r['seq']:>4} {r['at']} {r['sender']['name']} -> {r['recipient']['name']} "
-                                 f"under {r['authority']}: {r['clips']} clip(s), transfer {r['transfer_sha256'][:16]} "
-                                 + (f"acknowledged {a['at']} by {a['by']}" if a else "NOT acknowledged")))
+            click.echo(json.dumps({"case": case, "transfers": rows, "signer_invalid": led.flags}, indent=2,
+                                  sort_keys=True, ensure_ascii=True))
+        else:
+            click.echo(f"case {case}: {len(rows)} disclosure(s), ledger chain intact")
+            for r in rows:
+                a = r["acknowledged"]
+                click.echo(printable(f"{r['seq']:>4} {r['at']} {r['sender']['name']} -> {r['recipient']['name']} "
+                                     f"under {r['authority']}: {r['clips']} clip(s), transfer "
+                                     f"{r['transfer_sha256'][:16]} "
+                                     + (f"acknowledged {a['at']} by {a['by']}" if a else "NOT acknowledged")))
+            for seq, why in sorted(led.flags.items()):
+                click.echo(printable(f"INVALID SIGNER: entry {seq}: {why}"))
+        sys.exit(EXIT_FAILED if led.flags else 0)
 
     @disclose.command("receipt")
     @click.argument("bag", type=click.Path(path_type=Path))

@@ -39,7 +39,7 @@ from dockd.trust.log import TrustState
 
 TRANSFER_TYPE = "dockd.transfer/1"
 PROFILE_ID = "https://github.com/dockd/dockd/blob/main/dockd/agency/disclosure/dockd-bagit-profile.json"
-PARALLEL = 4  # concurrent downloads: enough to fill a LAN link, bounded memory (one chunk each)
+PARALLEL = 8  # concurrent downloads: enough to fill a LAN link, bounded memory (one chunk each)
 CHUNK = 1 << 20
 SIG_FILES = ("tagmanifest-sha256.txt.sig", "transfer.json.sig")
 

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ def entry_digest(entry: dict[str, Any]) -> str:
 class Ledger:
     case: str
     entries: list[dict[str, Any]]
+    # seq -> why its signer was not a valid discloser when it signed (revoked or expired later, backdated):
+    # the entry stays in the chain (its signature verifies), flagged wherever it is shown.
+    flags: dict[int, str] = field(default_factory=dict)
 
     def last_transfer(self) -> str | None:
         ts = [e["transfer_sha256"] for e in self.entries if e["kind"] == "transfer"]
@@ -62,7 +65,8 @@ class Ledger:
             if e["kind"] != "transfer":
                 continue
             a = acks.get(e["transfer_sha256"])
-            out.append({"seq": e["seq"], "at": e["at"], "recipient": e["recipient"], "authority": e["authority"],
+            out.append({"seq": e["seq"], "at": e["at"], "signer_invalid": self.flags.get(e["seq"]),
+                        "recipient": e["recipient"], "authority": e["authority"],
                         "sender": e["sender"], "clips": e["clips"], "transfer_sha256": e["transfer_sha256"],
                         "tagmanifest_sha256": e["tagmanifest_sha256"], "parent": e.get("parent"), "bag": e["bag"],
                         "acknowledged": None if a is None else {"at": a["receipt"]["received_at"],
@@ -70,10 +74,11 @@ class Ledger:
         return out
 
 
-def check_chain(case: str, entries: list[dict[str, Any]], state: TrustState) -> None:
-    """Raise DisclosureFailed naming the first entry that is out of order, unchained, altered, or not
-    signed by a discloser enrolled at its ``at``."""
-    prev = None
+def check_chain(case: str, entries: list[dict[str, Any]], state: TrustState) -> dict[int, str]:
+    """Raise DisclosureFailed naming the first entry that is out of order, unchained, altered, or signed by a
+    key the trust log does not enrol. Returns the entries whose signer was not a valid discloser at their
+    ``at`` (seq -> reason): a key revoked afterwards with a backdated ``from`` must not block the case."""
+    prev, flags = None, {}
     for i, e in enumerate(entries):
         if not isinstance(e, dict) or e.get("type") != LEDGER_TYPE or e.get("case") != case:
             raise DisclosureFailed(f"ledger of case {case}: entry {i} is not an entry of this ledger")
@@ -82,12 +87,22 @@ def check_chain(case: str, entries: list[dict[str, Any]], state: TrustState) -> 
         if e.get("prev") != prev:
             raise DisclosureFailed(f"ledger of case {case}: entry {i} does not chain to entry {i - 1} "
                                    "(removed, inserted, reordered or altered)")
-        v = state.verify_signed(e, "discloser", "at")
+        sig = e.get("signature")
+        kid = sig.get("key_id") if isinstance(sig, dict) else None
+        pub = state.public_key(kid) if isinstance(kid, str) else None
+        try:
+            if pub is None:
+                raise ManifestInvalid(f"signed by key {kid!r}, which the trust log does not enrol")
+            mf.check_signature(e, pub)
+        except ManifestInvalid as err:
+            raise DisclosureFailed(f"ledger of case {case}: entry {i}: {err.message()} (altered or forged)") from None
+        v = state.check(kid, "discloser", e.get("at"))  # type: ignore[arg-type]  # a str: pub was found by it
         if not v.ok:
-            raise DisclosureFailed(f"ledger of case {case}: entry {i}: {v.reason}")
+            flags[i] = v.reason
         if e.get("kind") not in ("transfer", "ack"):
             raise DisclosureFailed(f"ledger of case {case}: entry {i} has an unknown kind")
         prev = entry_digest(e)
+    return flags
 
 
 def read(backend: Backend, prefix: str, case: str, state: TrustState) -> Ledger:
@@ -107,8 +122,7 @@ def read(backend: Backend, prefix: str, case: str, state: TrustState) -> Ledger:
         entries = [ijson.loads(r, max_bytes=MAX_ENTRY) for r in raws]
     except ijson.Invalid as e:
         raise DisclosureFailed(f"ledger of case {case}: an entry is not strict JSON ({e})") from None
-    check_chain(case, entries, state)
-    return Ledger(case, entries)
+    return Ledger(case, entries, check_chain(case, entries, state))
 
 
 def append(backend: Backend, prefix: str, ledger: Ledger, body: dict[str, Any], key: keys.StationKey) -> dict:

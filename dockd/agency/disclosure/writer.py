@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ class BagWriter:
             shutil.rmtree(self.tmp)
         self.tmp.mkdir(mode=0o755)
         self._dirs: set[Path] = {self.tmp}
+        self._files: list[str] = []
+        self._lock = threading.Lock()
 
     def _open(self, rel: str) -> int:
         if not bagfmt.safe_path(rel):
@@ -66,9 +69,12 @@ class BagWriter:
                 view = memoryview(c)
                 while view:
                     view = view[os.write(fd, view):]
-            os.fsync(fd)
         finally:
             os.close(fd)
+        # fsynced in commit(), all at once before the rename: a download never waits for the disk, and
+        # writeback of earlier files overlaps later downloads (nothing is in place before that fsync).
+        with self._lock:
+            self._files.append(rel)
         return Written(rel, n, h256.hexdigest(), h512.hexdigest())
 
     def write_bytes(self, rel: str, data: bytes) -> Written:
@@ -81,8 +87,14 @@ class BagWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def commit(self, as_zip: bool = False) -> Path:
-        """Fsync every directory, then rename the bag into place and fsync its parent; ``as_zip``: write the
-        finished bag as the zip file ``dest`` instead (:mod:`.ziparchive`) and remove the directory."""
+        """Fsync every file and directory, then rename the bag into place and fsync its parent; ``as_zip``:
+        write the finished bag as the zip file ``dest`` instead (:mod:`.ziparchive`) and remove the directory."""
+        for rel in self._files:
+            fd = os.open(self.tmp / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         for d in sorted(self._dirs, key=lambda p: -len(p.parts)):
             fsync_dir(d)
         if as_zip:
