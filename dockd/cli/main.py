@@ -501,6 +501,7 @@ cli_index.register(main, pass_ctx)
 from dockd.cli import camera as cli_camera  # noqa: E402 - registers `dockd camera SERIAL` on `main`
 
 cli_camera.register(main, pass_ctx, emit_json)
+__import__("dockd.cli.disclose").cli.disclose.register(main)  # `dockd disclose ...` (issue #16)
 
 
 def entry() -> None:

@@ -127,6 +127,10 @@ class Backend(Protocol):
     def read_small(self, key: str, limit: int) -> bytes | None:
         """A small object's bytes, None if there is none; StoreFailure(PERMANENT) if bigger than ``limit``."""
 
+    def iter_chunks(self, key: str, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The object's bytes in chunks of at most ``chunk`` (bounded memory for any size); StoreFailure if
+        it is missing (PERMANENT) or the read fails."""
+
 
 class TokenBucket:
     """A shared bandwidth limit: ``rate`` bytes per second with bursts of up to ``burst`` bytes.

@@ -173,6 +173,21 @@ class FileBackend:
             raise StoreFailure(ErrorClass.PERMANENT, f"{key}: more than {limit} bytes", "TooBig")
         return data
 
+    def iter_chunks(self, key: str, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The object streamed in chunks; never follows a symlink or opens anything but a regular file."""
+        p = self._path(key)
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as e:
+            raise StoreFailure(ErrorClass.PERMANENT, f"{p}: {e.strerror or e}", "OSError") from e
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreFailure(ErrorClass.PERMANENT, f"{p}: not a regular file", "NotFile")
+            while data := os.read(fd, chunk):
+                yield data
+        finally:
+            os.close(fd)
+
     def check(self) -> None:
         if not self.root.is_dir():
             raise StoreFailure(ErrorClass.PERMANENT, f"share {self.root} is not a mounted directory", "NoShare")

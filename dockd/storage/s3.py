@@ -403,6 +403,17 @@ class S3Backend:
             raise StoreFailure(ErrorClass.PERMANENT, f"{key}: more than {limit} bytes", "TooBig")
         return data
 
+    def iter_chunks(self, key: str, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The object streamed in chunks (never held whole); a read error mid-stream is classified."""
+        r = self._call(self.client.get_object, Bucket=self.bucket, Key=key)
+        body = r["Body"]
+        try:
+            yield from body.iter_chunks(chunk)
+        except Exception as e:  # noqa: BLE001 - transport errors are classified like every other call
+            raise classify(e, self.bucket) from e
+        finally:
+            body.close()
+
     # -- multipart
 
     def abort(self, key: str, upload_id: str) -> None:

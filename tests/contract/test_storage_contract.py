@@ -190,3 +190,14 @@ def test_list_keys_start_after_lists_only_later_keys(store):
     assert list(backend.list_keys(base, start_after=keys[1])) == keys[2:]
     assert list(backend.list_keys(base, start_after=keys[-1])) == []
     assert list(backend.list_keys(base + "2026-01-02/", start_after=base + "2026-01-01/~")) == keys[2:]
+
+
+def test_iter_chunks_streams_the_object_in_bounded_chunks(store, tmp_path):
+    """Disclosure reads clips with iter_chunks: every byte, in chunks of at most the size asked for."""
+    backend, _ = store
+    path, data, sha = blob(tmp_path, 3 * MiB + 17, seed=5)
+    backend.put_file("s/clip.mp4", path, len(data), sha)
+    chunks = list(backend.iter_chunks("s/clip.mp4", 1 << 20))
+    assert b"".join(chunks) == data and max(len(c) for c in chunks) <= 1 << 20
+    with pytest.raises(StoreFailure):
+        list(backend.iter_chunks("s/missing.mp4"))

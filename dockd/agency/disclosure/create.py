@@ -1,0 +1,238 @@
+"""``dockd disclose create``: a signed BagIt 1.0 bag of clips from central storage.
+
+Layout (every name below ``data/`` is plain text; see :mod:`.bagfmt`)::
+
+    bagit.txt  bag-info.txt  manifest-sha256.txt  manifest-sha512.txt
+    transfer.json            (RFC 8785 bytes: who, to whom, under which authority, every item's digest)
+    case.jsonld              (CASE 1.5 / UCO: the custody as linked data)
+    VERIFY.txt               (the offline check with sha256sum, openssl and jq)
+    discloser.pub.pem        (the signer's public key, also in the trust log)
+    tagmanifest-sha256.txt  tagmanifest-sha512.txt   (every file above)
+    tagmanifest-sha256.txt.sig  transfer.json.sig     (raw Ed25519 by the discloser: the only unlisted files)
+    data/clips/{station}/{camera}/{YYYY}/{MM}/{DD}/{sha256}{ext}   (+ .manifest.json, sidecars)
+    data/audit/{station}/{day}.jsonl  + .head.json                 (whole exported day segments)
+    data/trust/log/{seq:08d}.json                                   (the agency trust log, root-signed)
+
+Every clip is streamed from storage into the bag in bounded chunks, hashed (SHA-256, SHA-512) as it
+arrives, and compared with its signed manifest; any mismatch fails the whole bag, which only appears
+under its name once complete (:class:`.writer.BagWriter`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+
+from dockd import __version__
+from dockd.agency.disclosure import DisclosureFailed, bagfmt, casegraph, collect
+from dockd.agency.disclosure.writer import BagWriter, Written
+from dockd.evidence import keys
+from dockd.storage.base import Backend, StoreFailure
+from dockd.trust.log import TrustState
+
+TRANSFER_TYPE = "dockd.transfer/1"
+PROFILE_ID = "https://github.com/dockd/dockd/blob/main/dockd/agency/disclosure/dockd-bagit-profile.json"
+PARALLEL = 8  # concurrent downloads: enough to fill a LAN link, bounded memory (one chunk each)
+CHUNK = 1 << 20
+SIG_FILES = ("tagmanifest-sha256.txt.sig", "transfer.json.sig")
+
+
+@dataclass
+class Request:
+    case: str
+    recipient: str
+    authority: str
+    object_keys: list[str]
+    out: Path
+    created_at: str
+    previous: str | None = None  # sha256 of the case ledger's last transfer (None: the first)
+    as_zip: bool = False  # write one zip file at ``out`` instead of a directory
+
+
+@dataclass
+class Source:
+    """Where a bag's contents come from: central storage, or (onward disclosure) a verified parent bag."""
+
+    clips: list[collect.ClipSource]
+    segments: list[collect.Segment]
+    trust_raws: list[bytes]
+    chunks: Callable[[str], Iterator[bytes]]  # a clip's or sidecar's bytes by source name, streamed
+    src_prefix: str  # source name of a clip = src_prefix + its path below data/clips/
+    extra: dict[str, bytes] = field(default_factory=dict)  # further payload files (the parent's records)
+    parent: dict[str, Any] | None = None
+
+
+def from_storage(backend: Backend, prefix: str, state: TrustState, trust_raws: list[bytes],
+                 object_keys: list[str]) -> Source:
+    # Each clip costs a few small requests (manifest, listing for second manifests): in parallel, in order.
+    with ThreadPoolExecutor(2 * PARALLEL) as pool:
+        clips = list(pool.map(lambda k: collect.resolve(backend, prefix, k, state), dict.fromkeys(object_keys)))
+    segs = collect.audit_segments(backend, prefix, clips, state) if clips else []
+    pre = prefix.strip("/") + "/" if prefix.strip("/") else ""
+
+    def chunks(key: str) -> Iterator[bytes]:
+        try:
+            yield from backend.iter_chunks(key, CHUNK)
+        except StoreFailure as e:
+            raise DisclosureFailed(f"downloading {key}: {e}") from None
+
+    return Source(clips, segs, trust_raws, chunks, pre)
+
+
+def _fetch(src: Source, w: BagWriter, name: str, rel: str, sha256: str, size: int) -> Written:
+    """Stream ``name`` into ``rel``; the bytes must be exactly the ``size``/``sha256`` the manifest signed."""
+    try:
+        got = w.write_stream(rel, collect.checked_stream(src.chunks(name), size, name))
+    except BaseException:
+        w.discard(rel)
+        raise
+    if got.size != size or got.sha256 != sha256:
+        w.discard(rel)
+        raise DisclosureFailed(f"{name}: holds {got.size} bytes with sha256 {got.sha256}, its signed "
+                               f"manifest says {size} bytes with sha256 {sha256}; not disclosed")
+    return got
+
+
+def _download(src: Source, w: BagWriter, progress: Callable[[int], None] | None) -> list[Written]:
+    """Every clip and sidecar, ``PARALLEL`` at a time; the first failure cancels the rest and is raised."""
+    jobs = []
+    for c in src.clips:
+        jobs.append((src.src_prefix + c.rel, f"data/clips/{c.rel}", c.manifest["clip"]["sha256"],
+                     c.manifest["clip"]["size"]))
+        jobs += [(src.src_prefix + k, f"data/clips/{k}", sha, size) for k, sha, size in c.sidecars]
+    out: list[Written] = []
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        futs = {pool.submit(_fetch, src, w, *j) for j in dict.fromkeys(jobs)}
+        while futs:
+            done, futs = wait(futs, return_when=FIRST_EXCEPTION)
+            for f in done:
+                if f.exception() is not None:
+                    for g in futs:
+                        g.cancel()
+                    raise f.exception()  # type: ignore[misc]
+                out.append(f.result())
+                if progress:
+                    progress(f.result().size)
+    return out
+
+
+def _bag_info(req: Request, state: TrustState, discloser: str, n_clips: int, oxum: tuple[int, int]) -> bytes:
+    return bagfmt.bag_info_text([
+        ("Source-Organization", state.agency),
+        ("Contact-Name", discloser),
+        ("External-Identifier", req.case),
+        ("External-Description", f"Disclosure of {n_clips} body-worn camera clip(s) in case {req.case} to "
+                                 f"{req.recipient} under {req.authority}"),
+        ("Bagging-Date", req.created_at[:10]),
+        ("Payload-Oxum", f"{oxum[0]}.{oxum[1]}"),
+        ("BagIt-Profile-Identifier", PROFILE_ID),
+        ("Case-Number", req.case),
+        ("Recipient", req.recipient),
+        ("Authority", req.authority),
+        ("Disclosed-By", discloser),
+        ("Clip-Count", str(n_clips)),
+        ("Bag-Software-Agent", f"dockd {__version__}"),
+    ])
+
+
+def transfer_body(req: Request, discloser: keys.StationKey, discloser_name: str, state: TrustState,
+                  clips: list[collect.ClipSource], segs: list[collect.Segment],
+                  payload: dict[str, Written]) -> dict[str, Any]:
+    return {
+        "type": TRANSFER_TYPE,
+        "case": req.case,
+        "created_at": req.created_at,
+        "sender": {"key_id": discloser.key_id, "name": discloser_name, "agency": state.agency},
+        "recipient": {"name": req.recipient},
+        "authority": req.authority,
+        "previous": req.previous,
+        "trust": {"root_key_id": state.root_key_id, "head_seq": state.head_seq, "head_digest": state.head_digest},
+        "clips": [{"object_key": c.object_key, "path": f"data/clips/{c.rel}", "station": c.station,
+                   "camera": c.camera, "sha256": c.manifest["clip"]["sha256"], "size": c.manifest["clip"]["size"],
+                   "offloaded_at": c.manifest.get("offloaded_at"), "station_key_id": c.station_key_id,
+                   "manifests": [f"data/clips/{k}" for k, _ in c.manifests],
+                   "sidecars": [f"data/clips/{k}" for k, _, _ in c.sidecars],
+                   "audit": [{"segment": f"data/audit/{s.station}/{s.day}.jsonl", "seqs": s.clip_seqs[c.object_key]}
+                             for s in segs if c.object_key in s.clip_seqs]}
+                  for c in clips],
+        "items": [{"path": p, "sha256": w.sha256, "sha512": w.sha512, "size": w.size}
+                  for p, w in sorted(payload.items())],
+        "software": f"dockd {__version__}",
+    }
+
+
+def build(src: Source, state: TrustState, discloser: keys.StationKey, req: Request,
+          progress: Callable[[int], None] | None = None,
+          before_commit: Callable[[dict[str, Any], bytes, bytes], None] | None = None) -> dict[str, Any]:
+    """Build the bag at ``req.out``. ``before_commit(transfer, transfer_bytes, tagmanifest_bytes)`` runs
+    when the bag is complete but not yet in place (the ledger append: if it fails, no bag appears).
+    Returns the transfer."""
+    v = state.check(discloser.key_id, "discloser", req.created_at)
+    if not v.ok:
+        raise DisclosureFailed(f"signing key: {v.reason}")
+    name = state.enrolments[discloser.key_id][0].subject["name"]
+    clips, segs = src.clips, src.segments
+    if not clips:
+        raise DisclosureFailed("no clips selected")
+    w = BagWriter(req.out)
+    try:
+        payload = {x.path: x for x in _download(src, w, progress)}
+        for rel, data in sorted(src.extra.items()):
+            payload[rel] = w.write_bytes(rel, data)
+        for c in clips:
+            for k, raw in c.manifests:
+                payload[f"data/clips/{k}"] = w.write_bytes(f"data/clips/{k}", raw)
+        for s in segs:
+            base = f"data/audit/{s.station}/{s.day}"
+            payload[base + ".jsonl"] = w.write_bytes(base + ".jsonl", s.lines)
+            payload[base + ".head.json"] = w.write_bytes(base + ".head.json", s.head)
+        for i, raw in enumerate(src.trust_raws):
+            payload[f"data/trust/log/{i:08d}.json"] = w.write_bytes(f"data/trust/log/{i:08d}.json", raw)
+        tags: dict[str, Written] = {}
+
+        def tag(rel: str, data: bytes) -> None:
+            tags[rel] = w.write_bytes(rel, data)
+
+        tag("bagit.txt", bagfmt.BAGIT_TXT)
+        for alg in bagfmt.ALGS:
+            tag(f"manifest-{alg}.txt", bagfmt.manifest_text({p: getattr(x, alg) for p, x in payload.items()}))
+        transfer = transfer_body(req, discloser, name, state, clips, segs, payload)
+        transfer["parent"] = src.parent
+        tbytes = rfc8785.dumps(transfer)
+        tag("transfer.json", tbytes)
+        tag("discloser.pub.pem", keys.public_pem(discloser.public).encode())
+        tag("case.jsonld", casegraph.dumps(transfer, tbytes))
+        from dockd.agency.disclosure.verifytxt import verify_txt
+
+        tag("VERIFY.txt", verify_txt(transfer))
+        oxum = (sum(x.size for x in payload.values()), len(payload))
+        tag("bag-info.txt", _bag_info(req, state, name, len(clips), oxum))
+        for alg in bagfmt.ALGS:
+            tm = bagfmt.manifest_text({p: getattr(x, alg) for p, x in tags.items()})
+            w.write_bytes(f"tagmanifest-{alg}.txt", tm)
+            if alg == "sha256":
+                tm256 = tm
+        w.write_bytes("tagmanifest-sha256.txt.sig", discloser.private.sign(tm256))
+        w.write_bytes("transfer.json.sig", discloser.private.sign(tbytes))
+        if before_commit is not None:
+            before_commit(transfer, tbytes, tm256)
+        w.commit(req.as_zip)
+    except BaseException:
+        w.abort()
+        raise
+    return transfer
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def now_rfc3339() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

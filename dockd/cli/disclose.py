@@ -1,0 +1,252 @@
+"""``dockd disclose create|verify``: signed disclosure bags (issue #16; :mod:`dockd.agency.disclosure`).
+
+``create`` reads central storage ([storage] of the config) and the trust log there, pinned by
+``--root`` or ``[trust] root_pubkey``; ``verify`` needs nothing but the bag and the pinned root.
+Exit codes: 0 ok / valid, 1 failed / invalid (every reason printed), 2 usage or configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from dockd.core.errors import EXIT_FAILED, UsageError
+from dockd.core.textsafe import printable
+
+CASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _text(opt: str, value: str) -> str:
+    from dockd.agency.disclosure import bagfmt
+
+    try:
+        return bagfmt.clean_value(value)
+    except bagfmt.BagFormatError:
+        raise UsageError(f"{opt} must be one line of printable text (1 to 4000 characters)") from None
+
+
+def register(main: click.Group) -> None:
+    @main.group()
+    def disclose() -> None:
+        """Hand clips over to prosecutors and defence as signed, offline-verifiable BagIt bags."""
+
+    _register_create(disclose)
+    _register_verify(disclose)
+    _register_ledger(disclose)
+
+
+def _register_create(disclose: click.Group) -> None:
+    from dockd.cli.main import pass_ctx
+    from dockd.cli.trust import _root_pub
+
+    @disclose.command("create")
+    @click.option("--case", required=True, help="Case number (letters, digits, . _ -; at most 64).")
+    @click.option("--recipient", required=True, help="Who receives the bag (person or office), as printed.")
+    @click.option("--authority", required=True, help="Court order, discovery request number, ...")
+    @click.option("--clip", "clips", multiple=True, metavar="OBJECT_KEY", help="A clip's object key (repeatable).")
+    @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                  help="The discloser's private key (enrolled for role discloser).")
+    @click.option("--out", required=True, type=click.Path(path_type=Path), help="The bag directory to create.")
+    @click.option("--root", "root_pem", type=click.Path(dir_okay=False, path_type=Path),
+                  help="The agency root public key (default: [trust] root_pubkey).")
+    @click.option("--from-bag", "parent", type=click.Path(path_type=Path),
+                  help="Onward disclosure: take the clips (all, or those named by --clip) from this received bag.")
+    @click.option("--trust", "tdir", type=click.Path(file_okay=False, path_type=Path),
+                  help="With --from-bag: a newer trust directory than the one the parent bag carries.")
+    @click.option("--zip", "as_zip", is_flag=True, help="Write the bag as one zip file at --out (e.g. CASE.zip).")
+    @pass_ctx
+    def disclose_create(c, case: str, recipient: str, authority: str, clips: tuple[str, ...], key_file: Path,
+                        out: Path, root_pem: Path | None, parent: Path | None, tdir: Path | None,
+                        as_zip: bool) -> None:
+        """Build a signed BagIt bag of the named clips from central storage (or, with --from-bag, from a bag
+        received earlier, chained to it). The disclosure is recorded in the case ledger in storage first."""
+        from dockd.agency.disclosure import create as mk
+        from dockd.agency.disclosure import ledger
+        from dockd.trust import store as trustlog
+
+        if not CASE.fullmatch(case):
+            raise UsageError("--case must be 1 to 64 letters, digits, '.', '_' or '-' (it names the case ledger)")
+        if not clips and parent is None:
+            raise UsageError("name at least one clip with --clip OBJECT_KEY (or take a whole bag with --from-bag)")
+        req = mk.Request(case=case, recipient=_text("--recipient", recipient),
+                         authority=_text("--authority", authority), object_keys=list(clips), out=out,
+                         created_at=mk.now_rfc3339(), as_zip=as_zip)
+        root = _root_pub(c, root_pem)
+        key = trustlog.load_signing_key(key_file)
+        backend, prefix, src, state = _source(c, root, parent, tdir, req)
+        led = ledger.read(backend, prefix, case, state) if backend is not None else None
+        req.previous = led.last_transfer() if led is not None else None
+
+        def record(t: dict, tbytes: bytes, tagmanifest: bytes) -> None:
+            # The ledger entry is written before the bag appears under its name: a bag never exists
+            # without its record (a crash in between leaves a record of a bag that must be made again).
+            if led is not None:
+                ledger.append(backend, prefix, led, ledger.transfer_entry(t, tbytes, tagmanifest, out.name), key)
+
+        t = mk.build(src, state, key, req, progress=_progress(), before_commit=record)
+        if sys.stderr.isatty():
+            click.echo("", err=True)
+        click.echo(printable(f"bag {out}: case {case}, {len(t['clips'])} clip(s), {len(t['items'])} payload files, "
+                             f"signed by {t['sender']['key_id']} ({t['sender']['name']}) for {recipient}"
+                             + ("" if led is not None else "; recorded in no ledger (no [storage] configured)")))
+
+
+def _progress():
+    done = [0]
+
+    def progress(n: int) -> None:
+        done[0] += n
+        if sys.stderr.isatty():
+            click.echo(f"\r{done[0] >> 20} MiB copied and checked", err=True, nl=False)
+
+    return progress
+
+
+def _source(c, root, parent: Path | None, tdir: Path | None, req):
+    """(backend, prefix, source, trust state): storage from the config; with --from-bag the parent bag, and
+    storage (for the ledger) only if a config was named."""
+    from dockd.agency.disclosure import create as mk
+    from dockd.storage import open_backend
+    from dockd.trust import log as trust
+    from dockd.trust import store as trustlog
+
+    if parent is not None:
+        from dockd.agency.disclosure import onward
+
+        raws = trustlog.read_dir(tdir) if tdir is not None else None
+        src, state = onward.from_bag(parent, root, raws, req.object_keys)
+        if c.config_path is None or c.cfg.storage is None:
+            return None, "", src, state
+        return open_backend(c.cfg.storage), c.cfg.storage.prefix, src, state
+    if tdir is not None:
+        raise UsageError("--trust goes with --from-bag (from storage, the trust log in storage is used)")
+    if c.cfg.storage is None:
+        raise UsageError(f"no [storage] section in {c.cfg.path}: disclosure reads clips from central storage")
+    backend, prefix = open_backend(c.cfg.storage), c.cfg.storage.prefix
+    raws = trustlog.read_storage(backend, prefix)
+    state = trust.load(root, raws)
+    return backend, prefix, mk.from_storage(backend, prefix, state, raws, req.object_keys), state
+
+
+def _register_verify(disclose: click.Group) -> None:
+    from dockd.cli.main import pass_ctx
+    from dockd.cli.trust import _root_pub
+
+    @disclose.command("verify")
+    @click.argument("bag", type=click.Path(path_type=Path))
+    @click.option("--root", "root_pem", type=click.Path(dir_okay=False, path_type=Path),
+                  help="The agency root public key, obtained separately (default: [trust] root_pubkey).")
+    @click.option("--trust", "tdir", type=click.Path(file_okay=False, path_type=Path),
+                  help="Judge by this (newer) trust directory instead of the log the bag carries.")
+    @click.option("--json", "as_json", is_flag=True)
+    @pass_ctx
+    def disclose_verify(c, bag: Path, root_pem: Path | None, tdir: Path | None, as_json: bool) -> None:
+        """Check a bag offline: fixity, completeness, profile, signatures and enrolments, station manifests,
+        audit chains. Exit 0 valid, 1 invalid (every reason listed)."""
+        from dockd.agency.disclosure import verify as vf
+        from dockd.trust import store as trustlog
+
+        root = _root_pub(c, root_pem)
+        raws = trustlog.read_dir(tdir) if tdir is not None else None
+        if bag.name.endswith(".zip") and bag.is_file() and not bag.is_symlink():
+            from dockd.agency.disclosure.ziparchive import Unpacked
+
+            with Unpacked(bag) as d:
+                r = vf.verify(d, root, raws)
+            r.bag = str(bag)
+        else:
+            r = vf.verify(bag, root, raws)
+        if as_json:
+            click.echo(json.dumps(r.as_json(), indent=2, sort_keys=True, ensure_ascii=True))
+        else:
+            for line in r.checked:
+                click.echo(printable(f"ok: {line}"))
+            for line in r.reasons:
+                click.echo(printable(f"INVALID: {line}"))
+            click.echo(printable(f"{bag}: {'valid' if r.ok else f'INVALID ({len(r.reasons)} reasons)'}"))
+        sys.exit(0 if r.ok else EXIT_FAILED)
+
+
+
+def _register_ledger(disclose: click.Group) -> None:
+    from dockd.cli.main import pass_ctx
+    from dockd.cli.trust import _root_pub
+
+    def _agency(c, root_pem: Path | None):
+        from dockd.storage import open_backend
+        from dockd.trust import log as trust
+        from dockd.trust import store as trustlog
+
+        if c.cfg.storage is None:
+            raise UsageError(f"no [storage] section in {c.cfg.path}: the disclosure ledger is in central storage")
+        backend, prefix = open_backend(c.cfg.storage), c.cfg.storage.prefix
+        return backend, prefix, trust.load(_root_pub(c, root_pem), trustlog.read_storage(backend, prefix))
+
+    @disclose.command("ledger")
+    @click.option("--case", required=True)
+    @click.option("--root", "root_pem", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--json", "as_json", is_flag=True)
+    @pass_ctx
+    def disclose_ledger(c, case: str, root_pem: Path | None, as_json: bool) -> None:
+        """What was disclosed in CASE, to whom, when, under which authority, and whether it was acknowledged
+        (the ledger is checked link by link first: exit 1 if it was tampered with)."""
+        from dockd.agency.disclosure import ledger
+
+        if not CASE.fullmatch(case):
+            raise UsageError("--case must be 1 to 64 letters, digits, '.', '_' or '-'")
+        backend, prefix, state = _agency(c, root_pem)
+        led = ledger.read(backend, prefix, case, state)
+        rows = led.rows()
+        if as_json:
+            click.echo(json.dumps({"case": case, "transfers": rows, "signer_invalid": led.flags}, indent=2,
+                                  sort_keys=True, ensure_ascii=True))
+        else:
+            click.echo(f"case {case}: {len(rows)} disclosure(s), ledger chain intact")
+            for r in rows:
+                a = r["acknowledged"]
+                click.echo(printable(f"{r['seq']:>4} {r['at']} {r['sender']['name']} -> {r['recipient']['name']} "
+                                     f"under {r['authority']}: {r['clips']} clip(s), transfer "
+                                     f"{r['transfer_sha256'][:16]} "
+                                     + (f"acknowledged {a['at']} by {a['by']}" if a else "NOT acknowledged")))
+            for seq, why in sorted(led.flags.items()):
+                click.echo(printable(f"INVALID SIGNER: entry {seq}: {why}"))
+        sys.exit(EXIT_FAILED if led.flags else 0)
+
+    @disclose.command("receipt")
+    @click.argument("bag", type=click.Path(path_type=Path))
+    @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                  help="The recipient's private key (enrolled for role recipient).")
+    @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the receipt here.")
+    def disclose_receipt(bag: Path, key_file: Path, out: Path | None) -> None:
+        """Sign a receipt for BAG (its transfer record and tag manifest by digest), for the sender to record."""
+        from dockd.agency.disclosure import create as mk
+        from dockd.agency.disclosure import ledger
+        from dockd.evidence import manifest as mf
+        from dockd.trust import store as trustlog
+
+        r = ledger.receipt_for(bag, trustlog.load_signing_key(key_file), mk.now_rfc3339())
+        if out is not None:
+            trustlog.write_new(out, mf.dumps(r))
+        click.echo(mf.dumps(r).decode().rstrip())
+
+    @disclose.command("ack")
+    @click.argument("receipt", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                  help="A discloser's private key: it signs the ledger entry.")
+    @click.option("--root", "root_pem", type=click.Path(dir_okay=False, path_type=Path))
+    @pass_ctx
+    def disclose_ack(c, receipt: Path, key_file: Path, root_pem: Path | None) -> None:
+        """Record a recipient's receipt in the case ledger (refused for a bag the ledger does not record)."""
+        from dockd.agency.disclosure import create as mk
+        from dockd.agency.disclosure import ledger
+        from dockd.trust import store as trustlog
+
+        backend, prefix, state = _agency(c, root_pem)
+        r = ledger.check_receipt(trustlog.read_limited(receipt, ledger.MAX_ENTRY), state)
+        e = ledger.ack(backend, prefix, r, state, trustlog.load_signing_key(key_file), mk.now_rfc3339())
+        click.echo(printable(f"case {r['case']}: receipt of transfer {r['transfer_sha256'][:16]} by "
+                             f"{r['signature']['key_id']} recorded as ledger entry {e['seq']}"))

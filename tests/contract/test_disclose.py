@@ -1,0 +1,363 @@
+"""Disclosure bags (issue #16): clips put into a real SeaweedFS by the real station code, a bag built from
+storage by ``dockd disclose create``, judged by ``dockd disclose verify``, by the field's own tools
+(bagit.py, bagit-profile, bdbag) and by its own VERIFY.txt run literally; then broken in every way the
+issue names and judged again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dockd.agency.disclosure.create import PROFILE_ID
+from tests.conftest import unique_name
+from tests.support.cli import run_dockd
+from tests.support.disclosure import World, ok
+
+PROFILE = Path(__file__).resolve().parents[2] / "dockd" / "agency" / "disclosure" / "dockd-bagit-profile.json"
+
+
+@pytest.fixture(scope="module")
+def world(seaweed, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in seaweed.env().items():
+            mp.setenv(k, v)
+        mp.delenv("AWS_PROFILE", raising=False)
+        bucket = seaweed.create_bucket(unique_name("disc"))
+        yield World(tmp_path_factory.mktemp("disclose"), seaweed, bucket, [200_000, 150_000, 1_000])
+
+
+@pytest.fixture(scope="module")
+def bag(world):
+    out = world.tmp / "bag"
+    r = ok(world.create(out))
+    assert "3 clip(s)" in r.stdout
+    return out
+
+
+def tool(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def copy(bag: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "b"
+    shutil.copytree(bag, dst, symlinks=True)
+    return dst
+
+
+def test_bag_holds_what_storage_holds_and_verifies(world, bag):
+    t = json.loads((bag / "transfer.json").read_text())
+    assert t["case"] == "2026-CR-0042" and t["recipient"] == {"name": "County Prosecutor's Office"}
+    assert [c["object_key"] for c in t["clips"]] == world.object_keys
+    s3 = world.backend
+    for c in t["clips"]:
+        assert (bag / c["path"]).read_bytes() == b"".join(s3.iter_chunks(c["object_key"]))
+        assert c["audit"] and all(a["seqs"] for a in c["audit"])  # staged, uploading, uploaded rows
+        assert c["station_key_id"] == world.station_key_id
+    assert t["sender"]["key_id"] == world.key_id(world.discloser)
+    assert sorted(p.name for p in (bag / "data" / "trust" / "log").iterdir())[0] == "00000000.json"
+    r = world.verify(bag)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "valid" in r.stdout.splitlines()[-1] and "3 station manifest(s) verified" in r.stdout
+    j = json.loads(world.verify(bag, "--json").stdout)
+    assert j["valid"] is True and j["reasons"] == [] and j["clips"] == 3
+
+
+def test_field_tools_accept_the_bag(bag):
+    r = subprocess.run([tool("bagit.py"), "--validate", str(bag)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([tool("bagit_profile.py"), "--no-logfile", "--file", str(PROFILE), PROFILE_ID, str(bag)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "Validates against" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([tool("bdbag"), "--validate", "full", str(bag)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_case_graph_conforms_to_case_1_5(bag):
+    # --allow-info: UCO reports each xsd:string hash method as "not typed as its vocabulary" at level Info
+    # (while typing it as the vocabulary is a Warning since UCO 1.4); anything above Info fails.
+    r = subprocess.run([tool("case_validate"), "--built-version", "case-1.5.0", "--allow-info",
+                        str(bag / "case.jsonld")], capture_output=True, text=True)
+    assert r.returncode == 0 and "Conforms: True" in r.stdout, r.stdout[-3000:] + r.stderr
+    g = json.loads((bag / "case.jsonld").read_text())
+    types = [n["@type"] for n in g["@graph"]]
+    assert types.count("uco-observable:File") == 3 and "case-investigation:Authorization" in types
+
+
+def test_verify_txt_runs_literally_with_standard_tools(world, bag, tmp_path):
+    env = {"PATH": os.environ["PATH"], "ROOT": str(world.root_pub)}
+    r = subprocess.run(["bash", "-euo", "pipefail", "VERIFY.txt"], cwd=bag, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "bag verified" in r.stdout and r.stdout.count("Signature Verified Successfully") >= 5
+    b = copy(bag, tmp_path)
+    clip = b / json.loads((b / "transfer.json").read_text())["clips"][0]["path"]
+    data = bytearray(clip.read_bytes())
+    data[100] ^= 1
+    clip.write_bytes(bytes(data))
+    r = subprocess.run(["bash", "-euo", "pipefail", "VERIFY.txt"], cwd=b, env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "bag verified" not in r.stdout
+
+
+def mutate_clip_byte(b: Path) -> None:
+    p = b / json.loads((b / "transfer.json").read_text())["clips"][1]["path"]
+    data = bytearray(p.read_bytes())
+    data[7] ^= 0x40
+    p.write_bytes(bytes(data))
+
+
+def extra_file(b: Path) -> None:
+    (b / "data" / "clips" / "planted.mp4").write_bytes(b"x")
+
+
+def missing_file(b: Path) -> None:
+    (b / json.loads((b / "transfer.json").read_text())["clips"][2]["path"]).unlink()
+
+
+def strip_tagmanifests(b: Path) -> None:
+    for p in b.glob("tagmanifest-*.txt"):
+        p.unlink()
+
+
+def edit_bag_info(b: Path) -> None:
+    p = b / "bag-info.txt"
+    p.write_text(p.read_text().replace("County Prosecutor's Office", "Someone Else"))
+
+
+def symlinked_payload(b: Path) -> None:
+    p = b / json.loads((b / "transfer.json").read_text())["clips"][0]["path"]
+    p.unlink()
+    p.symlink_to("/etc/passwd")
+
+
+@pytest.mark.parametrize("breakage,needle", [
+    (mutate_clip_byte, "sha256 differs from manifest-sha256.txt"),
+    (extra_file, "planted.mp4: in the payload but listed in no manifest"),
+    (missing_file, "listed in the payload manifest but missing"),
+    (strip_tagmanifests, "tagmanifest-sha256.txt is missing"),
+    (edit_bag_info, "bag-info.txt: sha256 differs from tagmanifest-sha256.txt"),
+    (symlinked_payload, "not a regular file or directory"),
+])
+def test_broken_bags_are_invalid_with_reasons(world, bag, tmp_path, breakage, needle):
+    b = copy(bag, tmp_path)
+    breakage(b)
+    r = world.verify(b, "--json")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    j = json.loads(r.stdout)
+    assert j["valid"] is False and any(needle in x for x in j["reasons"]), j["reasons"]
+
+
+def test_field_tools_reject_what_we_reject(bag, tmp_path):
+    """bagit.py accepts a bag whose tag manifests were deleted; our profile (via bagit-profile) does not."""
+    b = copy(bag, tmp_path)
+    strip_tagmanifests(b)
+    r = subprocess.run([tool("bagit_profile.py"), "--no-logfile", "--file", str(PROFILE), PROFILE_ID, str(b)],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "Does not validate" in r.stdout, r.stdout + r.stderr
+    b = copy(bag, tmp_path / "2")
+    mutate_clip_byte(b)
+    assert subprocess.run([tool("bagit.py"), "--validate", str(b)], capture_output=True).returncode != 0
+    assert subprocess.run([tool("bdbag"), "--validate", "full", str(b)], capture_output=True).returncode != 0
+
+
+def test_create_refuses_what_it_cannot_vouch_for(world, tmp_path):
+    r = world.create(tmp_path / "x", clips=["ev/st1/CAM1/2023/11/14/" + "0" * 64 + ".mp4"])
+    assert r.returncode == 1 and "no signed manifest" in r.stderr and not (tmp_path / "x").exists()
+    r = world.create(tmp_path / "y", clips=["ev/../../etc/passwd"])
+    assert r.returncode == 1 and "not a clip object key" in r.stderr
+    r = world.create(tmp_path / "z", "--case", "a/b")
+    assert r.returncode == 2 and "--case" in r.stderr
+    r = run_dockd("disclose", "verify", tmp_path / "nothing", "--root", world.root_pub)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_ledger_receipt_and_ack(world, bag, tmp_path):
+    r = ok(world.dockd("disclose", "ledger", "--case", "2026-CR-0042", "--json"))
+    [row] = [x for x in json.loads(r.stdout)["transfers"] if x["seq"] == 0]
+    t = (bag / "transfer.json").read_bytes()
+    assert row["transfer_sha256"] == hashlib.sha256(t).hexdigest() and row["acknowledged"] is None
+    assert row["recipient"] == {"name": "County Prosecutor's Office"}
+    receipt = tmp_path / "receipt.json"
+    ok(world.dockd("disclose", "receipt", bag, "--key", world.prosecutor, "--out", receipt))
+    r = ok(world.dockd("disclose", "ack", receipt, "--key", world.discloser))
+    assert "recorded as ledger entry" in r.stdout
+    r = world.dockd("disclose", "ledger", "--case", "2026-CR-0042")
+    assert "acknowledged" in r.stdout and "NOT acknowledged" not in r.stdout.splitlines()[1]
+    r = world.dockd("disclose", "ack", receipt, "--key", world.discloser)
+    assert r.returncode == 1 and "acknowledged already" in r.stderr
+    # A receipt for another bag (a digest that this case never sent) is refused.
+    other = json.loads(receipt.read_text())
+    other["tagmanifest_sha256"] = "0" * 64
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(other))
+    r = world.dockd("disclose", "ack", forged, "--key", world.discloser)
+    assert r.returncode == 1 and "does not verify" in r.stderr  # altered after signing
+    b2 = tmp_path / "bag2"
+    ok(world.create(b2))
+    assert json.loads((b2 / "transfer.json").read_text())["previous"] == hashlib.sha256(t).hexdigest()
+    r2 = tmp_path / "r2.json"
+    ok(world.dockd("disclose", "receipt", b2, "--key", world.prosecutor, "--out", r2))
+    body = json.loads(r2.read_text())
+    body["case"] = "2026-CR-9999"  # re-signed by the recipient for a case that never had this bag
+    from dockd.evidence import manifest as mf
+    from dockd.trust import store as trustlog
+
+    r3 = tmp_path / "r3.json"
+    r3.write_bytes(mf.dumps(mf.sign(body, trustlog.load_signing_key(world.prosecutor))))
+    r = world.dockd("disclose", "ack", r3, "--key", world.discloser)
+    assert r.returncode == 1 and "another bag" in r.stderr
+
+
+def test_tampered_ledger_is_refused(world, bag, tmp_path):
+    s3 = world.seaweed_client()
+    case = "2026-CR-0042"
+    keys_ = sorted(k for k in world.backend.list_keys(f"ev/_disclosure/{case}/ledger/"))
+    assert len(keys_) >= 2
+    first = s3.get_object(Bucket=world.bucket, Key=keys_[0])["Body"].read()
+    second = s3.get_object(Bucket=world.bucket, Key=keys_[1])["Body"].read()
+    try:  # reordered: entries 0 and 1 swapped
+        s3.put_object(Bucket=world.bucket, Key=keys_[0], Body=second)
+        s3.put_object(Bucket=world.bucket, Key=keys_[1], Body=first)
+        r = world.dockd("disclose", "ledger", "--case", case)
+        assert r.returncode == 1 and "reordered" in r.stderr
+        s3.put_object(Bucket=world.bucket, Key=keys_[0], Body=first)
+        s3.delete_object(Bucket=world.bucket, Key=keys_[1])  # truncated in the middle
+        r = world.dockd("disclose", "ledger", "--case", case)
+        if len(keys_) > 2:
+            assert r.returncode == 1 and "missing (removed?)" in r.stderr
+    finally:
+        s3.put_object(Bucket=world.bucket, Key=keys_[0], Body=first)
+        s3.put_object(Bucket=world.bucket, Key=keys_[1], Body=second)
+    r = world.dockd("disclose", "ledger", "--case", case)
+    assert "ledger chain intact" in r.stdout, r.stdout + r.stderr
+
+
+def test_revoked_discloser_and_swapped_station_key(world, bag, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from dockd.evidence import keys
+    from dockd.evidence import manifest as mf
+    from dockd.trust import store as trustlog
+
+    rex = world.person("Rex Revoked", "discloser")
+    world.publish()
+    rbag = tmp_path / "rbag"
+    ok(world.create(rbag, key=rex))
+    ok(world.verify(rbag))
+    ok(run_dockd("trust", "revoke", world.key_id(rex), "--from", "2026-01-01T00:00:00Z", "--reason", "key lost",
+                 "--root-key", world.root_key, "--dir", world.tdir))
+    world.publish()
+    r = world.verify(rbag, "--trust", world.tdir)  # judged by the newer trust log
+    assert r.returncode == 1 and "revoked" in r.stdout
+    r = world.create(tmp_path / "never", key=rex)
+    assert r.returncode == 1 and "revoked" in r.stderr and not (tmp_path / "never").exists()
+    # Rex's entry stays in the case ledger, flagged; the case goes on.
+    r = world.dockd("disclose", "ledger", "--case", "2026-CR-0042")
+    assert r.returncode == 1 and "INVALID SIGNER" in r.stdout and "revoked" in r.stdout
+    # A clip manifest re-signed by another station's (enrolled) key, the bag's digests recomputed to match.
+    k2 = Ed25519PrivateKey.generate()
+    req = tmp_path / "st2.req.json"
+    req.write_bytes(trustlog.dumps(trustlog.make_request(k2, "station", "st2", "2025-01-01T00:00:00Z")))
+    world.enrol(req, "station")
+    b = copy(bag, tmp_path / "swap")
+    mpath = b / json.loads((b / "transfer.json").read_text())["clips"][0]["manifests"][0]
+    m = json.loads(mpath.read_text())
+    mpath.write_bytes(mf.dumps(mf.sign(m, keys.StationKey(k2, tmp_path / "k2"))))
+    rehash(b)
+    r = world.verify(b, "--trust", world.tdir)
+    assert r.returncode == 1 and "swapped station key" in r.stdout and "tagmanifest-sha256.txt.sig" in r.stdout
+
+
+def rehash(b: Path) -> None:
+    """What a forger with no key can do: recompute every manifest and tag manifest."""
+    for alg in ("sha256", "sha512"):
+        lines = (b / f"manifest-{alg}.txt").read_text().splitlines()
+        paths = [x.split("  ", 1)[1] for x in lines]
+        (b / f"manifest-{alg}.txt").write_text("".join(
+            f"{hashlib.new(alg, (b / p).read_bytes()).hexdigest()}  {p}\n" for p in paths))
+    for alg in ("sha256", "sha512"):
+        lines = (b / f"tagmanifest-{alg}.txt").read_text().splitlines()
+        paths = [x.split("  ", 1)[1] for x in lines]
+        (b / f"tagmanifest-{alg}.txt").write_text("".join(
+            f"{hashlib.new(alg, (b / p).read_bytes()).hexdigest()}  {p}\n" for p in paths))
+
+
+def test_onward_disclosure_to_defence_chains_back_to_the_stations(world, bag, tmp_path):
+    child = tmp_path / "to-defence"
+    keys2 = world.object_keys[:2]
+    r = ok(run_dockd("disclose", "create", "--from-bag", bag, "--case", "2026-CR-0042",
+                     "--recipient", "Defence Counsel", "--authority", "Rule 16 disclosure", "--key", world.prosecutor,
+                     "--out", child, "--root", world.root_pub, *[a for k in keys2 for a in ("--clip", k)]))
+    assert "2 clip(s)" in r.stdout and "recorded in no ledger" in r.stdout
+    t = json.loads((child / "transfer.json").read_text())
+    assert t["sender"]["name"] == "Pat Prosecutor" and [c["object_key"] for c in t["clips"]] == keys2
+    assert t["parent"]["transfer_sha256"] == hashlib.sha256((bag / "transfer.json").read_bytes()).hexdigest()
+    r = world.verify(child)
+    assert r.returncode == 0, r.stdout
+    assert "chain 1: data/parent signed by " + world.key_id(world.discloser) in r.stdout
+    assert "2 station manifest(s) verified" in r.stdout
+    assert subprocess.run([tool("bagit.py"), "--validate", str(child)], capture_output=True).returncode == 0
+    # The parent's record swapped for an edited one (digests recomputed by the forger): the chain breaks.
+    b = copy(child, tmp_path / "forged")
+    p = b / "data" / "parent" / "transfer.json"
+    p.write_text(p.read_text().replace("County Prosecutor", "County Prosecutor "))
+    rehash(b)
+    r = world.verify(b)
+    assert r.returncode == 1 and "not the ones transfer.json names by digest" in r.stdout
+    # Defence (recipient only) cannot disclose onward.
+    r = run_dockd("disclose", "create", "--from-bag", child, "--case", "2026-CR-0042", "--recipient", "Press",
+                  "--authority", "none", "--key", world.defence, "--out", tmp_path / "leak", "--root", world.root_pub)
+    assert r.returncode == 1 and "not for role discloser" in r.stderr and not (tmp_path / "leak").exists()
+
+
+def test_zip_output_verifies_and_hostile_zips_are_refused(world, tmp_path):
+    import zipfile
+
+    z = tmp_path / "2026-CR-0042.zip"
+    r = ok(world.create(z, "--zip", clips=world.object_keys[2:]))
+    assert z.is_file() and not list(tmp_path.glob(".*partial*"))
+    names = zipfile.ZipFile(z).namelist()
+    assert all(n.startswith("2026-CR-0042/") for n in names) and "2026-CR-0042/bagit.txt" in names
+    r = world.verify(z)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([tool("bdbag"), "--validate", "full", str(z)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("b/bagit.txt", "BagIt-Version: 1.0\n")
+        zf.writestr("b/../../escape.txt", "x")
+    r = world.verify(evil)
+    assert r.returncode == 1 and "not a plain regular file" in r.stderr
+    assert not (tmp_path.parent / "escape.txt").exists()
+    link = tmp_path / "link.zip"
+    with zipfile.ZipFile(link, "w") as zf:
+        info = zipfile.ZipInfo("b/data/x")
+        info.external_attr = (0o120777) << 16  # a symlink entry
+        zf.writestr(info, "/etc/passwd")
+    r = world.verify(link)
+    assert r.returncode == 1 and "not a plain regular file" in r.stderr
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t.update(recipient="just a string"),
+    lambda t: t.update(clips=[{"object_key": 1, "path": [], "station": None, "manifests": "x", "audit": 7}]),
+    lambda t: t.update(items=5),
+    lambda t: t.update(parent={"transfer_sha256": None}),
+    lambda t: t["sender"].update(key_id=["x"]),
+])
+def test_hostile_transfer_record_is_invalid_not_a_crash(world, bag, tmp_path, edit):
+    import rfc8785
+
+    b = copy(bag, tmp_path)
+    t = json.loads((b / "transfer.json").read_text())
+    edit(t)
+    (b / "transfer.json").write_bytes(rfc8785.dumps(t))
+    rehash(b)
+    r = world.verify(b)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stdout + r.stderr
+    assert "INVALID" in r.stdout
