@@ -22,7 +22,6 @@ from rich.table import Table
 from rich.text import Text
 
 from dockd.agency.fleet import classify
-from dockd.agency.fleet.reader import Reader, default_cache
 from dockd.core.errors import EXIT_FAILED, UsageError
 from dockd.core.textsafe import printable
 from dockd.core.timefmt import rfc3339
@@ -45,6 +44,8 @@ def _duration(opt: str, text: str) -> float:
 
 
 def snapshot(c, trust_src: str, root_pem: Path | None, cache: Path | None, now: float | None = None) -> dict[str, Any]:
+    from dockd.agency.fleet.reader import Reader  # here: `dockd --help` need not load storage and cryptography
+
     """One read of the fleet: ``{"at", "verdicts", "states", "thresholds"}``."""
     from dockd.cli.trust import trust_state
     from dockd.storage import open_backend
@@ -153,6 +154,8 @@ def _common(f):
 
 
 def _opts(c, trust_src: str, root_pem: Path | None, cache: Path | None, no_cache: bool) -> dict[str, Any]:
+    from dockd.agency.fleet.reader import default_cache
+
     if no_cache:
         cache = None
     elif cache is None:

@@ -16,8 +16,9 @@ the reason (see :func:`check_ns`), never offloaded with a made-up date.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
-from typing import overload
+from typing import Any, overload
 
 from dockd.core.errors import UsageError
 
@@ -88,3 +89,16 @@ def normalise_time(text: str) -> str:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z$")
+
+
+def time_ns(text: Any) -> int:
+    """Nanoseconds since the epoch of a strict RFC 3339 UTC time (``...Z``); raise ValueError otherwise."""
+    m = _TIME.match(text) if isinstance(text, str) else None
+    if not m:
+        raise ValueError(f"not an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SS[.f]Z): {text!r}")
+    y, mo, d, h, mi, s, frac = m.groups()
+    dt = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=UTC)
+    return int(dt.timestamp()) * 1_000_000_000 + int((frac or "0").ljust(9, "0"))

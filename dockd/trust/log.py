@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from dockd.core.errors import KeyError_, TrustInvalid
 from dockd.core.roles import ROLES, SUBJECT_KINDS  # noqa: F401 - re-exported
+from dockd.core.timefmt import time_ns  # re-exported: signed times are parsed in one place
 from dockd.evidence import keys
 
 TYPE = "dockd.trust/1"
@@ -51,7 +52,6 @@ REQUEST_TYPE = "dockd.enrol-request/1"
 KINDS = ("root", "enrol", "revoke")
 MAX_STATEMENT = 64 << 10  # bytes; a statement holds one PEM key and a few names
 MAX_NAME = 200
-_TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z$")
 _KEY_ID = re.compile(r"^ed25519:[0-9a-f]{16}$")
 
 
@@ -92,16 +92,6 @@ def signed_body(obj: dict[str, Any]) -> bytes:
 
 def digest(obj: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(obj)).hexdigest()
-
-
-def time_ns(text: Any) -> int:
-    """Nanoseconds since the epoch of a strict RFC 3339 UTC time (``...Z``); raise ValueError otherwise."""
-    m = _TIME.match(text) if isinstance(text, str) else None
-    if not m:
-        raise ValueError(f"not an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SS[.f]Z): {text!r}")
-    y, mo, d, h, mi, s, frac = m.groups()
-    dt = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=UTC)
-    return int(dt.timestamp()) * 1_000_000_000 + int((frac or "0").ljust(9, "0"))
 
 
 def parse_time_arg(text: str) -> str:

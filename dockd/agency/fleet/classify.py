@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockd.core.lifecycle import PENDING
-from dockd.trust.log import time_ns
+from dockd.core.timefmt import time_ns
 
 UP, STALE, UNHEALTHY, UNTRUSTED, SILENT = "up", "stale", "unhealthy", "untrusted", "no-heartbeat"
 STATUSES = (UP, STALE, UNHEALTHY, UNTRUSTED, SILENT)
