@@ -18,6 +18,7 @@ PY="$VENV/bin/python"
 #   udev (udevadm), systemd (systemd-analyze), openssl, iproute2 (ss), psmisc (fuser)
 #   python3-venv (ensurepip for `python3 -m venv` on Debian), ca-certificates (pip over https)
 #   prometheus (promtool checks the metrics exposition), jq (the README's offline manifest check)
+#   chromium (renders the review's HTML report headless in tests/e2e/test_review.py)
 APT_PACKAGES=(
   ffmpeg exfatprogs exfat-fuse
   umockdev gir1.2-umockdev-1.0 python3-gi
@@ -25,6 +26,7 @@ APT_PACKAGES=(
   openssl iproute2 psmisc
   python3-venv ca-certificates
   prometheus jq
+  chromium
 )
 
 if [[ -t 1 ]]; then _B=$'\e[1m' _R=$'\e[0m'; else _B="" _R=""; fi

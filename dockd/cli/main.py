@@ -472,6 +472,9 @@ def doctor(c: Ctx, as_json: bool) -> None:
 from dockd.cli import trust as cli_trust  # noqa: E402 - registers `dockd trust` and the key enrolment commands on `main`
 
 cli_trust.register(main, keys)
+from dockd.cli import review as cli_review  # noqa: E402 - registers `dockd review` (the completeness review) on `main`
+
+cli_review.register(main, pass_ctx, echo, emit_json)
 
 
 def entry() -> None:

@@ -122,6 +122,16 @@ def _name(path: Path, what: str, line: int, field: str, text: str) -> str:
     v = text.strip()
     if not v:
         raise UsageError(f"{what} {printable(path)}: line {line}: field {printable(field)}: empty")
+    _printable(path, what, line, field, v)
+    return v
+
+
+def _printable(path: Path, what: str, line: int, field: str, v: str) -> str:
+    """Names end up in a signed report, a terminal and a web page: control, format and odd space characters
+    are refused rather than carried (a report must read the same to every tool)."""
+    if not v.isprintable():
+        raise UsageError(f"{what} {printable(path)}: line {line}: field {printable(field)}: holds a control or "
+                         f"non-printing character: {printable(v)[:60]}")
     return v
 
 
@@ -141,7 +151,7 @@ def load_roster(path: Path, tz: ZoneInfo) -> tuple[list[Assignment], dict[str, s
         if t is not None and t <= f:
             raise UsageError(f"{what} {printable(path)}: line {line}: field to: not after from")
         if r.get("unit", "").strip():
-            units[officer] = r["unit"].strip()
+            units[officer] = _printable(path, what, line, "unit", r["unit"].strip())
         entries.append((line, Assignment(cam, officer, f, t)))
     notes: list[str] = []
     per_cam: dict[str, list[tuple[int, Assignment]]] = defaultdict(list)
@@ -199,6 +209,7 @@ def load_cad(path: Path, cols: CadColumns, tz: ZoneInfo) -> tuple[list[Incident]
             notes.append(f"CAD line {line}: incident {printable(inc)} officer {printable(officer)} repeats line "
                          f"{seen[(inc, officer)]} (both kept)")
         seen.setdefault((inc, officer), line)
-        out.append(Incident(inc, officer, r[cols.call_type].strip(), d, a, c,
-                            r[cols.unit].strip() if cols.unit else "", line))
+        call_type = _printable(path, what, line, cols.call_type, r[cols.call_type].strip())
+        unit = _printable(path, what, line, cols.unit, r[cols.unit].strip()) if cols.unit else ""
+        out.append(Incident(inc, officer, call_type, d, a, c, unit, line))
     return out, Loaded(str(path), digest, notes)

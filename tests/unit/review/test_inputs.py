@@ -34,6 +34,8 @@ CAD_BAD = [
      "line 2: field cleared: before dispatch"),
     ("arrive after clear", CAD_HEAD + "I1,A,2026-03-01T10:00:00Z,2026-03-01T11:00:00Z,2026-03-01T10:10:00Z,O1,U\n",
      "line 2: field arrived: not between"),
+    ("control char", CAD_HEAD + "I1\u202e,A,2026-03-01T10:00:00Z,,2026-03-01T10:10:00Z,O1,U\n",
+     "line 2: field incident: holds a control"),
     ("not utf-8", CAD_HEAD.encode() + b"I1,\xff\n", "not UTF-8"),
     ("NUL", CAD_HEAD + "I1\x00,A\n", "NUL"),
     ("bad quoting", CAD_HEAD + 'I1,"A"x,2026-03-01T10:00:00Z,,2026-03-01T10:10:00Z,O1,U\n', "line 2: not valid CSV"),
