@@ -36,7 +36,7 @@ EXPLAINING = frozenset({"seq_gap", "clip_vanished", "seq_repeated", "time_backwa
                         "long_absence", "device_id_conflict"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Policy:
     pre_roll_s: float = 120.0
     post_roll_s: float = 120.0
@@ -47,7 +47,7 @@ class Policy:
     long_absence_days: float = 3.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Clip:
     camera: str
     start_ns: int | None  # camera clock
@@ -62,14 +62,14 @@ class Clip:
         return s, s + self.duration_ns
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dock:
     camera: str
     at_ns: int  # station clock
     anomalies: tuple[str, ...] = ()  # kinds seen at this dock
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Assignment:
     camera: str
     officer: str
@@ -77,7 +77,7 @@ class Assignment:
     to_ns: int | None  # None: open-ended
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Incident:
     """One (incident, officer) row of the dispatch export."""
 
@@ -91,7 +91,7 @@ class Incident:
     line: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Justification:
     seq: int
     incident: str
@@ -103,7 +103,7 @@ class Justification:
     supersedes: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     incident: str
     officer: str
