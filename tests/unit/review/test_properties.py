@@ -40,7 +40,7 @@ dock_st = st.lists(st.integers(-86400, 86400 * 5), max_size=3).map(
     lambda ts: {"B": [match.Dock("B", T0 + t * NS) for t in sorted(ts)]})
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(inc_st, st.lists(clip_st, max_size=6), clip_st, dock_st, st.booleans(), st.integers(0, 10 * 86400))
 def test_adding_a_clip_never_worsens_removing_never_improves(inc, clips, extra, docks, justified, now_s):
     now = T0 + now_s * NS
@@ -54,7 +54,7 @@ def test_adding_a_clip_never_worsens_removing_never_improves(inc, clips, extra, 
     assert not (RANK[before.outcome] < RANK[after.outcome])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 1000)), max_size=8))
 def test_union_is_sorted_disjoint_and_preserves_length_bound(ivs):
     ivs = [(min(a, b), max(a, b)) for a, b in ivs]
