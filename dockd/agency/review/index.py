@@ -98,21 +98,30 @@ class Cache:
         """(station, seq, head sha256) of every cached segment: what a report names as its input."""
         return list(self.db.execute("SELECT station, seq, head_sha256 FROM segments ORDER BY station, seq"))
 
-    def clips_between(self, from_ns: int, to_ns: int) -> dict[str, list[match.Clip]]:
-        """Clips per camera whose camera-clock start falls within the range widened by a day each side (camera
-        clocks are corrected later; a clock more than a day off is an anomaly the station reports), plus every
-        clip with no start time (unplaced, counted but never matched)."""
-        out: dict[str, list[match.Clip]] = defaultdict(list)
-        q = ("SELECT camera, start_ns, duration_ns, offset_ns, object_key FROM clips WHERE start_ns BETWEEN ? AND ? "
-             "OR start_ns IS NULL")
-        for cam, s, d, off, key in self.db.execute(q, (from_ns - match.DAY_NS, to_ns + match.DAY_NS)):
-            out[cam].append(match.Clip(cam, s, d, off, key))
+    def clips_between(self, from_ns: int, to_ns: int) -> dict[str, match.CameraClips]:
+        """Per camera, the placed clips (station time: start minus the camera's clock offset, as
+        :meth:`match.Clip.station_interval`) starting within the range widened by a day each side, sorted.
+        Clips with no start or duration cannot be placed and are not read."""
+        out: dict[str, match.CameraClips] = {}
+        q = ("SELECT camera, start_ns - coalesce(offset_ns, 0) AS s, duration_ns, object_key FROM clips "
+             "WHERE start_ns IS NOT NULL AND duration_ns IS NOT NULL AND duration_ns >= 0 "
+             "AND start_ns - coalesce(offset_ns, 0) BETWEEN ? AND ? ORDER BY camera, s")
+        cam_now: str | None = None
+        placed: list[tuple[int, int, str]] = []
+        for cam, s, d, key in self.db.execute(q, (from_ns - match.DAY_NS, to_ns + match.DAY_NS)):
+            if cam != cam_now:
+                if cam_now is not None:
+                    out[cam_now] = match.CameraClips(placed=placed)
+                cam_now, placed = cam, []
+            placed.append((s, s + d, key))
+        if cam_now is not None:
+            out[cam_now] = match.CameraClips(placed=placed)
         return out
 
     def docks_by_camera(self) -> dict[str, list[match.Dock]]:
         out: dict[str, list[match.Dock]] = defaultdict(list)
         for cam, at, an in self.db.execute("SELECT camera, at_ns, anomalies FROM docks ORDER BY camera, at_ns"):
-            out[cam].append(match.Dock(cam, at, tuple(json.loads(an))))
+            out[cam].append(match.Dock(cam, at, tuple(json.loads(an)) if an != "[]" else ()))
         return out
 
     def device_ids(self) -> dict[str, set[str]]:

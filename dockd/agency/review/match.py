@@ -218,16 +218,16 @@ class CameraClips:
     """One camera's placed clips as station-time intervals sorted by start, for bisection: one incident never
     walks a year of the camera's clips."""
 
-    def __init__(self, clips: Iterable[Clip]):
-        placed = []
-        self.unplaced = 0
-        for c in clips:
-            iv = c.station_interval()
-            if iv is None:
-                self.unplaced += 1
-            else:
-                placed.append((iv[0], iv[1], c.key))
-        placed.sort()
+    def __init__(self, clips: Iterable[Clip] = (), *, placed: list[tuple[int, int, str]] | None = None):
+        """From clips, or from ``placed`` (station-time (start, end, key), already sorted: the cache's
+        query gives them so, without a Clip object per clip)."""
+        if placed is None:
+            placed = []
+            for c in clips:
+                iv = c.station_interval()
+                if iv is not None:
+                    placed.append((iv[0], iv[1], c.key))
+            placed.sort()
         self.starts = [p[0] for p in placed]
         self.placed = placed
         self.longest = max((p[1] - p[0] for p in placed), default=0)
@@ -241,10 +241,12 @@ class CameraClips:
             i += 1
 
 
-def review(incidents: Iterable[Incident], assignments: Sequence[Assignment], clips: Mapping[str, Iterable[Clip]],
+def review(incidents: Iterable[Incident], assignments: Sequence[Assignment],
+           clips: Mapping[str, Iterable[Clip] | CameraClips],
            docks: Mapping[str, Sequence[Dock]], justifications: Mapping[tuple[str, str], Justification],
            policy: Policy, now_ns: int, fmt: Callable[[int], str] = str) -> Iterator[Row]:
-    """One :class:`Row` per incident row, in input order. ``clips`` are per camera (any order); ``docks`` per
+    """One :class:`Row` per incident row, in input order. ``clips`` are per camera (any order, or a prepared
+    :class:`CameraClips`); ``docks`` per
     camera sorted by ``at_ns``; ``fmt`` renders a time in facts (the caller passes RFC 3339)."""
     by_officer: dict[str, list[Assignment]] = defaultdict(list)
     for a in assignments:
@@ -264,7 +266,8 @@ def review(incidents: Iterable[Incident], assignments: Sequence[Assignment], cli
         for cam, part in cams:
             cc = indexed.get(cam)
             if cc is None:
-                cc = indexed[cam] = CameraClips(clips.get(cam, ()))
+                given = clips.get(cam, ())
+                cc = indexed[cam] = given if isinstance(given, CameraClips) else CameraClips(given)
             for s, e, key in cc.overlapping(part):
                 spans.append((max(s, part[0]), min(e, part[1])))
                 keys.add(key)

@@ -33,9 +33,17 @@ class ReportRefused(DockdError):
     """report not signed: {}"""
 
 
+_DAYS: dict[int, str] = {}
+
+
 def fmt(ns: int) -> str:
-    """RFC 3339 to the second (what the report shows; windows and docks are not sub-second facts)."""
-    return rfc3339_ns(ns - ns % 1_000_000_000)[:19] + "Z"
+    """RFC 3339 to the second (what the report shows; windows and docks are not sub-second facts). A year's
+    report formats a million times: the date part is computed once per day."""
+    day, sec = divmod(ns // 1_000_000_000, 86400)
+    d = _DAYS.get(day)
+    if d is None:
+        d = _DAYS[day] = rfc3339_ns(day * 86400 * 1_000_000_000)[:10]
+    return f"{d}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}Z"
 
 
 def policy_of(rc: ReviewConfig) -> match.Policy:
@@ -127,14 +135,16 @@ def run(*, rc: ReviewConfig, state: TrustState, cache: Cache, log: Log, key: Sta
     html_bytes = htmlreport.render(body)
     body["html"]["sha256"] = hashlib.sha256(html_bytes).hexdigest()
     signed = sign(body, key)
-    v = state.verify_signed(signed, "reviewer", "generated_at")
+    # the key must be a reviewer's at the report's own time (the signature is the manifest scheme's, over the
+    # same JCS bytes rfc8785 gives: tests/unit/test_jcs.py; `dockd review verify` re-checks it in full)
+    v = state.check(key.key_id, "reviewer", generated)
     if not v.ok:
         raise ReportRefused(v.reason)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "report.csv", csv_bytes)
     write_atomic(out / "report.html", html_bytes)
-    write_atomic(out / "report.json", (json.dumps(signed, sort_keys=True, ensure_ascii=False, indent=1) + "\n")
-                 .encode("utf-8"))
+    # one line (the C encoder: a year's report is tens of MiB; `jq .` shows it indented)
+    write_atomic(out / "report.json", (json.dumps(signed, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
     return Result(signed, out, time.monotonic() - t0)
 
 

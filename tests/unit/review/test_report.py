@@ -74,3 +74,14 @@ def test_html_escapes_every_foreign_string():
     assert "<script" not in page and "\u202e" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;\\u202e" in page
     assert 'content="default-src \'none\'' in page
+
+
+def test_fast_time_format_equals_the_core_one():
+    import random
+
+    from dockd.agency.review.run import fmt as fast
+    from dockd.core.timefmt import rfc3339_ns
+
+    rnd = random.Random(1)
+    for ns in [0, -1, 86_400 * NS - 1, *(rnd.randrange(-2**62, 2**62) for _ in range(2000))]:
+        assert fast(ns) == rfc3339_ns(ns - ns % NS)[:19] + "Z", ns
