@@ -19,10 +19,12 @@ from pathlib import Path
 
 import duckdb
 
-Q_CLIPS = "SELECT camera, start_ns, duration_ns, offset_ns, object_key FROM clips"
+# the report's read (dockd.agency.review.index.Cache.clips_between over the whole year)
+Q_CLIPS = ("SELECT camera, start_ns - coalesce(offset_ns, 0) AS s, duration_ns, object_key FROM clips "
+           "WHERE start_ns IS NOT NULL AND duration_ns IS NOT NULL ORDER BY camera, s")
 Q_DOCKS = "SELECT camera, at_ns, anomalies FROM docks ORDER BY camera, at_ns"
-Q_AGG = ("SELECT camera, start_ns // (86400000000000 * 30) AS m, count(*), sum(duration_ns) FROM clips "
-         "GROUP BY camera, m")
+Q_AGG = ("SELECT camera, start_ns {div} 2592000000000000 AS m, count(*), sum(duration_ns) FROM clips "
+         "GROUP BY camera, m")  # integer division: / in SQLite, // in DuckDB
 
 
 def timed(fn) -> tuple[float, int]:
@@ -51,7 +53,8 @@ def main() -> int:
         out[name] = {
             "read_clips_s": timed(lambda c=con: len(c.execute(Q_CLIPS).fetchall()))[0],
             "read_docks_s": timed(lambda c=con: len(c.execute(Q_DOCKS).fetchall()))[0],
-            "agg_s": timed(lambda c=con: len(c.execute(Q_AGG).fetchall()))[0],
+            "agg_s": timed(lambda c=con, n=name: len(c.execute(Q_AGG.format(div="/" if n == "sqlite" else "//"))
+                                                       .fetchall()))[0],
         }
     out["clips"] = lite.execute("SELECT count(*) FROM clips").fetchone()[0]
     out["duckdb_version"] = duckdb.__version__
