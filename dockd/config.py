@@ -203,6 +203,31 @@ class FleetConfig:
 
 
 @dataclass(frozen=True)
+class ReviewConfig:
+    """The completeness review's policy and inputs (dockd/agency/review; README "Completeness review")."""
+
+    pre_roll_s: float = 120.0
+    post_roll_s: float = 120.0
+    grace_hours: float = 72.0  # a camera not docked since the incident is `pending` this long, then `missing`
+    covered_percent: float = 90.0
+    on_scene_weight: float = 2.0
+    long_absence_days: float = 3.0
+    excluded_call_types: tuple[str, ...] = ()
+    reason_codes: tuple[str, ...] = ("malfunction", "battery", "not_assigned", "privacy_exemption", "other")
+    cad_incident: str = "incident"
+    cad_call_type: str = "call_type"
+    cad_dispatched: str = "dispatched"
+    cad_arrived: str = "arrived"
+    cad_cleared: str = "cleared"
+    cad_officer: str = "officer"
+    cad_unit: str = "unit"
+    cad_timezone: str = "UTC"
+    reviewer_key: str = ""
+    cache_dir: Path = Path("/var/cache/dockd-review")
+    fetch_concurrency: int = 16
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     station: StationConfig
@@ -218,6 +243,7 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     continuity: ContinuityConfig = field(default_factory=ContinuityConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -256,6 +282,7 @@ SECTIONS: dict[str, type] = {
     "index": IndexConfig,
     "continuity": ContinuityConfig,
     "fleet": FleetConfig,
+    "review": ReviewConfig,
 }
 
 # ---------------------------------------------------------------- validation
@@ -497,6 +524,7 @@ def parse(raw: dict, p: Path) -> Config:
                                   long_absence_days=co.opt("long_absence_days", float))
     co.done()
     fleet = _parse_fleet(p, top.table.pop("fleet", {}))
+    review = _parse_review(p, top.table.pop("review", {}))
 
     if top.table:
         k = sorted(top.table)[0]
@@ -518,6 +546,7 @@ def parse(raw: dict, p: Path) -> Config:
         index=index,
         continuity=continuity,
         fleet=fleet,
+        review=review,
     )
 
 
@@ -642,3 +671,34 @@ def _parse_device_id(cs: _Section) -> str:
         cs.fail("device_id", f'must be "udev_serial", "label" or "file:RELPATH" (a relative path on the camera, '
                              f"no '..'), got {v!r}")
     return v
+
+
+def _parse_review(p: Path, table: Any) -> ReviewConfig:
+    """The ``[review]`` section (agency side: the completeness review)."""
+    r = _Section(p, "review", table, ReviewConfig)
+    covered = r.opt("covered_percent", float)
+    if not 0 < covered <= 100:
+        r.fail("covered_percent", f"must be more than 0 and at most 100, got {covered!r}")
+    cache = r.opt("cache_dir", str)
+    if not str(cache).startswith("/"):
+        r.fail("cache_dir", f"must be an absolute path, got {cache!r}")
+    codes = r.opt_strings("reason_codes")
+    if not codes:
+        r.fail("reason_codes", "must name at least one reason code")
+    cad = {k: r.opt(k, str) for k in ("cad_incident", "cad_call_type", "cad_dispatched", "cad_arrived",
+                                      "cad_cleared", "cad_officer", "cad_unit", "cad_timezone")}
+    for k in ("cad_incident", "cad_call_type", "cad_dispatched", "cad_cleared", "cad_officer", "cad_timezone"):
+        if not cad[k]:
+            r.fail(k, "must not be empty")
+    review = ReviewConfig(
+        pre_roll_s=r.opt("pre_roll_s", float), post_roll_s=r.opt("post_roll_s", float),
+        grace_hours=r.opt("grace_hours", float), covered_percent=covered,
+        on_scene_weight=_positive(r, "on_scene_weight", r.opt("on_scene_weight", float)),
+        long_absence_days=r.opt("long_absence_days", float),
+        excluded_call_types=r.opt_strings("excluded_call_types"), reason_codes=codes,
+        reviewer_key=r.opt("reviewer_key", str), cache_dir=Path(cache),
+        fetch_concurrency=int(_positive(r, "fetch_concurrency", r.opt("fetch_concurrency", int))),
+        **cad,
+    )
+    r.done()
+    return review

@@ -18,6 +18,7 @@ PY="$VENV/bin/python"
 #   udev (udevadm), systemd (systemd-analyze), openssl, iproute2 (ss), psmisc (fuser)
 #   python3-venv (ensurepip for `python3 -m venv` on Debian), ca-certificates (pip over https)
 #   prometheus (promtool checks the metrics exposition), jq (the README's offline manifest check)
+#   chromium (renders the review's HTML report headless in tests/e2e/test_review.py)
 APT_PACKAGES=(
   ffmpeg exfatprogs exfat-fuse
   umockdev gir1.2-umockdev-1.0 python3-gi

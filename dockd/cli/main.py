@@ -502,6 +502,9 @@ from dockd.cli import camera as cli_camera  # noqa: E402 - registers `dockd came
 
 cli_camera.register(main, pass_ctx, emit_json)
 __import__("dockd.cli.disclose").cli.disclose.register(main)  # `dockd disclose ...` (issue #16)
+from dockd.cli import review as cli_review  # noqa: E402 - registers `dockd review` (the completeness review) on `main`
+
+cli_review.register(main, pass_ctx, echo, emit_json)
 
 
 def entry() -> None:
