@@ -191,7 +191,7 @@ def _batch(backend, prefix, state, cache, pool, station, seqs, prev, res) -> tup
         return tuple(_try(lambda w=w: _read(backend, fmt.body_key(prefix, w, station, date, seq), fmt.MAX_BODY))
                      for w in ("clips", "docks"))
 
-    for seq, h, (craw, draw) in zip(seqs, parsed, pool.map(bodies, parsed), strict=True):
+    for seq, raw_head, h, (craw, draw) in zip(seqs, heads, parsed, pool.map(bodies, parsed), strict=True):
         res.requests += 2
         try:
             if isinstance(h, Exception):
@@ -201,7 +201,7 @@ def _batch(backend, prefix, state, cache, pool, station, seqs, prev, res) -> tup
             for raw in (craw, draw):
                 if isinstance(raw, Exception):
                     raise raw
-            clips, docks = fmt.check_segment(state, prefix, station, seq, h, prev, craw, draw)
+            clips, docks = fmt.check_segment(state, prefix, station, seq, raw_head, prev, craw, draw)
         except fmt.SegmentInvalid as e:
             res.problems.append(f"station {printable(station)} seq {seq}: {printable(e)}; it and later segments "
                                 "left out")
