@@ -7,7 +7,10 @@ For each clip the scan finds (see :mod:`dockd.camera.volume`):
 2. Commit ``copying``; then copy and hash in one pass into
    ``staging/<id>.clip.tmp``; fsync; drop its cache; re-read and compare the
    hash (``verify = "reread"``); rename to ``staging/<id>.clip``; fsync the dir.
-3. Copy sidecars the same way; sign the manifest; write it beside the clip.
+3. Copy sidecars the same way; read the staged copy's container with ffprobe
+   (``[offload] media_probe``, :mod:`dockd.evidence.mediaprobe`) and the
+   station's clock state (:mod:`dockd.evidence.stationclock`); sign the
+   manifest with both (``media``, ``station_clock``); write it beside the clip.
 4. Commit ``staged`` with hash, staged path, object key and manifest.
 
 Any failure before step 4 deletes the temporary file and commits
@@ -22,6 +25,16 @@ with the reason, while it does not fit beside the copies in flight and the
 reserve; it gives the space back once staged or aborted. A full disk during a
 copy (ENOSPC) is a pause and a fresh copy when space returns, never a failed
 copy and never one of the clip's two copies.
+
+Media facts and kill -9: the probe runs in the verify thread (stage 2), on the
+published staged copy of clip N while the camera thread copies clip N+1 (one
+probe at a time per camera: the bounded worker is that thread). The manifest
+is built only after the probe has answered (or timed out), so a signed
+manifest always carries the facts it was signed with, and ``staged`` is
+committed after it, in clip order, as before. A crash at any point of the
+probe leaves the clip ``copying``: recovery puts it back to ``discovered`` and
+deletes its staged files (the ffprobe child dies with its parent thread,
+``PR_SET_PDEATHSIG``), so the next dock copies, probes and signs it afresh.
 """
 
 from __future__ import annotations
@@ -46,7 +59,7 @@ from dockd.core import naming
 from dockd.core.events import CameraInfo
 from dockd.core.lifecycle import HELD_LOCALLY, STAGED_OR_LATER, ClipEvent, ClipState, ordered
 from dockd.core.timefmt import rfc3339, rfc3339_ns
-from dockd.evidence import durable
+from dockd.evidence import durable, mediaprobe, stationclock
 from dockd.evidence import manifest as mf
 from dockd.evidence.copier import Cancelled, ShortRead, WriteError, copy_hash
 from dockd.evidence.keys import StationKey
@@ -117,6 +130,13 @@ class _Copied:
     held: int = 0  # bytes promised by the station's SpaceLedger, given back once staged or aborted
 
 
+def _media_detail(media: dict[str, Any] | None) -> dict[str, str]:
+    """The probe's outcome in the ``staged`` audit row and log line: ``ok`` or the reason (facts: manifest)."""
+    if media is None:
+        return {}
+    return {"media": "ok" if media.get("ok") is True else str(media.get("reason"))}
+
+
 def _why(e: BaseException) -> str:
     return f"{e.strerror or e}" if isinstance(e, OSError) else f"{e}"
 
@@ -137,6 +157,8 @@ class Offloader:
         # One ledger for every camera this offloader serves (the daemon has one offloader).
         self.space = space or SpaceLedger(self.staging, self.reserve)
         self.space_poll_s = 1.0  # how often a paused copy looks at the disk again
+        self.prober = mediaprobe.Prober(o.ffprobe, o.media_probe_timeout_s, cfg.sources.user) \
+            if o.media_probe else None
 
     # -- staging paths (named by clip id; never from camera names)
 
@@ -305,6 +327,9 @@ class Offloader:
             return
 
         sha = job.sha
+        # Facts about the staged copy (never the camera) and the station clock, signed with the clip.
+        media = self.prober.probe(dest) if self.prober is not None else None
+        clock = stationclock.read()
         mtime = rfc3339_ns(entry.mtime_ns)
         # The chain head as of now, signed into the manifest: it leaves the station with the clip and anchors
         # the audit log outside this database (`dockd audit --verify --remote`).
@@ -315,6 +340,9 @@ class Offloader:
                         sidecars=[{"path": r["path"], "size": r["size"], "sha256": r["sha256"],
                                    "mtime": rfc3339_ns(r["mtime_ns"])} for r in side_rows],
                         dockd_version=__version__, audit={"seq": a_seq, "hash": a_hash} if a_seq else None)
+        if media is not None:
+            body["media"] = media
+        body["station_clock"] = clock
         signed = mf.sign(body, self.key)
         while True:
             try:
@@ -337,8 +365,8 @@ class Offloader:
                               manifest=json.dumps(signed, sort_keys=True, ensure_ascii=False),
                               verify_mode=self.cfg.offload.verify, last_error=None,
                               detail={"sha256": sha, "size": entry.size, "verify": self.cfg.offload.verify,
-                                      "sidecars": len(side_rows)})
-        blog.info("staged", sha256=sha, size=entry.size)
+                                      "sidecars": len(side_rows), **_media_detail(media)})
+        blog.info("staged", sha256=sha, size=entry.size, **_media_detail(media))
         s.count(staged=1, bytes=entry.size)
 
     def _cancelled(self, job: _Copied) -> None:
