@@ -255,7 +255,10 @@ def _verdict(rc: int | None, out: bytes, err: bytes, why: str | None, timeout_s:
     if why == "limit":
         return mediafacts.failure("limit", f"ffprobe output larger than {MAX_OUT} bytes")
     if rc is not None and rc < 0:
-        sig = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+        try:
+            sig = signal.Signals(-rc).name
+        except ValueError:
+            sig = f"signal {-rc}"
         reason = "limit" if -rc in _LIMIT_SIGNALS else "unreadable"
         return mediafacts.failure(reason, f"ffprobe killed by {sig}")
     if rc != 0:

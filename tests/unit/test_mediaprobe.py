@@ -206,3 +206,22 @@ def test_runs_as_an_unprivileged_user_when_root(tmp_path):
     uid, groups, fsize, nofile = m["format"].split(":")
     assert int(uid) != 0 and "0" not in groups.split() and fsize == "0" and nofile == str(mediaprobe.NOFILE)
     assert clip.stat().st_mode & 0o777 == 0o600
+
+
+VERDICTS = [
+    ((-int(__import__("signal").SIGXCPU), b"", b"", None), ("limit", "ffprobe killed by SIGXCPU")),
+    ((-int(__import__("signal").SIGSEGV), b"", b"", None), ("unreadable", "ffprobe killed by SIGSEGV")),
+    ((1, b"", b"[mov @ 0x55d0] Cannot allocate memory\n", None), ("limit", "[mov] Cannot allocate memory")),
+    ((1, b"", b"file:/proc/self/fd/7: Invalid data found when processing input\n", None),
+     ("unreadable", "Invalid data found when processing input")),
+    ((0, b'{"format": {"a": 1, "a": 2}}', b"", None), ("unreadable", "ffprobe output is not strict JSON: "
+                                                                      'duplicate member name "a"')),
+    ((None, b"{", b"", "limit"), ("limit", f"ffprobe output larger than {mediaprobe.MAX_OUT} bytes")),
+    ((None, b"", b"", "timeout"), ("timeout", "ffprobe killed after 10 s")),
+]
+
+
+@pytest.mark.parametrize(("given", "want"), VERDICTS, ids=[w[1][:30] for _, w in VERDICTS])
+def test_how_ffprobe_ended_table(given, want):
+    m = mediaprobe._verdict(*given, 10.0)
+    assert (m["ok"], m["reason"], m["detail"]) == (False, *want)
