@@ -181,7 +181,7 @@ def run_sh(tool: str, script: str, work: Path, src: Path, nbytes: int) -> Run:
 
 def report(name: str, nbytes: int, n_files: int, runs: dict[str, list[Run]]) -> dict:
     say(f"\n  {name}: {n_files} files, {nbytes / GiB:.2f} GiB (median of {len(next(iter(runs.values())))} runs)")
-    w = [8, 10, 8, 10, 10, 22]
+    w = [14, 10, 8, 10, 10, 22]
     say("  " + fmt_row(["tool", "median s", "MB/s", "peak RSS", "CPU", "runs s"], w))
     res = {}
     for tool, rs in runs.items():

@@ -65,8 +65,8 @@ def _text(v: Any, limit: int = MAX_TEXT) -> str | None:
     """A bounded string, or None if ``v`` is not a non-empty string."""
     if not isinstance(v, str) or not v:
         return None
-    v = printable(v[: limit * 2])  # visible escapes: the manifest's strings stay plain text (jq = JCS)
-    return v if len(v) <= limit else v[:limit] + "..."
+    shown = printable(v[: limit * 2])  # visible escapes: the manifest's strings stay plain text (jq = JCS)
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 def _number(v: Any) -> float | int | None:

@@ -125,24 +125,36 @@ def probe_user(name: str) -> tuple[int, int] | None:
     return None
 
 
+def open_staged(path: Path) -> int:
+    """Open a staged file for :meth:`Prober.probe_fd`: read only, no final symlink, never blocking."""
+    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+
+
 class Prober:
-    """Runs ffprobe with the limits above; one instance per offloader, used from its verify thread."""
+    """Runs ffprobe with the limits above; one instance per offloader, used from its probe threads."""
 
     def __init__(self, ffprobe: str = "ffprobe", timeout_s: float = 10.0, user: str = "nobody"):
         self.ffprobe, self.timeout_s, self.user = ffprobe, timeout_s, user
 
     def probe(self, path: Path) -> dict[str, Any]:
         """The ``media`` facts of the staged file ``path`` (see :mod:`dockd.core.mediafacts`). Never raises."""
+        try:
+            fd = open_staged(path)
+        except OSError as e:
+            return mediafacts.failure("unreadable", f"staged copy: {e.strerror}")
+        try:
+            return self.probe_fd(fd)
+        finally:
+            os.close(fd)
+
+    def probe_fd(self, fd: int) -> dict[str, Any]:
+        """:meth:`probe` of the file open as ``fd`` (the caller keeps and closes it). Never raises."""
         exe = resolve(self.ffprobe)
         if exe is None:
             return mediafacts.failure("unavailable", f"{self.ffprobe}: not found")
         as_user = probe_user(self.user)
         if os.geteuid() == 0 and as_user is None:
             return mediafacts.failure("unavailable", "no unprivileged user to run ffprobe as")
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as e:
-            return mediafacts.failure("unreadable", f"staged copy: {e.strerror}")
         mode = None
         try:
             st = os.fstat(fd)
@@ -164,7 +176,6 @@ class Prober:
                     os.fchmod(fd, mode)
                 except OSError:
                     pass  # the file is about to be signed for as it is; its mode is not evidence
-            os.close(fd)
 
     def _run(self, exe: str, fd: int, fmt: str, as_user: tuple[int, int] | None) -> dict[str, Any]:
         prctl = _prctl()

@@ -26,14 +26,17 @@ reserve; it gives the space back once staged or aborted. A full disk during a
 copy (ENOSPC) is a pause and a fresh copy when space returns, never a failed
 copy and never one of the clip's two copies.
 
-Media facts and kill -9: the probe runs in the verify thread (stage 2), on the
-published staged copy of clip N while the camera thread copies clip N+1 (one
-probe at a time per camera: the bounded worker is that thread). The manifest
-is built only after the probe has answered (or timed out), so a signed
-manifest always carries the facts it was signed with, and ``staged`` is
-committed after it, in clip order, as before. A crash at any point of the
-probe leaves the clip ``copying``: recovery puts it back to ``discovered`` and
-deletes its staged files (the ffprobe child dies with its parent thread,
+Media facts and kill -9: ffprobe starts on clip N's fsynced copy as soon as
+the copy is written (a pool of two probe threads per camera: clip N and N+1 at
+most), so it runs while N is re-read and N+1 is copied; ffprobe's start-up
+(~50 ms of CPU, whatever the clip size) is then mostly hidden. The probe holds
+the file open; its answer is used only if the verified, published copy is
+that same file (else the published copy is probed again). The manifest is
+built only after the probe has answered (or timed out), so a signed manifest
+always carries the facts it was signed with, and ``staged`` is committed after
+it, in clip order, as before. A crash at any point of the probe leaves the
+clip ``copying``: recovery puts it back to ``discovered`` and deletes its
+staged files (the ffprobe child dies with the thread that started it,
 ``PR_SET_PDEATHSIG``), so the next dock copies, probes and signs it afresh.
 """
 
@@ -128,6 +131,8 @@ class _Copied:
     sha: str = ""
     tries: int = 0  # copies made so far (two at most: see Offloader._copy_retrying)
     held: int = 0  # bytes promised by the station's SpaceLedger, given back once staged or aborted
+    probe: Future | None = None  # media facts of the copy, probed while it is verified (Offloader._media)
+    probed: tuple[int, int] | None = None  # (st_dev, st_ino) of the file that probe reads
 
 
 def _media_detail(media: dict[str, Any] | None) -> dict[str, str]:
@@ -195,7 +200,8 @@ class Offloader:
             self._settle_vanished(cam.serial, scan)
             known = self.queue.discover_many(cam.serial, [(e.path, e.size, e.mtime_ns) for e in scan.clips],
                                              now=self.clock())
-            with ThreadPoolExecutor(1, thread_name_prefix=f"verify-{cam.serial}") as finisher:
+            with ThreadPoolExecutor(2, thread_name_prefix=f"probe-{cam.serial}") as probes, \
+                    ThreadPoolExecutor(1, thread_name_prefix=f"verify-{cam.serial}") as finisher:
                 pending: Future | None = None
                 try:
                     for entry in scan.clips:
@@ -208,6 +214,8 @@ class Offloader:
                                 s.wiped_present.append(clip.id)
                             continue
                         job = self._copy_stage(cam, vol, entry, scan.sidecars.get(entry.path, []), clip, cancel, s)
+                        if job is not None:
+                            self._start_probe(job, probes)
                         if pending is not None:
                             try:
                                 pending.result()  # clip N-1 settled before clip N is handed over
@@ -328,7 +336,7 @@ class Offloader:
 
         sha = job.sha
         # Facts about the staged copy (never the camera) and the station clock, signed with the clip.
-        media = self.prober.probe(dest) if self.prober is not None else None
+        media = self._media(job, dest)
         clock = stationclock.read()
         mtime = rfc3339_ns(entry.mtime_ns)
         # The chain head as of now, signed into the manifest: it leaves the station with the clip and anchors
@@ -368,6 +376,43 @@ class Offloader:
                                       "sidecars": len(side_rows), **_media_detail(media)})
         blog.info("staged", sha256=sha, size=entry.size, **_media_detail(media))
         s.count(staged=1, bytes=entry.size)
+
+    def _start_probe(self, job: _Copied, probes: ThreadPoolExecutor) -> None:
+        """Start ffprobe on the clip's fsynced copy as soon as it is written, so that it runs while the copy is
+        re-read and the next clip is copied (two probes at most: clip N and N+1). The descriptor pins the
+        file: :meth:`_media` uses the answer only if the published copy is that same file."""
+        if self.prober is None:
+            return
+        try:
+            fd = mediaprobe.open_staged(self._tmp(self.staged_path(job.clip_id)))
+        except OSError:
+            return  # _media probes the published copy instead
+        st = os.fstat(fd)
+        prober = self.prober
+
+        def run() -> dict[str, Any]:
+            try:
+                return prober.probe_fd(fd)
+            finally:
+                os.close(fd)
+
+        job.probed = (st.st_dev, st.st_ino)
+        job.probe = probes.submit(run)
+
+    def _media(self, job: _Copied, dest: Path) -> dict[str, Any] | None:
+        """The media facts of the published copy ``dest``: the early probe's, if it read this very file (not a
+        copy made again after a failed verification), else a probe of ``dest`` now."""
+        if self.prober is None:
+            return None
+        if job.probe is not None:
+            early = job.probe.result()
+            try:
+                st = os.stat(dest)
+                if (st.st_dev, st.st_ino) == job.probed:
+                    return early
+            except OSError:
+                pass
+        return self.prober.probe(dest)
 
     def _cancelled(self, job: _Copied) -> None:
         self._cleanup(job.clip_id, len(job.sides))

@@ -650,3 +650,22 @@ def test_media_probe_off_leaves_media_out_and_keeps_clock_facts(tmp_path):
     m = json.loads(st.q.clips()[0].manifest)
     assert "media" not in m and "station_clock" in m
     st.q.close()
+
+
+@pytest.mark.skipif(not __import__("shutil").which("ffprobe"), reason="ffmpeg not installed")
+def test_a_copy_made_again_is_probed_again(tmp_path, monkeypatch):
+    """The early probe read the first copy; after a re-read mismatch the second copy is what gets signed,
+    so its facts come from a probe of that copy (counted here), never from the discarded one."""
+    st = Station(tmp_path / "st")
+    calls = wrong_hash_wrapper(monkeypatch, times=1)
+    probed = []
+    real = st.off.prober.probe
+    monkeypatch.setattr(st.off.prober, "probe", lambda p: probed.append(p) or real(p))
+    vol = make_volume(tmp_path / "vol", {"DCIM/100AXON/A.MP4": _mp4(tmp_path / "a.mp4", "2025-12-29T09:19:58Z")})
+    s = st.offload(vol)
+    assert (s.staged, s.quarantined) == (1, 0) and len(calls) == 2
+    (c,) = st.q.clips()
+    assert probed == [Path(c.staged_path)]  # the published second copy, probed after the early answer was dropped
+    m = json.loads(c.manifest)
+    assert m["media"]["ok"] is True and m["media"]["created_at"] == "2025-12-29T09:19:58.000Z"
+    st.q.close()
