@@ -12,6 +12,7 @@ default /var/tmp/dockd-bench):
 * ``mixedmp4`` (only with ``--only mixedmp4``): the shapes of ``mixed``, each file a real MP4 (an
   ffmpeg-made clip whose trailing ISO-BMFF ``free`` box holds the random bytes), so ffprobe reads every
   clip; ``mixed``'s random bytes name no container and ffprobe is never started for them
+* ``longmp4`` (only with ``--only longmp4``): the three 512 MiB clips of ``mixedmp4`` alone (hard links)
 
 Tools, each writing to a fresh destination on the same filesystem:
 
@@ -127,6 +128,20 @@ def mp4_dataset(wd: Path) -> tuple[Path, int, int]:
     return root, n, total
 
 
+def long_mp4_dataset(wd: Path) -> tuple[Path, int, int]:
+    """Only the three 512 MiB clips of ``mixedmp4`` (hard links): the media step on clips of a realistic size."""
+    src, _, _ = mp4_dataset(wd)
+    root = wd / "src-offload-longmp4"
+    rm_tree(root)
+    (root / "DCIM/100CAM").mkdir(parents=True)
+    total = 0
+    for i in range(1, 4):
+        rel = f"DCIM/100CAM/LONG{i:04d}.MP4"
+        os.link(src / rel, root / rel)
+        total += (root / rel).stat().st_size
+    return root, 3, total
+
+
 def write_config(work: Path, buffer_kb: int | None, media_probe: bool = True) -> Path:
     cfg = work / ("dockd.toml" if media_probe else "dockd-noprobe.toml")
     extra = f"buffer_kb = {buffer_kb}\n" if buffer_kb else ""
@@ -217,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3, help="repetitions per tool (median reported; default 3)")
     ap.add_argument("--no-4g", action="store_true", help="skip the single 4 GiB clip run")
     ap.add_argument("--buffer-kb", type=int, default=None, help="override [offload] buffer_kb for dockd")
-    ap.add_argument("--only", choices=["mixed", "single4g", "mixedmp4"], help="run one data set only")
+    ap.add_argument("--only", choices=["mixed", "single4g", "mixedmp4", "longmp4"], help="run one data set only")
     ap.add_argument("--media-probe", choices=["on", "off", "both"], default="on",
                     help="dockd with [offload] media_probe on (default), off (as dockd-noprobe), or both")
     ap.add_argument("--tools", help="comma-separated subset of dockd,dockd-noprobe,naive,cp,floor")
@@ -231,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"==> offload benchmark in {wd}  (machine: {json.dumps(machine())})")
     if a.only == "mixedmp4":
         sets = {"mixedmp4": mp4_dataset(wd)}
+    elif a.only == "longmp4":
+        sets = {"longmp4": long_mp4_dataset(wd)}
     else:
         sets = datasets(wd, not a.no_4g and a.only != "mixed")
         if a.only:
