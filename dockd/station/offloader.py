@@ -387,7 +387,11 @@ class Offloader:
             fd = mediaprobe.open_staged(self._tmp(self.staged_path(job.clip_id)))
         except OSError:
             return  # _media probes the published copy instead
-        st = os.fstat(fd)
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return
         prober = self.prober
 
         def run() -> dict[str, Any]:
