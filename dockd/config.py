@@ -126,6 +126,9 @@ class OffloadConfig:
     parallel_cameras: int = 4
     keep_staged_hours: float = 0.0
     buffer_kb: int = 4096
+    media_probe: bool = True  # ffprobe the staged copy; facts in the signed manifest (dockd.evidence.mediaprobe)
+    ffprobe: str = "ffprobe"  # a path, or a name looked up on PATH
+    media_probe_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -485,7 +488,12 @@ def parse(raw: dict, p: Path) -> Config:
         parallel_cameras=int(_positive(of, "parallel_cameras", of.opt("parallel_cameras", int))),
         keep_staged_hours=of.opt("keep_staged_hours", float),
         buffer_kb=int(_positive(of, "buffer_kb", of.opt("buffer_kb", int))),
+        media_probe=of.opt("media_probe", bool),
+        ffprobe=of.opt("ffprobe", str),
+        media_probe_timeout_s=_positive(of, "media_probe_timeout_s", of.opt("media_probe_timeout_s", float)),
     )
+    if not offload.ffprobe:
+        of.fail("ffprobe", "must name a program (a path or a name on PATH)")
     of.done()
 
     profiles = _parse_cameras(p, top.table.pop("camera", []))

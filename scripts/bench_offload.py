@@ -1,20 +1,27 @@
 #!/usr/bin/env python3
 """Offload benchmark: dockd's verified import vs. ``cp -r`` (+ sha256sum) on the same files, same run.
 
-    scripts/bench offload [--reps N] [--no-4g] [--buffer-kb K]
+    scripts/bench offload [--reps N] [--no-4g] [--buffer-kb K] [--only SET] [--media-probe on|off|both]
+                          [--tools dockd,dockd-noprobe,naive,cp,floor]
 
 Data sets (random bytes, generated once and cached in $DOCKD_BENCH_DIR,
 default /var/tmp/dockd-bench):
 
 * ``mixed``: DCIM/100CAM/ with 3 clips of 512 MiB and 256 clips of 2 MiB (2 GiB)
 * ``single4g``: one 4 GiB clip (peak RSS must not grow with clip size)
+* ``mixedmp4`` (only with ``--only mixedmp4``): the shapes of ``mixed``, each file a real MP4 (an
+  ffmpeg-made clip whose trailing ISO-BMFF ``free`` box holds the random bytes), so ffprobe reads every
+  clip; ``mixed``'s random bytes name no container and ffprobe is never started for them
+* ``longmp4`` (only with ``--only longmp4``): the three 512 MiB clips of ``mixedmp4`` alone (hard links)
 
 Tools, each writing to a fresh destination on the same filesystem:
 
 * ``dockd``: ``dockd --config C import SRC --camera BENCH --json`` in a fresh
-  data dir with ``[offload] verify = "reread"`` (copy+hash in one pass, fsync,
+  data dir with ``[offload] verify = "reread"``, ``media_probe = true`` (copy+hash in one pass, fsync,
   drop the cache, re-read and hash again, rename, fsync the dir, sign a
   manifest, commit to the SQLite queue), as a child process (peak RSS).
+* ``dockd-noprobe`` (``--media-probe both|off``): the same with ``media_probe = false``, in the
+  same run, interleaved: the cost of the media step is dockd-noprobe's MB/s over dockd's.
 * ``naive``: ``cp -r SRC DST && sync && sha256sum`` of every source and every
   copied file, then compare the lists (the careful manual procedure).
 * ``cp``: ``cp -r SRC DST && sync`` (no verification at all; the speed limit).
@@ -94,9 +101,51 @@ def datasets(wd: Path, want_4g: bool) -> dict[str, tuple[Path, int, int]]:
     return out
 
 
-def write_config(work: Path, buffer_kb: int | None) -> Path:
-    cfg = work / "dockd.toml"
+def mp4_dataset(wd: Path) -> tuple[Path, int, int]:
+    """``mixed``'s shapes as real MP4s: random files, then each one's head overwritten (in place) with a small
+    ffmpeg clip followed by the header of a ``free`` box spanning the rest of the file."""
+    import struct
+    import subprocess
+
+    root = wd / "src-offload-mixedmp4"
+    files = [(f"DCIM/100CAM/LONG{i:04d}.MP4", 512 * MiB) for i in range(1, 4)]
+    files += [(f"DCIM/100CAM/CLIP{i:04d}.MP4", 2 * MiB) for i in range(1, 257)]
+    n, total = ensure_dataset(root, files)
+    head_mp4 = wd / "mp4-head.mp4"
+    if not head_mp4.exists():
+        subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        "testsrc=duration=1:size=320x240:rate=10", "-c:v", "mpeg4", "-q:v", "10", "-movflags",
+                        "+faststart", "-metadata", "creation_time=2023-11-14T22:13:20Z", "-f", "mp4",
+                        str(head_mp4)], check=True, timeout=120)
+    head = head_mp4.read_bytes()
+    for rel, size in files:
+        p = root / rel
+        with open(p, "r+b") as f:
+            if f.read(len(head)) != head:
+                f.seek(0)
+                f.write(head + struct.pack(">I4s", size - len(head), b"free"))
+        os.utime(p, ns=(1_700_000_000 * 10**9, 1_700_000_000 * 10**9))
+    return root, n, total
+
+
+def long_mp4_dataset(wd: Path) -> tuple[Path, int, int]:
+    """Only the three 512 MiB clips of ``mixedmp4`` (hard links): the media step on clips of a realistic size."""
+    src, _, _ = mp4_dataset(wd)
+    root = wd / "src-offload-longmp4"
+    rm_tree(root)
+    (root / "DCIM/100CAM").mkdir(parents=True)
+    total = 0
+    for i in range(1, 4):
+        rel = f"DCIM/100CAM/LONG{i:04d}.MP4"
+        os.link(src / rel, root / rel)
+        total += (root / rel).stat().st_size
+    return root, 3, total
+
+
+def write_config(work: Path, buffer_kb: int | None, media_probe: bool = True) -> Path:
+    cfg = work / ("dockd.toml" if media_probe else "dockd-noprobe.toml")
     extra = f"buffer_kb = {buffer_kb}\n" if buffer_kb else ""
+    extra += f"media_probe = {'true' if media_probe else 'false'}\n"
     cfg.write_text(f'[station]\nid = "bench"\ndata_dir = "{work / "dockd-data"}"\n\n'
                    f'[offload]\nverify = "reread"\nreserve_free_mb = 64\n{extra}\n[metrics]\nlisten = ""\n')
     return cfg
@@ -108,7 +157,7 @@ def prepare() -> tuple[float, bool]:
     return la, cold
 
 
-def run_dockd(work: Path, cfg: Path, src: Path, n_files: int, nbytes: int) -> Run:
+def run_dockd(work: Path, cfg: Path, src: Path, n_files: int, nbytes: int, tool: str = "dockd") -> Run:
     rm_tree(work / "dockd-data")
     la, cold = prepare()
     argv = [str(VENV_BIN / "dockd"), "--config", str(cfg), "import", str(src), "--camera", "BENCH", "--json"]
@@ -118,8 +167,19 @@ def run_dockd(work: Path, cfg: Path, src: Path, n_files: int, nbytes: int) -> Ru
     s = json.loads(c.stdout)
     if s["staged"] != n_files or s["bytes"] != nbytes:
         raise SystemExit(f"dockd import staged {s['staged']} clips / {s['bytes']} bytes, expected {n_files} / {nbytes}")
+    probed = _media_outcomes(work / "dockd-data")
     rm_tree(work / "dockd-data")
-    return Run("dockd", c.seconds, nbytes, c.maxrss_kib, la, cold, c.cpu_s, {"internal_s": s["seconds"]})
+    return Run(tool, c.seconds, nbytes, c.maxrss_kib, la, cold, c.cpu_s, {"internal_s": s["seconds"], "media": probed})
+
+
+def _media_outcomes(data: Path) -> dict[str, int]:
+    """How many manifests say what about the media (ok / a reason / absent): proof of what was measured."""
+    out: dict[str, int] = {}
+    for m in (data / "staging").glob("*.manifest.json"):
+        media = json.loads(m.read_text()).get("media")
+        k = "absent" if media is None else "ok" if media.get("ok") else media.get("reason", "?")
+        out[k] = out.get(k, 0) + 1
+    return out
 
 
 def run_sh(tool: str, script: str, work: Path, src: Path, nbytes: int) -> Run:
@@ -135,8 +195,8 @@ def run_sh(tool: str, script: str, work: Path, src: Path, nbytes: int) -> Run:
 
 
 def report(name: str, nbytes: int, n_files: int, runs: dict[str, list[Run]]) -> dict:
-    say(f"\n  {name}: {n_files} files, {nbytes / GiB:.2f} GiB (median of {len(runs['dockd'])} runs)")
-    w = [8, 10, 8, 10, 10, 22]
+    say(f"\n  {name}: {n_files} files, {nbytes / GiB:.2f} GiB (median of {len(next(iter(runs.values())))} runs)")
+    w = [14, 10, 8, 10, 10, 22]
     say("  " + fmt_row(["tool", "median s", "MB/s", "peak RSS", "CPU", "runs s"], w))
     res = {}
     for tool, rs in runs.items():
@@ -144,16 +204,24 @@ def report(name: str, nbytes: int, n_files: int, runs: dict[str, list[Run]]) -> 
         res[tool] = sm
         say("  " + fmt_row([tool, f"{sm['median_s']:.2f}", f"{sm['median_mbps']:.0f}", f"{sm['max_rss_mib']:.0f} MiB",
                             f"{sm['median_cpu_s']:.2f} s", " ".join(f"{x:.2f}" for x in sm["runs_s"])], w))
-    d = res["dockd"]["median_mbps"]
     out = {"files": n_files, "bytes": nbytes, "tools": res, "ratios": {}}
+    if "dockd" in res and "dockd-noprobe" in res:
+        r = res["dockd"]["median_mbps"] / res["dockd-noprobe"]["median_mbps"]
+        out["ratios"]["dockd/dockd-noprobe"] = r
+        say(f"  media probe: dockd {res['dockd']['median_mbps']:.0f} MB/s with, "
+            f"{res['dockd-noprobe']['median_mbps']:.0f} MB/s without = {r:.3f}x ({(1 - r) * 100:+.1f}% slower; "
+            f"target <= 5%: {'met' if r >= 0.95 else 'MISSED'})")
+    if "dockd" not in res:
+        return out
+    d = res["dockd"]["median_mbps"]
     for peer, target in (("naive", TARGET_NAIVE), ("cp", TARGET_CP), ("floor", None)):
-        if peer in res:
+        if peer in res and "dockd" in res:
             r = d / res[peer]["median_mbps"]
             out["ratios"][f"dockd/{peer}"] = r
             verdict = f"target >= {target}x: {'met' if r >= target else 'MISSED'}" if target else \
                 "reference: cp + sync + O_DIRECT re-read of the copy, no hashing"
             say(f"  dockd/{peer:<5} = {r:.2f}x   ({verdict})")
-    rss = res["dockd"]["max_rss_mib"]
+    rss = max(res[t]["max_rss_mib"] for t in res if t.startswith("dockd"))
     say(f"  dockd peak RSS = {rss:.0f} MiB "
         f"(target < {TARGET_RSS_MIB} MiB: {'met' if rss < TARGET_RSS_MIB else 'MISSED'})")
     return out
@@ -164,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3, help="repetitions per tool (median reported; default 3)")
     ap.add_argument("--no-4g", action="store_true", help="skip the single 4 GiB clip run")
     ap.add_argument("--buffer-kb", type=int, default=None, help="override [offload] buffer_kb for dockd")
-    ap.add_argument("--only", choices=["mixed", "single4g"], help="run one data set only")
+    ap.add_argument("--only", choices=["mixed", "single4g", "mixedmp4", "longmp4"], help="run one data set only")
+    ap.add_argument("--media-probe", choices=["on", "off", "both"], default="on",
+                    help="dockd with [offload] media_probe on (default), off (as dockd-noprobe), or both")
+    ap.add_argument("--tools", help="comma-separated subset of dockd,dockd-noprobe,naive,cp,floor")
     a = ap.parse_args(argv)
 
     wd = BENCH_DIR
@@ -173,26 +244,36 @@ def main(argv: list[str] | None = None) -> int:
     rm_tree(work)
     work.mkdir(parents=True)
     say(f"==> offload benchmark in {wd}  (machine: {json.dumps(machine())})")
-    sets = datasets(wd, not a.no_4g and a.only != "mixed")
-    if a.only:
-        sets = {a.only: sets[a.only]}
-    cfg = write_config(work, a.buffer_kb)
+    if a.only == "mixedmp4":
+        sets = {"mixedmp4": mp4_dataset(wd)}
+    elif a.only == "longmp4":
+        sets = {"longmp4": long_mp4_dataset(wd)}
+    else:
+        sets = datasets(wd, not a.no_4g and a.only != "mixed")
+        if a.only:
+            sets = {a.only: sets[a.only]}
+    cfgs = {"dockd": write_config(work, a.buffer_kb), "dockd-noprobe": write_config(work, a.buffer_kb, False)}
+    mine = {"on": ["dockd"], "off": ["dockd-noprobe"], "both": ["dockd", "dockd-noprobe"]}[a.media_probe]
     say(f"    page cache dropped before each run: {drop_caches()}; load now {load1():.2f}")
-    results = {"machine": machine(), "reps": a.reps, "buffer_kb": a.buffer_kb, "sets": {}}
+    results = {"machine": machine(), "reps": a.reps, "buffer_kb": a.buffer_kb, "media_probe": a.media_probe,
+               "sets": {}}
     try:
         for name, (src, n_files, nbytes) in sets.items():
-            tools = ["dockd", "naive", "cp", "floor"] if name == "mixed" else ["dockd", "cp", "floor"]
+            tools = mine + (["naive", "cp", "floor"] if name == "mixed" else ["cp", "floor"])
+            if a.tools:
+                tools = [t for t in tools if t in a.tools.split(",")]
             runs: dict[str, list[Run]] = {t: [] for t in tools}
             say(f"\n==> {name}: {', '.join(tools)} x {a.reps}")
             for rep in range(1, a.reps + 1):
                 for tool in tools:
-                    if tool == "dockd":
-                        r = run_dockd(work, cfg, src, n_files, nbytes)
+                    if tool in cfgs:
+                        r = run_dockd(work, cfgs[tool], src, n_files, nbytes, tool)
                     else:
                         r = run_sh(tool, {"naive": NAIVE_SH, "cp": CP_SH, "floor": FLOOR_SH}[tool], work, src, nbytes)
                     runs[tool].append(r)
-                    extra = f"  (in-process {r.extra['internal_s']:.2f} s)" if "internal_s" in r.extra else ""
-                    say(f"    rep {rep} {tool:<6} {r.seconds:6.2f} s  {r.mbps:6.0f} MB/s"
+                    extra = f"  (in-process {r.extra['internal_s']:.2f} s, media {r.extra['media']})" \
+                        if "internal_s" in r.extra else ""
+                    say(f"    rep {rep} {tool:<13} {r.seconds:6.2f} s  {r.mbps:6.0f} MB/s"
                         f"  rss {r.maxrss_kib / 1024:5.0f} MiB"
                         f"  cpu {r.cpu_s:5.2f} s  load {r.load:.2f}  {'cold' if r.cold else 'WARM'}{extra}")
             results["sets"][name] = report(name, nbytes, n_files, runs)

@@ -265,6 +265,8 @@ def show(c: Ctx, clip_id: int, as_json: bool) -> None:
     clip = q.clip(clip_id)
     d = clip.to_json()
     d["manifest"] = json.loads(clip.manifest) if clip.manifest else None
+    for k in ("media", "station_clock"):  # signed facts about the file and the station clock (in the manifest)
+        d[k] = d["manifest"].get(k) if isinstance(d["manifest"], dict) else None
     d["sidecars"] = [{k: v for k, v in sc.items() if k != "clip_id"} for sc in q.sidecars(clip_id)]
     d["skipped_on_camera"] = q.skips(clip.camera)
     d["events"] = [{k: r[k] for k in ("seq", "at", "event", "detail")} for r in q.audit_rows(clip=clip_id)]

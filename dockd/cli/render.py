@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dockd.config import Config
+from dockd.core import clockfacts, mediafacts
 from dockd.core.textsafe import printable
 from dockd.core.timefmt import rfc3339
 from dockd.queue.records import Clip
@@ -223,6 +224,10 @@ def print_clip(d: dict) -> None:
         t.add_row(k, text(d.get(k)))
     if d.get("manifest"):
         t.add_row("signed by", text(d["manifest"]["signature"]["key_id"]))
+    if d.get("media") is not None:
+        t.add_row("media", text(mediafacts.summary(d["media"])))
+    if d.get("station_clock") is not None:
+        t.add_row("station clock", text(clockfacts.summary(d["station_clock"])))
     for sc in d.get("sidecars", []):
         t.add_row("sidecar", text(f"{sc['path']} {sc['sha256']}"))
     con.print(t)

@@ -7,7 +7,10 @@ For each clip the scan finds (see :mod:`dockd.camera.volume`):
 2. Commit ``copying``; then copy and hash in one pass into
    ``staging/<id>.clip.tmp``; fsync; drop its cache; re-read and compare the
    hash (``verify = "reread"``); rename to ``staging/<id>.clip``; fsync the dir.
-3. Copy sidecars the same way; sign the manifest; write it beside the clip.
+3. Copy sidecars the same way; read the staged copy's container with ffprobe
+   (``[offload] media_probe``, :mod:`dockd.evidence.mediaprobe`) and the
+   station's clock state (:mod:`dockd.evidence.stationclock`); sign the
+   manifest with both (``media``, ``station_clock``); write it beside the clip.
 4. Commit ``staged`` with hash, staged path, object key and manifest.
 
 Any failure before step 4 deletes the temporary file and commits
@@ -22,6 +25,19 @@ with the reason, while it does not fit beside the copies in flight and the
 reserve; it gives the space back once staged or aborted. A full disk during a
 copy (ENOSPC) is a pause and a fresh copy when space returns, never a failed
 copy and never one of the clip's two copies.
+
+Media facts and kill -9: ffprobe starts on clip N's fsynced copy as soon as
+the copy is written (a pool of two probe threads per camera: clip N and N+1 at
+most), so it runs while N is re-read and N+1 is copied; ffprobe's start-up
+(~50 ms of CPU, whatever the clip size) is then mostly hidden. The probe holds
+the file open; its answer is used only if the verified, published copy is
+that same file (else the published copy is probed again). The manifest is
+built only after the probe has answered (or timed out), so a signed manifest
+always carries the facts it was signed with, and ``staged`` is committed after
+it, in clip order, as before. A crash at any point of the probe leaves the
+clip ``copying``: recovery puts it back to ``discovered`` and deletes its
+staged files (the ffprobe child dies with the thread that started it,
+``PR_SET_PDEATHSIG``), so the next dock copies, probes and signs it afresh.
 """
 
 from __future__ import annotations
@@ -46,7 +62,7 @@ from dockd.core import naming
 from dockd.core.events import CameraInfo
 from dockd.core.lifecycle import HELD_LOCALLY, STAGED_OR_LATER, ClipEvent, ClipState, ordered
 from dockd.core.timefmt import rfc3339, rfc3339_ns
-from dockd.evidence import durable
+from dockd.evidence import durable, mediaprobe, stationclock
 from dockd.evidence import manifest as mf
 from dockd.evidence.copier import Cancelled, ShortRead, WriteError, copy_hash
 from dockd.evidence.keys import StationKey
@@ -117,6 +133,15 @@ class _Copied:
     tries: int = 0  # copies made so far (two at most: see Offloader._copy_retrying)
     held: int = 0  # bytes promised by the station's SpaceLedger, given back once staged or aborted
     facts: DockFacts | None = None  # this dock's facts for the manifest (names, device id, dock)
+    probe: Future | None = None  # media facts of the copy, probed while it is verified (Offloader._media)
+    probed: tuple[int, int] | None = None  # (st_dev, st_ino) of the file that probe reads
+
+
+def _media_detail(media: dict[str, Any] | None) -> dict[str, str]:
+    """The probe's outcome in the ``staged`` audit row and log line: ``ok`` or the reason (facts: manifest)."""
+    if media is None:
+        return {}
+    return {"media": "ok" if media.get("ok") is True else str(media.get("reason"))}
 
 
 def _why(e: BaseException) -> str:
@@ -139,6 +164,8 @@ class Offloader:
         # One ledger for every camera this offloader serves (the daemon has one offloader).
         self.space = space or SpaceLedger(self.staging, self.reserve)
         self.space_poll_s = 1.0  # how often a paused copy looks at the disk again
+        self.prober = mediaprobe.Prober(o.ffprobe, o.media_probe_timeout_s, cfg.sources.user) \
+            if o.media_probe else None
 
     # -- staging paths (named by clip id; never from camera names)
 
@@ -176,7 +203,8 @@ class Offloader:
             self._settle_vanished(cam.serial, scan)
             known = self.queue.discover_many(cam.serial, [(e.path, e.size, e.mtime_ns) for e in scan.clips],
                                              now=self.clock())
-            with ThreadPoolExecutor(1, thread_name_prefix=f"verify-{cam.serial}") as finisher:
+            with ThreadPoolExecutor(2, thread_name_prefix=f"probe-{cam.serial}") as probes, \
+                    ThreadPoolExecutor(1, thread_name_prefix=f"verify-{cam.serial}") as finisher:
                 pending: Future | None = None
                 try:
                     for entry in scan.clips:
@@ -190,6 +218,8 @@ class Offloader:
                             continue
                         job = self._copy_stage(cam, vol, entry, scan.sidecars.get(entry.path, []), clip, cancel, s,
                                                facts)
+                        if job is not None:
+                            self._start_probe(job, probes)
                         if pending is not None:
                             try:
                                 pending.result()  # clip N-1 settled before clip N is handed over
@@ -327,6 +357,9 @@ class Offloader:
             return
 
         sha = job.sha
+        # Facts about the staged copy (never the camera) and the station clock, signed with the clip.
+        media = self._media(job, dest)
+        clock = stationclock.read()
         mtime = rfc3339_ns(entry.mtime_ns)
         # The chain head as of now, signed into the manifest: it leaves the station with the clip and anchors
         # the audit log outside this database (`dockd audit --verify --remote`).
@@ -338,6 +371,9 @@ class Offloader:
                                    "mtime": rfc3339_ns(r["mtime_ns"])} for r in side_rows],
                         dockd_version=__version__, audit={"seq": a_seq, "hash": a_hash} if a_seq else None)
         self._add_dock_facts(body, job)
+        if media is not None:
+            body["media"] = media
+        body["station_clock"] = clock
         signed = mf.sign(body, self.key)
         while True:
             try:
@@ -360,8 +396,8 @@ class Offloader:
                               manifest=json.dumps(signed, sort_keys=True, ensure_ascii=False),
                               verify_mode=self.cfg.offload.verify, last_error=None,
                               detail={"sha256": sha, "size": entry.size, "verify": self.cfg.offload.verify,
-                                      "sidecars": len(side_rows)})
-        blog.info("staged", sha256=sha, size=entry.size)
+                                      "sidecars": len(side_rows), **_media_detail(media)})
+        blog.info("staged", sha256=sha, size=entry.size, **_media_detail(media))
         s.count(staged=1, bytes=entry.size)
 
     @staticmethod
@@ -373,6 +409,47 @@ class Offloader:
             body["camera"] = dict(body["camera"], device_id=f.device_id)
         body["name_facts"] = f.name_facts(job.entry.path)
         body["dock"] = f.dock
+
+    def _start_probe(self, job: _Copied, probes: ThreadPoolExecutor) -> None:
+        """Start ffprobe on the clip's fsynced copy as soon as it is written, so that it runs while the copy is
+        re-read and the next clip is copied (two probes at most: clip N and N+1). The descriptor pins the
+        file: :meth:`_media` uses the answer only if the published copy is that same file."""
+        if self.prober is None:
+            return
+        try:
+            fd = mediaprobe.open_staged(self._tmp(self.staged_path(job.clip_id)))
+        except OSError:
+            return  # _media probes the published copy instead
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return
+        prober = self.prober
+
+        def run() -> dict[str, Any]:
+            try:
+                return prober.probe_fd(fd)
+            finally:
+                os.close(fd)
+
+        job.probed = (st.st_dev, st.st_ino)
+        job.probe = probes.submit(run)
+
+    def _media(self, job: _Copied, dest: Path) -> dict[str, Any] | None:
+        """The media facts of the published copy ``dest``: the early probe's, if it read this very file (not a
+        copy made again after a failed verification), else a probe of ``dest`` now."""
+        if self.prober is None:
+            return None
+        if job.probe is not None:
+            early = job.probe.result()
+            try:
+                st = os.stat(dest)
+                if (st.st_dev, st.st_ino) == job.probed:
+                    return early
+            except OSError:
+                pass
+        return self.prober.probe(dest)
 
     def _cancelled(self, job: _Copied) -> None:
         self._cleanup(job.clip_id, len(job.sides))

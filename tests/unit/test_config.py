@@ -172,6 +172,10 @@ BAD = {
     "camera unknown key": ('[[camera]]\nname = "c"\nmatch = { ID_BUS = "usb" }\nglobs = ["x"]\n', ["[camera 'c'] globs",
                                                                                   "unknown key"]),
     "camera not array": ('[camera]\nname = "c"\n', ["[[camera]]", "array of tables"]),
+    "media probe timeout zero": ('[offload]\nmedia_probe_timeout_s = 0\n', ["[offload] media_probe_timeout_s",
+                                                                          "greater than 0"]),
+    "media probe not bool": ('[offload]\nmedia_probe = "yes"\n', ["[offload] media_probe", "true or false"]),
+    "empty ffprobe": ('[offload]\nffprobe = ""\n', ["[offload] ffprobe", "must name a program"]),
     "metrics listen": ('[metrics]\nlisten = "localhost"\n', ["[metrics] listen", "HOST:PORT"]),
 }
 del BAD["unknown key in station"]

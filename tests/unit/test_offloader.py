@@ -587,3 +587,85 @@ def test_reread_mismatch_on_one_clip_of_several_quarantines_only_that_clip(tmp_p
         assert st.offload(vol).already == 4  # quarantined is not retried; the others are done
     finally:
         st.q.close()
+
+
+# ------------------------------------------------------------------ media and clock facts in the signed manifest
+
+
+def _mp4(path: Path, created: str) -> bytes:
+    import subprocess
+
+    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+                    "-i", "testsrc=duration=2:size=320x240:rate=10", "-c:v", "mpeg4", "-q:v", "10",
+                    "-metadata", f"creation_time={created}", "-f", "mp4", str(path)], check=True, timeout=60)
+    return path.read_bytes()
+
+
+@pytest.mark.skipif(not __import__("shutil").which("ffprobe"), reason="ffmpeg not installed")
+def test_media_and_clock_facts_are_signed_into_the_manifest(tmp_path):
+    st = Station(tmp_path / "st")
+    vol = make_volume(tmp_path / "vol", {"DCIM/100AXON/A.MP4": _mp4(tmp_path / "a.mp4", "2025-12-29T09:19:58Z"),
+                                         "DCIM/100AXON/B.MP4": os.urandom(50_000)})
+    s = st.offload(vol)
+    assert (s.staged, s.errors) == (2, [])
+    by_path = {c.path: c for c in st.q.clips()}
+    a = json.loads(by_path["DCIM/100AXON/A.MP4"].manifest)
+    mf.check(a, st.key.public)  # the facts are under the signature
+    assert a["media"]["ok"] is True
+    assert (a["media"]["duration_s"], a["media"]["created_at"], a["media"]["codecs"], a["media"]["width"],
+            a["media"]["height"], a["media"]["streams"]) == (2.0, "2025-12-29T09:19:58.000Z", ["mpeg4"], 320, 240, 1)
+    b = json.loads(by_path["DCIM/100AXON/B.MP4"].manifest)
+    assert b["media"]["ok"] is False and b["media"]["reason"] == "unreadable"
+    for m in (a, b):
+        assert m["station_clock"]["source"] in ("adjtimex", "unavailable")
+        assert set(m["station_clock"]) == {"synchronised", "est_error_us", "max_error_us", "status", "source"}
+    if __import__("shutil").which("jq"):  # the README recipe still reproduces the signed bytes
+        import subprocess
+
+        for c in by_path.values():
+            body = subprocess.run(["jq", "-cjS", "del(.signature)", str(st.off.manifest_path(c.id))],
+                                  capture_output=True, check=True).stdout
+            assert body == mf.canonical_body(json.loads(c.manifest))
+    rows = st.q.audit_rows(clip=by_path["DCIM/100AXON/B.MP4"].id)
+    assert [r["detail"]["media"] for r in rows if "media" in (r["detail"] or {})] == ["unreadable"]
+    st.q.close()
+
+
+def test_missing_ffprobe_is_recorded_and_the_offload_completes(tmp_path):
+    st = Station(tmp_path / "st", ffprobe=str(tmp_path / "nowhere" / "ffprobe"))
+    vol = make_volume(tmp_path / "vol", {"DCIM/100AXON/A.MP4": b"\0\0\0\x18ftypisom\0\0\0\0isom" + b"x" * 100})
+    s = st.offload(vol)
+    assert (s.staged, s.errors) == (1, [])
+    (c,) = st.q.clips()
+    assert c.state is ClipState.STAGED
+    assert json.loads(c.manifest)["media"] == {"ok": False, "reason": "unavailable",
+                                              "detail": f"{tmp_path / 'nowhere' / 'ffprobe'}: not found"}
+    st.q.close()
+
+
+def test_media_probe_off_leaves_media_out_and_keeps_clock_facts(tmp_path):
+    st = Station(tmp_path / "st", media_probe=False)
+    s = st.offload(make_volume(tmp_path / "vol", {"DCIM/100AXON/A.MP4": os.urandom(1000)}))
+    assert s.staged == 1
+    m = json.loads(st.q.clips()[0].manifest)
+    assert "media" not in m and "station_clock" in m
+    st.q.close()
+
+
+@pytest.mark.skipif(not __import__("shutil").which("ffprobe"), reason="ffmpeg not installed")
+def test_a_copy_made_again_is_probed_again(tmp_path, monkeypatch):
+    """The early probe read the first copy; after a re-read mismatch the second copy is what gets signed,
+    so its facts come from a probe of that copy (counted here), never from the discarded one."""
+    st = Station(tmp_path / "st")
+    calls = wrong_hash_wrapper(monkeypatch, times=1)
+    probed = []
+    real = st.off.prober.probe
+    monkeypatch.setattr(st.off.prober, "probe", lambda p: probed.append(p) or real(p))
+    vol = make_volume(tmp_path / "vol", {"DCIM/100AXON/A.MP4": _mp4(tmp_path / "a.mp4", "2025-12-29T09:19:58Z")})
+    s = st.offload(vol)
+    assert (s.staged, s.quarantined) == (1, 0) and len(calls) == 2
+    (c,) = st.q.clips()
+    assert probed == [Path(c.staged_path)]  # the published second copy, probed after the early answer was dropped
+    m = json.loads(c.manifest)
+    assert m["media"]["ok"] is True and m["media"]["created_at"] == "2025-12-29T09:19:58.000Z"
+    st.q.close()
