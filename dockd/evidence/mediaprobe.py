@@ -110,10 +110,24 @@ def resolve(ffprobe: str, path_env: str | None = None) -> str | None:
     return shutil.which(ffprobe, path=path_env if path_env is not None else os.environ.get("PATH", os.defpath))
 
 
-def probe_user(name: str) -> tuple[int, int] | None:
-    """(uid, gid) to run ffprobe as when this process is root: ``name``'s, else nobody's; None if not root
-    (ffprobe runs as we do) or if neither exists."""
+def _privileged() -> bool:
+    """Root that can still change identity (CAP_SETUID and CAP_SETGID effective). A daemon that is uid 0 after
+    giving up every capability (no ``dockd`` user on a development machine) cannot, and is no more privileged
+    than ffprobe would be as itself."""
     if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            eff = next((int(line.split()[1], 16) for line in f if line.startswith("CapEff:")), None)
+    except (OSError, ValueError):
+        return True  # cannot tell: assume root can switch (and fail closed below if it cannot)
+    return eff is None or bool(eff >> 7 & 1 and eff >> 6 & 1)  # CAP_SETUID = 7, CAP_SETGID = 6
+
+
+def probe_user(name: str) -> tuple[int, int] | None:
+    """(uid, gid) to run ffprobe as when this process is privileged root: ``name``'s, else nobody's; None if
+    not (ffprobe runs as we do, under the limits below) or if neither exists."""
+    if not _privileged():
         return None
     for n in (name, "nobody"):
         try:
@@ -153,7 +167,7 @@ class Prober:
         if exe is None:
             return mediafacts.failure("unavailable", f"{self.ffprobe}: not found")
         as_user = probe_user(self.user)
-        if os.geteuid() == 0 and as_user is None:
+        if as_user is None and _privileged():
             return mediafacts.failure("unavailable", "no unprivileged user to run ffprobe as")
         mode = None
         try:

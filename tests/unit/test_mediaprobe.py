@@ -228,3 +228,18 @@ VERDICTS = [
 def test_how_ffprobe_ended_table(given, want):
     m = mediaprobe._verdict(*given, 10.0)
     assert (m["ok"], m["reason"], m["detail"]) == (False, *want)
+
+
+@needs_ffmpeg
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_root_without_capabilities_still_probes(tmp_path):
+    """A daemon that is uid 0 but gave up every capability (no `dockd` user: a development machine, the demo)
+    cannot switch to another user; ffprobe then runs as the daemon does, under the same limits, rather than
+    every clip being recorded as `unavailable`."""
+    clip = ffmpeg_clip(tmp_path / "A.MP4", seconds=2, created="2025-12-29T09:20:00Z")
+    code = ("import json, sys; from pathlib import Path; from dockd.evidence import mediaprobe; "
+            "print(json.dumps(mediaprobe.Prober().probe(Path(sys.argv[1]))))")
+    out = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--", os.sys.executable, "-c", code,
+                          str(clip)], capture_output=True, text=True, timeout=60, check=True)
+    m = json.loads(out.stdout)
+    assert m["ok"] is True and m["duration_s"] == 2 and m["created_at"].startswith("2025-12-29T09:20:00")
