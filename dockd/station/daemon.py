@@ -615,7 +615,7 @@ class Daemon:
         if w.mount is not None:
             root = w.mount.path
         with Volume(root) as vol:
-            why = verify_sources(self.queue, vol, clip)
+            why = verify_sources(self.queue, vol, clip, w.cancel)  # set on undock and on stop
         if why:
             log.warning("source not verified ahead of its wipe", camera=clip.camera, clip=clip.id, reason=why)
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ from dockd.core.errors import IllegalTransition
 from dockd.core.lifecycle import ClipEvent, ClipState, may_wipe
 from dockd.core.sourceproof import Identity, Proof, Verdict, judge
 from dockd.core.timefmt import rfc3339
-from dockd.evidence import durable
+from dockd.evidence.copier import hash_fd
 from dockd.queue import sourcechecks
 from dockd.queue.records import Clip
 from dockd.queue.store import Queue
@@ -89,17 +90,18 @@ def _mismatch(path: str, got: str, sha256: str) -> SourceChanged:
     return SourceChanged(f"{escape(path)}: content on camera hashes to {got}, not {sha256}")
 
 
-def _reread(vol: Volume, path: str, size: int, mtime_ns: int) -> tuple[Identity, str]:
+def _reread(vol: Volume, path: str, size: int, mtime_ns: int,
+            cancel: threading.Event | None = None) -> tuple[Identity, str]:
     """Read ``path`` on the camera in full (O_DIRECT where allowed: the device's bytes) and hash it:
     (its identity before and after the read, the SHA-256). Raises SourceChanged if the file is not
-    the offloaded one (size, mtime) or changed while being read."""
+    the offloaded one (size, mtime) or changed while being read, Cancelled once ``cancel`` is set."""
     st = vol.lstat(path)
     e = Entry(path, size, mtime_ns, st.st_dev, st.st_ino)
     Volume.check_same(e, st, same_inode=False)
     fd = vol.open(e)  # the file lstat saw (same inode), still a regular file
     try:
         before = identity(os.fstat(fd))
-        got, n = durable.sha256_fd(fd)
+        got, n = hash_fd(fd, cancel=cancel)
         after = identity(os.fstat(fd))
     finally:
         os.close(fd)
@@ -134,20 +136,21 @@ def _check_source(queue: Queue, vol: Volume, clip: Clip, path: str, size: int, m
     return e
 
 
-def verify_sources(queue: Queue, vol: Volume, clip: Clip) -> str | None:
+def verify_sources(queue: Queue, vol: Volume, clip: Clip, cancel: threading.Event | None = None) -> str | None:
     """Re-read a clip's file and its sidecars on the camera ahead of the wipe, while uploads run.
 
     Each file read is recorded (:func:`sourcechecks.record`, audit ``source.verified``),
     matched or not; the wipe gate later relies on a matched one only while the file's identity
     is unchanged, and refuses on a mismatched one as its own re-read would. Returns None if
     every file matched, else the reason (a file that could not be read is not recorded: the
-    gate reads it itself). Never raises for a file."""
+    gate reads it itself). Never raises for a file; raises Cancelled once ``cancel`` is set (an
+    undock or the daemon stopping: a long clip's read is not waited for)."""
     try:
         files = [(clip.path, clip.size, clip.mtime_ns, clip.sha256 or "")]
         files += [(sc["path"], sc["size"], sc["mtime_ns"], sc["sha256"]) for sc in queue.sidecars(clip.id)
                   if sc["wiped_at"] is None]
         for path, size, mtime_ns, sha256 in files:
-            ident, got = _reread(vol, path, size, mtime_ns)
+            ident, got = _reread(vol, path, size, mtime_ns, cancel)
             sourcechecks.record(queue, clip, path, ident, got, expected=sha256)  # committed before relied on
             if got != sha256:
                 return str(_mismatch(path, got, sha256))

@@ -36,7 +36,7 @@ def no_reads(monkeypatch) -> None:
     """From here on, any read of a camera file by the gate fails the test."""
     def refuse(*_a, **_k):
         raise AssertionError("the gate read the source again")
-    monkeypatch.setattr(wipe_mod.durable, "sha256_fd", refuse)
+    monkeypatch.setattr(wipe_mod, "hash_fd", refuse)
 
 
 def redock(cfg, cam: Path) -> int:
@@ -146,10 +146,10 @@ def test_daemon_keeps_a_clip_changed_before_or_after_its_verification(bench, mon
     q.close()
     real = daemon_mod.verify_sources
 
-    def verify(queue, vol, clip):
+    def verify(queue, vol, clip, cancel):
         if clip.id == victim.id and when == "before":
             _same_size_other_content(cam / clip.path)
-        why = real(queue, vol, clip)
+        why = real(queue, vol, clip, cancel)
         if clip.id == victim.id and when == "after":
             _same_size_other_content(cam / clip.path)
         return why
@@ -166,3 +166,44 @@ def test_daemon_keeps_a_clip_changed_before_or_after_its_verification(bench, mon
         assert check["detail"]["matched"] is (when == "after")
     finally:
         q.close()
+
+
+@pytest.mark.parametrize("changed", [False, True])
+def test_a_proof_survives_a_crash_but_never_outlives_a_change(bench, changed):
+    """The process dies right after the re-read was committed (nothing after it ran). The restarted
+    station wipes on the recorded proof if the file is unchanged, and keeps it if it was rewritten
+    meanwhile (same size, mtime put back)."""
+    cfg, q, cam, clips, clock = bench()
+    victim = clips[0]
+    assert verify_all(q, cam, clips) == [None, None]
+    [check] = events(q, victim.id, "source.verified")
+    q.close()  # the "crash": only what was committed is left
+    if changed:
+        _same_size_other_content(cam / victim.path)
+    assert redock(cfg, cam) == (1 if changed else 0)
+    q = Queue(cfg.data_dir / "queue.db")
+    try:
+        c = q.clip(victim.id)
+        if changed:
+            assert c.state is ClipState.UPLOADED and "hashes to" in c.last_error and (cam / c.path).exists()
+        else:
+            assert c.state is ClipState.WIPED and not (cam / c.path).exists()
+            [w] = events(q, victim.id, "clip.wiped")
+            assert w["detail"]["receipt"]["source_verified_at"] == check["at"]  # the proof from before the crash
+            assert len(events(q, victim.id, "source.verified")) == 1  # not read again
+    finally:
+        q.close()
+
+
+def test_a_cancelled_verification_records_nothing(bench):
+    """Undock or stop while a long clip is being re-read: the read stops, nothing is recorded."""
+    import threading
+
+    from dockd.evidence.copier import Cancelled
+
+    cfg, q, cam, clips, clock = bench()
+    stop = threading.Event()
+    stop.set()
+    with Volume(cam) as vol, pytest.raises(Cancelled):
+        wipe_mod.verify_sources(q, vol, clips[0], stop)
+    assert sourcechecks.proofs(q, clips[0].id) == {} and events(q, clips[0].id, "source.verified") == []
