@@ -47,17 +47,19 @@ class Verdict(StrEnum):
     REREAD = "reread"  # no proof, or the file changed since (or is not the offloaded one): read it again
 
 
-def judge(proof: Proof | None, now: Identity, *, size: int, mtime_ns: int, sha256: str) -> Verdict:
+def judge(proof: Proof | None, now: Identity, *, size: int, mtime_ns: int, sha256: str, since: float) -> Verdict:
     """Whether ``proof`` (or None) still proves the file whose identity is ``now`` to be the clip
     offloaded as (``size``, ``mtime_ns``, ``sha256``).
 
-    PROVEN only if the file is still the offloaded one (size, mtime), the proof was taken of
-    exactly this file (every field of the identity equal) and the bytes then read matched.
+    PROVEN only if the file is still the offloaded one (size, mtime), the proof was taken during
+    the camera's current dock (``verified_at >= since``, the dock's time: between two docks the
+    camera was out of our hands, and a FAT volume mounted again may hand out the same inode
+    numbers), of exactly this file (every field of the identity equal), and the bytes then read matched.
     Anything else that is not a matched-but-different read of this very file is REREAD:
     a stale proof is never relied on.
     """
     if (now.size, now.mtime_ns) != (size, mtime_ns):
         return Verdict.REREAD  # not the offloaded file: the re-read refuses it with the reason
-    if proof is None or proof.identity != now:
+    if proof is None or proof.verified_at < since or proof.identity != now:
         return Verdict.REREAD
     return Verdict.PROVEN if proof.sha256 == sha256 else Verdict.MISMATCH

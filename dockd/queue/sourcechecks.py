@@ -57,27 +57,30 @@ def drop(queue: Queue, clip_id: int) -> None:
         c.execute(delete(source_checks).where(source_checks.c.clip_id == clip_id))
 
 
-def _has_check(matched: bool):  # noqa: ANN202 - an SQL expression
-    cond = [source_checks.c.clip_id == clips.c.id, source_checks.c.path == clips.c.path]
+def _has_check(matched: bool, since: float):  # noqa: ANN202 - an SQL expression
+    cond = [source_checks.c.clip_id == clips.c.id, source_checks.c.path == clips.c.path,
+            source_checks.c.verified_at >= since]
     if matched:
         cond.append(source_checks.c.sha256 == clips.c.sha256)
     return exists().where(and_(*cond))
 
 
-def unverified(queue: Queue, camera: str) -> list[int]:
-    """Ids of the camera's clips between staged and uploaded whose own file was never re-read, oldest first
-    (the order uploads take them). Bounded by the work in flight: an index search by camera and state."""
+def unverified(queue: Queue, camera: str, since: float) -> list[int]:
+    """Ids of the camera's clips between staged and uploaded whose own file was not re-read since ``since``
+    (the camera's dock), oldest first (the order uploads take them). Bounded by the work in flight: an
+    index search by camera and state."""
     q = (select(clips.c.id).where(clips.c.camera == camera, clips.c.state.in_([str(s) for s in VERIFIABLE]),
-                                  clips.c.sha256.is_not(None), ~_has_check(False))
+                                  clips.c.sha256.is_not(None), ~_has_check(False, since))
          .order_by(clips.c.id))
     with queue.engine.connect() as c:
         return [r.id for r in c.execute(q)]
 
 
-def proven_uploaded(queue: Queue, camera: str) -> list[Clip]:
-    """The camera's ``uploaded`` clips whose own file was re-read and matched (the gate still judges
-    each proof, and the sidecars', against the file now there)."""
-    q = (select(clips).where(clips.c.camera == camera, clips.c.state == str(ClipState.UPLOADED), _has_check(True))
+def proven_uploaded(queue: Queue, camera: str, since: float) -> list[Clip]:
+    """The camera's ``uploaded`` clips whose own file was re-read since ``since`` and matched (the gate
+    still judges each proof, and the sidecars', against the file now there)."""
+    q = (select(clips).where(clips.c.camera == camera, clips.c.state == str(ClipState.UPLOADED),
+                             _has_check(True, since))
          .order_by(clips.c.id))
     with queue.engine.connect() as c:
         return [Clip.from_row(r) for r in c.execute(q)]

@@ -559,6 +559,8 @@ class Daemon:
         ahead = self.cfg.offload.wipe_check == "hash" and policy.wipe_enabled(
             storage_configured=self.cfg.storage is not None, wipe_mode=self.cfg.offload.wipe)
         tried: set[int] = set()
+        cam_row = self.queue.camera(serial)
+        dock_t = cam_row.docked_at if cam_row is not None and cam_row.docked_at is not None else self.clock()
         if self.queue.clips(camera=serial, state=ClipState.WIPING):
             res = self._wipe(w, root, [ClipState.WIPING])  # what it refuses is uploaded again: the policy decides
             tried.update(cid for cid, _ in res.refused)
@@ -571,8 +573,8 @@ class Daemon:
                                       wipe_mode=self.cfg.offload.wipe)
             proven: list[Clip] = []
             if ahead:
-                todo = [cid for cid in sourcechecks.unverified(self.queue, serial) if cid not in tried]
-                proven = sourcechecks.proven_uploaded(self.queue, serial)
+                todo = [cid for cid in sourcechecks.unverified(self.queue, serial, dock_t) if cid not in tried]
+                proven = sourcechecks.proven_uploaded(self.queue, serial, dock_t)
                 v = policy.shift_verdict(v, to_verify=len(todo), proven=len(proven), refused=refused,
                                          since_wipe=since)
                 if v.step is policy.Step.VERIFY:
@@ -615,7 +617,7 @@ class Daemon:
         if w.mount is not None:
             root = w.mount.path
         with Volume(root) as vol:
-            why = verify_sources(self.queue, vol, clip, w.cancel)  # set on undock and on stop
+            why = verify_sources(self.queue, vol, clip, w.cancel, clock=self.clock)  # cancel: undock, stop
         if why:
             log.warning("source not verified ahead of its wipe", camera=clip.camera, clip=clip.id, reason=why)
 

@@ -8,11 +8,11 @@ these hold, checked in this order:
 2. with Object Lock configured, the bucket enforces it;
 3. the file on the camera still has the recorded size and mtime, and (unless
    ``wipe_check = "stat"``) its bytes were re-read and hashed to the recorded
-   SHA-256: either earlier, while uploads ran (:func:`verify_sources`, a proof
-   committed to the queue that the gate accepts only if the file's identity,
-   size, mtime, ctime, device and inode, is exactly what it was when read:
-   :func:`dockd.core.sourceproof.judge`), or, without such a proof, right here
-   (recorded the same way before it is relied on);
+   SHA-256: either earlier in this dock, while uploads ran (:func:`verify_sources`,
+   a proof committed to the queue that the gate accepts only if the file's
+   identity, size, mtime, ctime, device and inode, is exactly what it was when
+   read: :func:`dockd.core.sourceproof.judge`), or, without such a proof, right
+   here, as the gate always did;
 4. the intent, ``wipe_started`` (``uploaded -> wiping``, naming the clip and
    its sidecars), is committed to the queue.
 
@@ -43,6 +43,7 @@ alarm.
 
 from __future__ import annotations
 
+import math
 import os
 import posixpath
 import threading
@@ -110,11 +111,12 @@ def _reread(vol: Volume, path: str, size: int, mtime_ns: int,
     return before, got
 
 
-def _check_source(queue: Queue, vol: Volume, clip: Clip, path: str, size: int, mtime_ns: int, sha256: str,
-                  by_hash: bool, proofs: dict[str, Proof], verified: dict[str, float]) -> Entry:
+def _check_source(vol: Volume, path: str, size: int, mtime_ns: int, sha256: str, by_hash: bool,
+                  proofs: dict[str, Proof], since: float, verified: dict[str, float]) -> Entry:
     """Raise SourceChanged unless the camera file still is what was offloaded.
 
-    By hash: a recorded proof in ``proofs`` that still speaks for the file (:func:`judge`) is
+    By hash: a recorded proof in ``proofs``, taken since ``since`` (the camera's dock), that still
+    speaks for the file (:func:`judge`) is
     enough; without one the file is re-read now, as the gate always did (relied on at once, so
     not recorded: the intent and the receipt say ``checked: sha256``). ``verified`` gets
     the time of a read done ahead that was relied on, by path (for the receipt)."""
@@ -123,7 +125,7 @@ def _check_source(queue: Queue, vol: Volume, clip: Clip, path: str, size: int, m
     Volume.check_same(e, st, same_inode=False)
     if by_hash:
         proof = proofs.get(path)
-        v = judge(proof, identity(st), size=size, mtime_ns=mtime_ns, sha256=sha256)
+        v = judge(proof, identity(st), size=size, mtime_ns=mtime_ns, sha256=sha256, since=since)
         if v is Verdict.REREAD:
             _, got = _reread(vol, path, size, mtime_ns)
             if got != sha256:
@@ -136,7 +138,8 @@ def _check_source(queue: Queue, vol: Volume, clip: Clip, path: str, size: int, m
     return e
 
 
-def verify_sources(queue: Queue, vol: Volume, clip: Clip, cancel: threading.Event | None = None) -> str | None:
+def verify_sources(queue: Queue, vol: Volume, clip: Clip, cancel: threading.Event | None = None, *,
+                   clock: Callable[[], float] = time.time) -> str | None:
     """Re-read a clip's file and its sidecars on the camera ahead of the wipe, while uploads run.
 
     Each file read is recorded (:func:`sourcechecks.record`, audit ``source.verified``),
@@ -151,7 +154,8 @@ def verify_sources(queue: Queue, vol: Volume, clip: Clip, cancel: threading.Even
                   if sc["wiped_at"] is None]
         for path, size, mtime_ns, sha256 in files:
             ident, got = _reread(vol, path, size, mtime_ns, cancel)
-            sourcechecks.record(queue, clip, path, ident, got, expected=sha256)  # committed before relied on
+            # committed before it is relied on; stamped after the read, by the clock that stamps docks
+            sourcechecks.record(queue, clip, path, ident, got, expected=sha256, now=clock())
             if got != sha256:
                 return str(_mismatch(path, got, sha256))
     except (SourceChanged, OSError) as e:
@@ -216,6 +220,12 @@ def wipe_clips(cfg: Config, queue: Queue, vol: Volume, clips: list[Clip], *, loc
     allowed = may_wipe(ClipState.UPLOADED, storage_configured=cfg.storage is not None, wipe_mode=cfg.offload.wipe)
     need_lock = bool(cfg.storage and (cfg.storage.object_lock_days or cfg.storage.legal_hold))
     lock_verdict: list[bool] = []  # asked once per batch, and only if a clip gets that far
+    docks: dict[str, float] = {}  # camera -> its dock's time: proofs older than that are not relied on
+
+    def since(camera: str) -> float:
+        if camera not in docks:
+            docks[camera] = _dock_time(queue, camera)
+        return docks[camera]
     step = hook or (lambda point, clip_id: None)
 
     def locked() -> bool:
@@ -239,7 +249,7 @@ def wipe_clips(cfg: Config, queue: Queue, vol: Volume, clips: list[Clip], *, loc
     for clip in clips:
         blog = log.bind(clip=clip.id, camera=clip.camera)
         if clip.state is ClipState.WIPING:
-            _settle(queue, vol, clip, None, by_hash, gate_refusal, res, blog, clock, step)
+            _settle(queue, vol, clip, None, by_hash, gate_refusal, res, blog, clock, step, since=since(clip.camera))
             continue
         if not may_wipe(clip.state, storage_configured=cfg.storage is not None, wipe_mode=cfg.offload.wipe):
             continue
@@ -249,14 +259,7 @@ def wipe_clips(cfg: Config, queue: Queue, vol: Volume, clips: list[Clip], *, loc
             continue
         verified: dict[str, float] = {}
         try:
-            proofs = sourcechecks.proofs(queue, clip.id) if by_hash else {}
-            entry = _check_source(queue, vol, clip, clip.path, clip.size, clip.mtime_ns, clip.sha256 or "", by_hash,
-                                  proofs, verified)
-            gated = {clip.path: entry}
-            for sc in queue.sidecars(clip.id):
-                if sc["wiped_at"] is None:
-                    gated[sc["path"]] = _check_source(queue, vol, clip, sc["path"], sc["size"], sc["mtime_ns"],
-                                                      sc["sha256"], by_hash, proofs, verified)
+            gated = _gate_files(queue, vol, clip, by_hash, since(clip.camera), verified)
         except (SourceChanged, OSError) as e:
             _refuse(queue, clip, _why(e), res, blog, clock())
             continue
@@ -271,10 +274,30 @@ def wipe_clips(cfg: Config, queue: Queue, vol: Volume, clips: list[Clip], *, loc
     return res
 
 
+def _dock_time(queue: Queue, camera: str) -> float:
+    """When ``camera`` was docked (its current dock); infinity if unknown: then no proof is relied on."""
+    cam = queue.camera(camera)
+    return cam.docked_at if cam is not None and cam.docked_at is not None else math.inf
+
+
+def _gate_files(queue: Queue, vol: Volume, clip: Clip, by_hash: bool, since: float,
+                verified: dict[str, float]) -> dict[str, Entry]:
+    """The source half of the gate for a new wipe: the clip, then each sidecar not yet wiped.
+    Raises SourceChanged or OSError for the first that fails."""
+    proofs = sourcechecks.proofs(queue, clip.id) if by_hash else {}
+    gated = {clip.path: _check_source(vol, clip.path, clip.size, clip.mtime_ns, clip.sha256 or "", by_hash, proofs,
+                                      since, verified)}
+    for sc in queue.sidecars(clip.id):
+        if sc["wiped_at"] is None:
+            gated[sc["path"]] = _check_source(vol, sc["path"], sc["size"], sc["mtime_ns"], sc["sha256"], by_hash,
+                                              proofs, since, verified)
+    return gated
+
+
 def _regate(queue: Queue, vol: Volume, clip: Clip, sides: list[dict], paths: list[str],
             there: dict[str, bool | None], gated: dict[str, Entry], by_hash: bool,
             gate_refusal: Callable[[], str | None], res: WipeResult, blog, clock: Callable[[], float],
-            verified: dict[str, float]) -> bool:
+            verified: dict[str, float], since: float) -> bool:
     """An interrupted or reopened wipe: every file still there passes the whole gate again first.
 
     Fills ``gated`` with the entries that passed; a sidecar that fails while its clip is gone is
@@ -288,11 +311,11 @@ def _regate(queue: Queue, vol: Volume, clip: Clip, sides: list[dict], paths: lis
             proofs = sourcechecks.proofs(queue, clip.id) if by_hash else {}
             for sc in sides:
                 if there[sc["path"]]:
-                    gated[sc["path"]] = _check_source(queue, vol, clip, sc["path"], sc["size"], sc["mtime_ns"],
-                                                      sc["sha256"], by_hash, proofs, verified)
+                    gated[sc["path"]] = _check_source(vol, sc["path"], sc["size"], sc["mtime_ns"], sc["sha256"],
+                                                      by_hash, proofs, since, verified)
             if there[clip.path]:
-                gated[clip.path] = _check_source(queue, vol, clip, clip.path, clip.size, clip.mtime_ns,
-                                                 clip.sha256 or "", by_hash, proofs, verified)
+                gated[clip.path] = _check_source(vol, clip.path, clip.size, clip.mtime_ns, clip.sha256 or "",
+                                                 by_hash, proofs, since, verified)
         except (SourceChanged, OSError) as e:
             reason = _why(e)
     if reason is not None:
@@ -326,7 +349,8 @@ def _unlink_gated(vol: Volume, clip: Clip, sides: list[dict], there: dict[str, b
 
 def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | None, by_hash: bool,
             gate_refusal: Callable[[], str | None], res: WipeResult, blog, clock: Callable[[], float],
-            step: Callable[[str, int], None], verified: dict[str, float] | None = None) -> None:
+            step: Callable[[str, int], None], verified: dict[str, float] | None = None, *,
+            since: float = math.inf) -> None:
     """Finish the wipe of a ``wiping`` clip: delete what is still on the camera, fsync, confirm.
 
     ``gated`` holds the entries the gate passed just now (a new wipe); without it (an interrupted
@@ -342,7 +366,7 @@ def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | Non
     gated = dict(gated or {})
     verified = dict(verified or {})
     if resumed and not _regate(queue, vol, clip, sides, paths, there, gated, by_hash, gate_refusal, res, blog,
-                               clock, verified):
+                               clock, verified, since):
         return
     # Delete: the sidecars, then the clip; nothing is recorded wiped before the directory fsync below.
     deleted: list[str] = []

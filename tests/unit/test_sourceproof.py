@@ -31,9 +31,13 @@ def _with(**kw) -> Identity:
     ("mismatched-then-changed", Proof(ID, OTHER, 1.0), _with(ctime_ns=7_000), V.REREAD),
     # proof and file agree, but the file is not the offloaded one (size/mtime): the re-read refuses it
     ("proof-of-another-file", Proof(_with(size=7), SHA, 1.0), _with(size=7), V.REREAD),
+    # taken before the current dock (since = 0.5 here): the camera was out of our hands meanwhile
+    ("from-an-earlier-dock", Proof(ID, SHA, 0.4), ID, V.REREAD),
+    ("mismatch-from-an-earlier-dock", Proof(ID, OTHER, 0.4), ID, V.REREAD),
+    ("taken-at-the-dock", Proof(ID, SHA, 0.5), ID, V.PROVEN),
 ])
 def test_judge(name, proof, now, want):
-    assert judge(proof, now, size=100, mtime_ns=5_000, sha256=SHA) is want, name
+    assert judge(proof, now, size=100, mtime_ns=5_000, sha256=SHA, since=0.5) is want, name
 
 
 WAIT = Verdict(Step.WAIT, C.UPLOADING)
