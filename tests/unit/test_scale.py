@@ -18,7 +18,7 @@ from sqlalchemy import event
 
 from dockd.core.errors import IllegalTransition
 from dockd.core.lifecycle import ClipEvent, ClipState
-from dockd.queue import schema
+from dockd.queue import schema, sourcechecks
 from dockd.queue.store import Queue
 from dockd.station.metrics import QueueCollector
 
@@ -88,7 +88,7 @@ def test_v2_migration_from_a_v1_database_counts_the_existing_clips(tmp_path, mon
 
     q = Queue(path)  # upgrades in place
     try:
-        assert q.schema_version() == 2
+        assert q.schema_version() == schema.SCHEMA_VERSION  # v2 and every later step
         assert q.counts_and_bytes() == q.recount()
         assert q.counts()["wiped"] == 30 and q.counts()["failed"] == 1
         assert q.counts_and_bytes()["wiped"] == (30, sum(1000 + i for i in range(30)))
@@ -231,6 +231,9 @@ def hot_paths(q: Queue, tmp_path) -> Recorder:
         q.clips(limit=50)
         cid = q.clips(state=S.UPLOADED)[0].id
         q.clip(cid), q.sidecars(cid), q.audit_rows(clip=cid)
+        # camera worker with wipe_check = "hash": clips to verify ahead, proven clips to wipe, a clip's proofs
+        sourcechecks.unverified(q, "CAM1", T0), sourcechecks.proven_uploaded(q, "CAM1", T0)
+        sourcechecks.proofs(q, cid), sourcechecks.drop(q, cid)
         # the writes of the clip lifecycle
         found = q.discover_many("CAM2", [("DCIM/X.MP4", 5, 5), ("DCIM/OLD000001.MP4", 1001, 1_600_000_000_000_000_001)])
         x = found[("DCIM/X.MP4", 5, 5)]
