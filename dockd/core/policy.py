@@ -24,6 +24,10 @@ from dockd.core.lifecycle import CameraState, ClipState, camera_state, may_wipe
 # Wipe uploaded clips at least this often while others are still pending, and retry a
 # refused wipe pass no more often than this: never spin on the wipe gate.
 WIPE_BATCH_S = 30.0
+# With the source verified ahead (wipe_check = "hash"), wipe the proven clips while uploads still
+# run, in passes at most this often: a pass is cheap (an lstat, two commits, an unlink, a directory
+# fsync per clip), but each may remount the camera read-write and back.
+WIPE_EARLY_S = 2.0
 
 # States that keep a camera's worker waiting (more clips will move on their own).
 _IN_FLIGHT = (ClipState.COPYING, ClipState.STAGED, ClipState.UPLOADING)
@@ -48,6 +52,7 @@ def is_pending(counts: Mapping[str, int], *, storage_configured: bool) -> bool:
 
 class Step(StrEnum):
     WIPE = "wipe"  # run a wipe pass now, then decide again (see after_wipe)
+    VERIFY = "verify"  # re-read the next unverified clip's source on the camera, then decide again
     WAIT = "wait"  # show ``state`` (with ``reason``), wait for a change, decide again
     FINISH = "finish"  # release the camera (unmount), show ``state`` with ``reason``, stop the worker
 
@@ -58,6 +63,7 @@ class Verdict:
     state: CameraState | None = None  # WAIT, FINISH: the camera state to show
     reason: str | None = None
     pending: bool = False  # WIPE: clips were still pending when the pass was decided
+    only_proven: bool = False  # WIPE: pass only the clips whose source was verified ahead (shift_verdict)
 
 
 def camera_verdict(counts: Mapping[str, int], *, serial: str, aborted: int, refused: bool,
@@ -119,3 +125,23 @@ def needs_new_worker(uploaded: Collection[int], wiping: Collection[int], refused
     new_uploaded = any(c not in refused for c in uploaded)
     return (new_uploaded and wipe_enabled(storage_configured=storage_configured, wipe_mode=wipe_mode)) \
         or any(c not in refused for c in wiping)
+
+
+def shift_verdict(base: Verdict, *, to_verify: int, proven: int, refused: bool, since_wipe: float) -> Verdict:
+    """Keep the camera busy while uploads run (``wipe_check = "hash"`` with wiping on).
+
+    ``base`` is :func:`camera_verdict`'s decision; ``to_verify``: the camera's clips, staged to
+    uploaded, whose source has not been re-read yet; ``proven``: its ``uploaded`` clips whose
+    source was re-read and matched; ``refused`` and ``since_wipe`` as for :func:`camera_verdict`.
+
+    Proven clips are wiped every :data:`WIPE_EARLY_S` (every :data:`WIPE_BATCH_S` after a pass
+    that refused some), whatever else is pending: the gate then needs only an identity check,
+    not a read. Between those passes the camera re-reads the next unverified clip (the camera is
+    otherwise idle while the uplink works). With nothing left to verify, ``base`` decides: its
+    wipe pass takes every uploaded clip (the gate re-reads any whose proof went stale).
+    """
+    if proven and ((since_wipe >= WIPE_EARLY_S and not refused) or since_wipe > WIPE_BATCH_S):
+        return Verdict(Step.WIPE, pending=True, only_proven=True)
+    if to_verify:
+        return Verdict(Step.VERIFY, base.state, base.reason)
+    return base

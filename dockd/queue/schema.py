@@ -27,7 +27,7 @@ from sqlalchemy import (
 
 from dockd.queue.fileformat import refuse_foreign  # noqa: F401 - re-exported: its home is fileformat
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 md = MetaData()
 
@@ -277,7 +277,32 @@ def _v4(conn: Connection) -> None:
                          "WHERE uploaded_at IS NULL")
 
 
+# Schema v5 (migration _v5, issue #12):
+# the source re-reads the wipe gate relies on (dockd.core.sourceproof, dockd.queue.sourcechecks).
+md5 = MetaData()
+
+source_checks = Table(
+    "source_checks",
+    md5,
+    Column("clip_id", Integer, ForeignKey(clips.c.id), primary_key=True),
+    Column("path", String, primary_key=True),  # the clip's or a sidecar's path on the camera
+    # the file's identity before and after the read (dev and ino as text: they may not fit in an SQLite integer)
+    Column("size", Integer, nullable=False),
+    Column("mtime_ns", Integer, nullable=False),
+    Column("ctime_ns", Integer, nullable=False),
+    Column("dev", String, nullable=False),
+    Column("ino", String, nullable=False),
+    Column("sha256", String, nullable=False),  # what the bytes read hashed to (matched or not)
+    Column("verified_at", Float, nullable=False),
+)
+
+
+def _v5(conn: Connection) -> None:
+    """``source_checks``: one row per file re-read on the camera, deleted once the clip is wiped."""
+    md5.create_all(conn)
+
+
 # Append-only: a station upgrades its queue in place by running every step
 # above its PRAGMA user_version, each in its own transaction.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5)]
 

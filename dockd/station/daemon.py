@@ -9,7 +9,10 @@ Threads:
   queue, so the first clip of a camera uploads while the rest are still
   being offloaded, and a storage outage never blocks offloading;
 * a camera worker, once its clips are offloaded, waits for their uploads and
-  passes them through the wipe gate, then sets the camera ``ready``.
+  passes them through the wipe gate, then sets the camera ``ready``. With
+  ``wipe_check = "hash"`` it does not just wait: it re-reads each clip's source
+  on the camera while the uploads run (the camera is otherwise idle) and wipes
+  the clips so proven as their uploads finish (:func:`policy.shift_verdict`).
 
 Everything the daemon knows survives in the queue; on start it recovers
 interrupted copies, releases stale leases and aborts multipart uploads the
@@ -43,12 +46,21 @@ from dockd.core.events import Docked, Rejected, Undocked, valid_serial
 from dockd.core.lifecycle import CameraState, ClipState
 from dockd.evidence import keys
 from dockd.evidence.copier import Cancelled
+from dockd.queue import sourcechecks
+from dockd.queue.records import Clip
 from dockd.queue.store import Queue
 from dockd.station.offloader import Offloader
 from dockd.station.runtime import DataDirLock, run_hook, sd_notify, watchdog_interval
 from dockd.station.status import Meters, write_status
 from dockd.station.uploader import Uploader
-from dockd.station.wipe import WipeResult, interrupted_wipes, prune_staging, reopen_wiped, wipe_clips
+from dockd.station.wipe import (
+    WipeResult,
+    interrupted_wipes,
+    prune_staging,
+    reopen_wiped,
+    verify_sources,
+    wipe_clips,
+)
 from dockd.storage import Backend, TokenBucket, open_backend
 
 if TYPE_CHECKING:
@@ -593,16 +605,39 @@ class Daemon:
         # Wipes interrupted by a crash or undock, and clips recorded wiped that this dock's scan found
         # still on the camera, are settled first: until then the camera is `wiping`, never `ready`.
         reopen_wiped(self.queue, summary.wiped_present, clock=self.clock)
+        # Verify sources ahead of their wipes (wipe_check = "hash"): each clip at most once per worker
+        # (one whose re-read could not be done is not recorded: the gate reads it itself), and never
+        # one the gate just read and refused.
+        ahead = self.cfg.offload.wipe_check == "hash" and policy.wipe_enabled(
+            storage_configured=self.cfg.storage is not None, wipe_mode=self.cfg.offload.wipe)
+        tried: set[int] = set()
+        cam_row = self.queue.camera(serial)
+        dock_t = cam_row.docked_at if cam_row is not None and cam_row.docked_at is not None else self.clock()
         if self.queue.clips(camera=serial, state=ClipState.WIPING):
-            self._wipe(w, root, [ClipState.WIPING])  # what it refuses is uploaded again: the policy decides
+            res = self._wipe(w, root, [ClipState.WIPING])  # what it refuses is uploaded again: the policy decides
+            tried.update(cid for cid, _ in res.refused)
         last_wipe = self.monotonic()
         while not w.cancel.is_set() and not self.stop_evt.is_set():
+            since = self.monotonic() - last_wipe
             v = policy.camera_verdict(self.queue.camera_counts(serial), serial=serial, aborted=summary.aborted,
-                                      refused=refused, since_wipe=self.monotonic() - last_wipe,
+                                      refused=refused, since_wipe=since,
                                       storage_configured=self.cfg.storage is not None,
                                       wipe_mode=self.cfg.offload.wipe)
+            proven: list[Clip] = []
+            if ahead:
+                todo = [cid for cid in sourcechecks.unverified(self.queue, serial, dock_t) if cid not in tried]
+                proven = sourcechecks.proven_uploaded(self.queue, serial, dock_t)
+                v = policy.shift_verdict(v, to_verify=len(todo), proven=len(proven), refused=refused,
+                                         since_wipe=since)
+                if v.step is policy.Step.VERIFY:
+                    if v.state is not None:
+                        self._work_state(w, v.state, v.reason)
+                    tried.add(todo[0])
+                    self._verify(w, root, todo[0])
+                    continue
             if v.step is policy.Step.WIPE:
-                res = self._wipe(w, root)
+                res = self._wipe(w, root, only=proven if v.only_proven else None)
+                tried.update(cid for cid, _ in res.refused)
                 refused = bool(res.refused)
                 w.refused = frozenset(cid for cid, _ in res.refused)
                 last_wipe = self.monotonic()
@@ -626,10 +661,30 @@ class Daemon:
             w.mount = None
         self._work_state(w, state, reason)
 
-    def _wipe(self, w: CameraWork, root: Path, states: list[str] | None = None) -> WipeResult:
+    def _verify(self, w: CameraWork, root: Path, clip_id: int) -> None:
+        """Re-read one clip's source on the camera and record what it found (see :func:`verify_sources`)."""
+        if w.cancel.is_set():
+            raise Cancelled()
+        clip = self.queue.clip(clip_id)
+        if w.mount is not None:
+            root = w.mount.path
+        with Volume(root) as vol:
+            why = verify_sources(self.queue, vol, clip, w.cancel, clock=self.clock)  # cancel: undock, stop
+        if why:
+            log.warning("source not verified ahead of its wipe", camera=clip.camera, clip=clip.id, reason=why)
+
+    def _wipe(self, w: CameraWork, root: Path, states: list[str] | None = None,
+              only: list[Clip] | None = None) -> WipeResult:
+        """A wipe pass over the camera's uploaded and wiping clips (``states``), or over ``only``: the
+        proven clips wiped while uploads still run, a pass that leaves the camera's state as it is
+        (it is not ready, and its on_state hook is not called every few seconds)."""
         serial = w.docked.camera.serial
-        self._work_state(w, CameraState.WIPING)
-        clips = self.queue.clips(camera=serial, state=states or [ClipState.UPLOADED, ClipState.WIPING])
+        if only is None:
+            self._work_state(w, CameraState.WIPING)
+        elif w.cancel.is_set():
+            raise Cancelled()
+        clips = only if only is not None else self.queue.clips(camera=serial,
+                                                               state=states or [ClipState.UPLOADED, ClipState.WIPING])
         if w.mount is not None:
             self.mounter.remount_rw(w.mount)
             root = w.mount.path

@@ -7,7 +7,12 @@ these hold, checked in this order:
    (:func:`dockd.core.lifecycle.may_wipe`: storage configured, ``wipe = "after-upload"``);
 2. with Object Lock configured, the bucket enforces it;
 3. the file on the camera still has the recorded size and mtime, and (unless
-   ``wipe_check = "stat"``) re-hashes to the recorded SHA-256;
+   ``wipe_check = "stat"``) its bytes were re-read and hashed to the recorded
+   SHA-256: either earlier in this dock, while uploads ran (:func:`verify_sources`,
+   a proof committed to the queue that the gate accepts only if the file's
+   identity, size, mtime, ctime, device and inode, is exactly what it was when
+   read: :func:`dockd.core.sourceproof.judge`), or, without such a proof, right
+   here, as the gate always did;
 4. the intent, ``wipe_started`` (``uploaded -> wiping``, naming the clip and
    its sidecars), is committed to the queue.
 
@@ -38,8 +43,10 @@ alarm.
 
 from __future__ import annotations
 
+import math
 import os
 import posixpath
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,7 +59,10 @@ from dockd.config import Config
 from dockd.core import naming
 from dockd.core.errors import IllegalTransition
 from dockd.core.lifecycle import ClipEvent, ClipState, may_wipe
-from dockd.evidence import durable
+from dockd.core.sourceproof import Identity, Proof, Verdict, judge
+from dockd.core.timefmt import rfc3339
+from dockd.evidence.copier import hash_fd
+from dockd.queue import sourcechecks
 from dockd.queue.records import Clip
 from dockd.queue.store import Queue
 
@@ -73,20 +83,84 @@ class WipeResult:
     returned: list[int] = field(default_factory=list)  # interrupted wipes put back to uploaded: wiping is off now
 
 
-def _check_source(vol: Volume, path: str, size: int, mtime_ns: int, sha256: str, by_hash: bool) -> Entry:
-    """Raise SourceChanged unless the camera file still is what was offloaded."""
+def identity(st: os.stat_result) -> Identity:
+    return Identity(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev, st.st_ino)
+
+
+def _mismatch(path: str, got: str, sha256: str) -> SourceChanged:
+    return SourceChanged(f"{escape(path)}: content on camera hashes to {got}, not {sha256}")
+
+
+def _reread(vol: Volume, path: str, size: int, mtime_ns: int,
+            cancel: threading.Event | None = None) -> tuple[Identity, str]:
+    """Read ``path`` on the camera in full (O_DIRECT where allowed: the device's bytes) and hash it:
+    (its identity before and after the read, the SHA-256). Raises SourceChanged if the file is not
+    the offloaded one (size, mtime) or changed while being read, Cancelled once ``cancel`` is set."""
+    st = vol.lstat(path)
+    e = Entry(path, size, mtime_ns, st.st_dev, st.st_ino)
+    Volume.check_same(e, st, same_inode=False)
+    fd = vol.open(e)  # the file lstat saw (same inode), still a regular file
+    try:
+        before = identity(os.fstat(fd))
+        got, n = hash_fd(fd, cancel=cancel)
+        after = identity(os.fstat(fd))
+    finally:
+        os.close(fd)
+    if before != after or n != size:
+        raise SourceChanged(f"{escape(path)}: changed while being read")
+    return before, got
+
+
+def _check_source(vol: Volume, path: str, size: int, mtime_ns: int, sha256: str, by_hash: bool,
+                  proofs: dict[str, Proof], since: float, verified: dict[str, float]) -> Entry:
+    """Raise SourceChanged unless the camera file still is what was offloaded.
+
+    By hash: a recorded proof in ``proofs``, taken since ``since`` (the camera's dock), that still
+    speaks for the file (:func:`judge`) is
+    enough; without one the file is re-read now, as the gate always did (relied on at once, so
+    not recorded: the intent and the receipt say ``checked: sha256``). ``verified`` gets
+    the time of a read done ahead that was relied on, by path (for the receipt)."""
     st = vol.lstat(path)
     e = Entry(path, size, mtime_ns, st.st_dev, st.st_ino)
     Volume.check_same(e, st, same_inode=False)
     if by_hash:
-        fd = vol.open(e)
-        try:
-            got, _ = durable.sha256_fd(fd)
-        finally:
-            os.close(fd)
-        if got != sha256:
-            raise SourceChanged(f"{escape(path)}: content on camera hashes to {got}, not {sha256}")
+        proof = proofs.get(path)
+        v = judge(proof, identity(st), size=size, mtime_ns=mtime_ns, sha256=sha256, since=since)
+        if v is Verdict.REREAD:
+            _, got = _reread(vol, path, size, mtime_ns)
+            if got != sha256:
+                raise _mismatch(path, got, sha256)
+            return e
+        assert proof is not None
+        if v is Verdict.MISMATCH:
+            raise _mismatch(path, proof.sha256, sha256)
+        verified[path] = proof.verified_at  # relied on a read done ahead: the receipt says when
     return e
+
+
+def verify_sources(queue: Queue, vol: Volume, clip: Clip, cancel: threading.Event | None = None, *,
+                   clock: Callable[[], float] = time.time) -> str | None:
+    """Re-read a clip's file and its sidecars on the camera ahead of the wipe, while uploads run.
+
+    Each file read is recorded (:func:`sourcechecks.record`, audit ``source.verified``),
+    matched or not; the wipe gate later relies on a matched one only while the file's identity
+    is unchanged, and refuses on a mismatched one as its own re-read would. Returns None if
+    every file matched, else the reason (a file that could not be read is not recorded: the
+    gate reads it itself). Never raises for a file; raises Cancelled once ``cancel`` is set (an
+    undock or the daemon stopping: a long clip's read is not waited for)."""
+    try:
+        files = [(clip.path, clip.size, clip.mtime_ns, clip.sha256 or "")]
+        files += [(sc["path"], sc["size"], sc["mtime_ns"], sc["sha256"]) for sc in queue.sidecars(clip.id)
+                  if sc["wiped_at"] is None]
+        for path, size, mtime_ns, sha256 in files:
+            ident, got = _reread(vol, path, size, mtime_ns, cancel)
+            # committed before it is relied on; stamped after the read, by the clock that stamps docks
+            sourcechecks.record(queue, clip, path, ident, got, expected=sha256, now=clock())
+            if got != sha256:
+                return str(_mismatch(path, got, sha256))
+    except (SourceChanged, OSError) as e:
+        return _why(e)
+    return None
 
 
 def _why(e: BaseException) -> str:
@@ -146,6 +220,12 @@ def wipe_clips(cfg: Config, queue: Queue, vol: Volume, clips: list[Clip], *, loc
     allowed = may_wipe(ClipState.UPLOADED, storage_configured=cfg.storage is not None, wipe_mode=cfg.offload.wipe)
     need_lock = bool(cfg.storage and (cfg.storage.object_lock_days or cfg.storage.legal_hold))
     lock_verdict: list[bool] = []  # asked once per batch, and only if a clip gets that far
+    docks: dict[str, float] = {}  # camera -> its dock's time: proofs older than that are not relied on
+
+    def since(camera: str) -> float:
+        if camera not in docks:
+            docks[camera] = _dock_time(queue, camera)
+        return docks[camera]
     step = hook or (lambda point, clip_id: None)
 
     def locked() -> bool:
@@ -169,7 +249,7 @@ def wipe_clips(cfg: Config, queue: Queue, vol: Volume, clips: list[Clip], *, loc
     for clip in clips:
         blog = log.bind(clip=clip.id, camera=clip.camera)
         if clip.state is ClipState.WIPING:
-            _settle(queue, vol, clip, None, by_hash, gate_refusal, res, blog, clock, step)
+            _settle(queue, vol, clip, None, by_hash, gate_refusal, res, blog, clock, step, since=since(clip.camera))
             continue
         if not may_wipe(clip.state, storage_configured=cfg.storage is not None, wipe_mode=cfg.offload.wipe):
             continue
@@ -177,13 +257,9 @@ def wipe_clips(cfg: Config, queue: Queue, vol: Volume, clips: list[Clip], *, loc
         if reason:
             _refuse(queue, clip, reason, res, blog, clock())
             continue
+        verified: dict[str, float] = {}
         try:
-            entry = _check_source(vol, clip.path, clip.size, clip.mtime_ns, clip.sha256 or "", by_hash)
-            gated = {clip.path: entry}
-            for sc in queue.sidecars(clip.id):
-                if sc["wiped_at"] is None:
-                    gated[sc["path"]] = _check_source(vol, sc["path"], sc["size"], sc["mtime_ns"], sc["sha256"],
-                                                      by_hash)
+            gated = _gate_files(queue, vol, clip, by_hash, since(clip.camera), verified)
         except (SourceChanged, OSError) as e:
             _refuse(queue, clip, _why(e), res, blog, clock())
             continue
@@ -194,13 +270,34 @@ def wipe_clips(cfg: Config, queue: Queue, vol: Volume, clips: list[Clip], *, loc
         except IllegalTransition:
             continue
         step("intent", clip.id)
-        _settle(queue, vol, clip, gated, by_hash, gate_refusal, res, blog, clock, step)
+        _settle(queue, vol, clip, gated, by_hash, gate_refusal, res, blog, clock, step, verified)
     return res
+
+
+def _dock_time(queue: Queue, camera: str) -> float:
+    """When ``camera`` was docked (its current dock); infinity if unknown: then no proof is relied on."""
+    cam = queue.camera(camera)
+    return cam.docked_at if cam is not None and cam.docked_at is not None else math.inf
+
+
+def _gate_files(queue: Queue, vol: Volume, clip: Clip, by_hash: bool, since: float,
+                verified: dict[str, float]) -> dict[str, Entry]:
+    """The source half of the gate for a new wipe: the clip, then each sidecar not yet wiped.
+    Raises SourceChanged or OSError for the first that fails."""
+    proofs = sourcechecks.proofs(queue, clip.id) if by_hash else {}
+    gated = {clip.path: _check_source(vol, clip.path, clip.size, clip.mtime_ns, clip.sha256 or "", by_hash, proofs,
+                                      since, verified)}
+    for sc in queue.sidecars(clip.id):
+        if sc["wiped_at"] is None:
+            gated[sc["path"]] = _check_source(vol, sc["path"], sc["size"], sc["mtime_ns"], sc["sha256"], by_hash,
+                                              proofs, since, verified)
+    return gated
 
 
 def _regate(queue: Queue, vol: Volume, clip: Clip, sides: list[dict], paths: list[str],
             there: dict[str, bool | None], gated: dict[str, Entry], by_hash: bool,
-            gate_refusal: Callable[[], str | None], res: WipeResult, blog, clock: Callable[[], float]) -> bool:
+            gate_refusal: Callable[[], str | None], res: WipeResult, blog, clock: Callable[[], float],
+            verified: dict[str, float], since: float) -> bool:
     """An interrupted or reopened wipe: every file still there passes the whole gate again first.
 
     Fills ``gated`` with the entries that passed; a sidecar that fails while its clip is gone is
@@ -211,13 +308,14 @@ def _regate(queue: Queue, vol: Volume, clip: Clip, sides: list[dict], paths: lis
     reason = gate_refusal()
     if reason is None:
         try:
+            proofs = sourcechecks.proofs(queue, clip.id) if by_hash else {}
             for sc in sides:
                 if there[sc["path"]]:
-                    gated[sc["path"]] = _check_source(vol, sc["path"], sc["size"], sc["mtime_ns"],
-                                                      sc["sha256"], by_hash)
+                    gated[sc["path"]] = _check_source(vol, sc["path"], sc["size"], sc["mtime_ns"], sc["sha256"],
+                                                      by_hash, proofs, since, verified)
             if there[clip.path]:
-                gated[clip.path] = _check_source(vol, clip.path, clip.size, clip.mtime_ns,
-                                                 clip.sha256 or "", by_hash)
+                gated[clip.path] = _check_source(vol, clip.path, clip.size, clip.mtime_ns, clip.sha256 or "",
+                                                 by_hash, proofs, since, verified)
         except (SourceChanged, OSError) as e:
             reason = _why(e)
     if reason is not None:
@@ -251,7 +349,8 @@ def _unlink_gated(vol: Volume, clip: Clip, sides: list[dict], there: dict[str, b
 
 def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | None, by_hash: bool,
             gate_refusal: Callable[[], str | None], res: WipeResult, blog, clock: Callable[[], float],
-            step: Callable[[str, int], None]) -> None:
+            step: Callable[[str, int], None], verified: dict[str, float] | None = None, *,
+            since: float = math.inf) -> None:
     """Finish the wipe of a ``wiping`` clip: delete what is still on the camera, fsync, confirm.
 
     ``gated`` holds the entries the gate passed just now (a new wipe); without it (an interrupted
@@ -265,8 +364,9 @@ def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | Non
         return
     resumed = gated is None
     gated = dict(gated or {})
+    verified = dict(verified or {})
     if resumed and not _regate(queue, vol, clip, sides, paths, there, gated, by_hash, gate_refusal, res, blog,
-                               clock):
+                               clock, verified, since):
         return
     # Delete: the sidecars, then the clip; nothing is recorded wiped before the directory fsync below.
     deleted: list[str] = []
@@ -306,6 +406,8 @@ def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | Non
                                "path": clip.path, "confirmed": how, "dir_synced": synced}
     if clip.path in gated:  # its bytes on the camera were checked in this pass, just before the unlink
         receipt["checked"] = "sha256" if by_hash else "stat"
+        if clip.path in verified:  # read ahead, while uploads ran; the gate found the file unchanged since
+            receipt["source_verified_at"] = rfc3339(verified[clip.path])
     if resumed:
         receipt["resumed"] = ("still on the camera after its recorded wipe" if clip.wiped_at is not None
                               else "an interrupted wipe")
@@ -318,6 +420,7 @@ def _settle(queue: Queue, vol: Volume, clip: Clip, gated: dict[str, Entry] | Non
     except IllegalTransition:
         return
     step("confirmed", clip.id)
+    sourcechecks.drop(queue, clip.id)  # they prove nothing more (left behind by a crash: judged stale by ctime)
     blog.info("wiped", path=clip.path, confirmed=how)
     res.wiped.append(clip.id)
 

@@ -12,6 +12,14 @@
         the other, default TransferConfig (multipart with threads for files
         over 8 MiB). Credentials from the environment. Prints JSON.
 
+    python scripts/benchlib/child.py dockd-shift CONFIG ROOT
+        Run the daemon (in this process, no event sources) and dock the
+        camera whose files are under ROOT (a watched-directory camera, serial
+        BENCH); the daemon drains (offload, upload, verify, wipe) and stops.
+        Prints JSON: the audit times of the dock, of the camera's ``ready``
+        and of each phase (last staged, last uploaded, source re-reads,
+        wipes), and the clip states.
+
 The timed span starts after imports and set-up (a daemon pays those once).
 """
 
@@ -78,9 +86,47 @@ def boto3_upload(endpoint: str, bucket: str, prefix: str, root: str) -> dict:
     return {"seconds": secs, "files": len(files)}
 
 
+def dockd_shift(config_path: str, root: str) -> dict:
+    from dockd import config as config_mod
+    from dockd.cli import logs
+    from dockd.core.events import CameraInfo, Docked
+    from dockd.queue.store import Queue
+    from dockd.station.daemon import Daemon
+
+    logs.configure("warning", stream=sys.stderr)
+    cfg = config_mod.load(Path(config_path))
+    d = Daemon(cfg, drain=True, sources=[])
+    d.events.put(Docked(CameraInfo(serial="BENCH"), root=Path(root)))
+    rc = d.run()
+    q = Queue(cfg.data_dir / "queue.db")
+    try:
+        rows = q.audit_rows(camera="BENCH")
+        counts = {str(k): v for k, v in q.counts().items() if v}
+    finally:
+        q.close()
+
+    from datetime import datetime
+
+    def times(pred) -> list[float]:
+        return [datetime.fromisoformat(r["at"]).timestamp() for r in rows if pred(r)]
+
+    docked = times(lambda r: r["event"] == "camera.docked")[0]
+    ready = times(lambda r: r["event"] == "camera.state" and r["detail"].get("to") == "ready")
+    phases = {}
+    for name, ev in (("staged", "clip.staged"), ("uploaded", "clip.uploaded"), ("verified", "source.verified"),
+                     ("wiped", "clip.wiped")):
+        ts = times(lambda r, ev=ev: r["event"] == ev)
+        if ts:
+            phases[name] = [round(min(ts) - docked, 3), round(max(ts) - docked, 3), len(ts)]
+    return {"rc": rc, "dock_to_ready_s": (ready[-1] - docked) if ready else None, "phases": phases,
+            "states": counts}
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["dockd-upload"] and len(argv) == 2:
         out = dockd_upload(argv[1])
+    elif argv[:1] == ["dockd-shift"] and len(argv) == 3:
+        out = dockd_shift(argv[1], argv[2])
     elif argv[:1] == ["boto3-upload"] and len(argv) == 5:
         out = boto3_upload(*argv[1:])
     else:

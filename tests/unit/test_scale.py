@@ -18,7 +18,7 @@ from sqlalchemy import event
 
 from dockd.core.errors import IllegalTransition
 from dockd.core.lifecycle import ClipEvent, ClipState
-from dockd.queue import reads, schema
+from dockd.queue import reads, schema, sourcechecks
 from dockd.queue.store import Queue
 from dockd.station.metrics import QueueCollector
 
@@ -239,6 +239,9 @@ def hot_paths(q: Queue, tmp_path) -> Recorder:
         q.clips(limit=50)
         cid = q.clips(state=S.UPLOADED)[0].id
         q.clip(cid), q.sidecars(cid), q.audit_rows(clip=cid)
+        # camera worker with wipe_check = "hash": clips to verify ahead, proven clips to wipe, a clip's proofs
+        sourcechecks.unverified(q, "CAM1", T0), sourcechecks.proven_uploaded(q, "CAM1", T0)
+        sourcechecks.proofs(q, cid), sourcechecks.drop(q, cid)
         # the writes of the clip lifecycle
         found = q.discover_many("CAM2", [("DCIM/X.MP4", 5, 5), ("DCIM/OLD000001.MP4", 1001, 1_600_000_000_000_000_001)])
         x = found[("DCIM/X.MP4", 5, 5)]
