@@ -169,9 +169,9 @@ def test_v4_migration_from_a_v2_queue_adds_the_segments_table(tmp_path, monkeypa
         old = Queue(path)
         assert old.schema_version() == 2
         old.close()
-    q = Queue(path)  # 2 -> 4: the numbering may skip (3 is another change's), each step runs once
+    q = Queue(path)  # 2 -> the latest: v3, v4 (the clip index) and every later step, each once
     try:
-        assert q.schema_version() == 4 == schema.SCHEMA_VERSION
+        assert q.schema_version() == schema.SCHEMA_VERSION >= 4
         assert clipindex.segments(q) == []
         names = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='index'")}
         assert "ix_index_pending" in names
