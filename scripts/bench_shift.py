@@ -51,6 +51,7 @@ from benchlib import (  # noqa: E402 - found through the sys.path entries above
     REPO,
     VENV_BIN,
     MiB,
+    drop_bucket,
     drop_caches,
     ensure_dataset,
     load1,
@@ -59,6 +60,7 @@ from benchlib import (  # noqa: E402 - found through the sys.path entries above
     run_child,
     save_results,
     say,
+    stored_clips,
     wait_quiet,
 )
 
@@ -143,21 +145,10 @@ class Shift:
         return b
 
     def drop_bucket(self, bucket: str) -> None:
-        c = self.admin
-        for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                c.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-        c.delete_bucket(Bucket=bucket)
+        drop_bucket(self.admin, bucket)
 
     def stored(self, bucket: str) -> tuple[int, int]:
-        n = total = 0
-        for page in self.admin.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for o in page.get("Contents", []):
-                if not o["Key"].endswith(".manifest.json"):
-                    n += 1
-                    total += o["Size"]
-        return n, total
+        return stored_clips(self.admin, bucket)
 
     def camera_read_s(self, cam: Camera) -> float:
         """Read every clip once, cold, through the camera's throttle: the camera-read bound."""

@@ -48,6 +48,7 @@ from benchlib import (  # noqa: E402 - found through the sys.path entries above
     GiB,
     MiB,
     Run,
+    drop_bucket,
     drop_caches,
     ensure_dataset,
     fmt_row,
@@ -57,6 +58,7 @@ from benchlib import (  # noqa: E402 - found through the sys.path entries above
     run_child,
     save_results,
     say,
+    stored_clips,
     summary,
     wait_quiet,
 )
@@ -104,23 +106,10 @@ class Bench:
         return b
 
     def drop_bucket(self, bucket: str) -> None:
-        c = self.admin
-        for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                c.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-        for u in c.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
-            c.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
-        c.delete_bucket(Bucket=bucket)
+        drop_bucket(self.admin, bucket)
 
     def stored(self, bucket: str) -> tuple[int, int]:
-        n = total = 0
-        for page in self.admin.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for o in page.get("Contents", []):
-                if not o["Key"].endswith(".manifest.json"):
-                    n += 1
-                    total += o["Size"]
-        return n, total
+        return stored_clips(self.admin, bucket)
 
     def prepare(self) -> tuple[float, bool, float]:
         la = wait_quiet()

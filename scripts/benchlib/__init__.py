@@ -218,3 +218,28 @@ def machine() -> dict:
     except OSError:
         pass
     return info
+
+
+# ---------------------------------------------------------------- S3 buckets of a bench run (boto3 client)
+
+
+def drop_bucket(client, bucket: str) -> None:
+    """Empty ``bucket`` (objects and open multipart uploads) and delete it."""
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        client.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
+    client.delete_bucket(Bucket=bucket)
+
+
+def stored_clips(client, bucket: str) -> tuple[int, int]:
+    """(objects, bytes) in ``bucket`` not counting manifests: what a run stored of the clips."""
+    n = total = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            if not o["Key"].endswith(".manifest.json"):
+                n += 1
+                total += o["Size"]
+    return n, total
