@@ -39,6 +39,8 @@ MAX_SAFE_INT = 2**53 - 1
 # later quote, which is quadratic) or a bracket. The parser checks strings
 # properly later; here they only hide the brackets inside them.
 _TOKEN = re.compile(r'"(?:[^"\\]+|\\.)*"?|[\[\]{}]', re.S)
+# A lone surrogate can reach the parser only as an escape (the text is valid UTF-8 by then): \uD800-\uDFFF.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
@@ -120,9 +122,12 @@ def loads(data: bytes | str, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise Invalid(f"not valid UTF-8 at byte {e.start}") from None
-    d = depth(text)
-    if d > max_depth:
-        raise Invalid(f"nested {d} deep (at most {max_depth})")
+    # Fast paths that only skip a check which cannot fail: fewer opening brackets than max_depth (strings
+    # included) cannot nest deeper; no surrogate escape in the text, no lone surrogate in the value.
+    if text.count("[") + text.count("{") > max_depth:
+        d = depth(text)
+        if d > max_depth:
+            raise Invalid(f"nested {d} deep (at most {max_depth})")
     try:
         value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_int=_int,
                            parse_float=_float)
@@ -132,5 +137,6 @@ def loads(data: bytes | str, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX
         raise Invalid(f"nested too deep (at most {max_depth})") from None
     except ValueError as e:  # json.JSONDecodeError is a ValueError
         raise Invalid(f"not JSON ({e})") from None
-    _check_strings(value)
+    if _SURROGATE_ESCAPE.search(text):
+        _check_strings(value)
     return value

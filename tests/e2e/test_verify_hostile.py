@@ -427,3 +427,13 @@ def test_check_segment_never_raises_on_hostile_segments(tmp_path, key):
     ok, reason = check_segment(good, {k: v for k, v in head(good).items() if k != "signature"}, key.public)
     assert not ok and "signature" in reason
     assert check_segment(good, {"signature": {"value": 7}}, key.public) == (False, "head signature does not verify")
+
+
+@pytest.mark.parametrize("text", [
+    '["\\\\ud800"]',                      # an escaped backslash, then the letters ud800: no surrogate
+    '["\\ud83d\\ude00"]',                 # a surrogate pair: one valid character
+    '{"a": "' + "[" * 40 + '"}',          # brackets inside a string do not nest
+])
+def test_fast_paths_accept_what_is_valid(text):
+    """The loader skips its depth and surrogate walks only when they cannot fail; these must still pass."""
+    assert ijson.loads(text) == json.loads(text)
