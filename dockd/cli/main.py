@@ -126,7 +126,9 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
     Copies every clip off a docked camera with its SHA-256 and a signed
     manifest, uploads it to central storage, proves the bytes arrived, and
-    only then wipes it from the camera.
+    only then wipes it from the camera. On the agency's side: the trust log
+    (trust, keys), the completeness review (review), disclosure packages for
+    prosecutors and defence (disclose) and the fleet view (fleet).
     """
     ctx.obj = Ctx(config_path)
 
@@ -492,21 +494,22 @@ def doctor(c: Ctx, as_json: bool) -> None:
     sys.exit(0 if all(r["ok"] for r in results) else EXIT_FAILED)
 
 
-from dockd.cli import trust as cli_trust  # noqa: E402 - registers `dockd trust` and the key enrolment commands on `main`
+# ---------------------------------------------------------------- the other command groups
+# Each module registers its commands on `main`; each imports its heavy libraries inside its commands, so
+# that `dockd --help` and the read commands stay fast (tests/unit/test_queue_reader.py checks it).
+from dockd.cli import camera as cli_camera  # noqa: E402 - `dockd camera SERIAL`: continuity at the dock
+from dockd.cli import disclose as cli_disclose  # noqa: E402 - `dockd disclose ...`: packages for prosecutors
+from dockd.cli import fleet as cli_fleet  # noqa: E402 - `dockd fleet ...`: every station from its heartbeats
+from dockd.cli import index as cli_index  # noqa: E402 - `dockd index export|verify`: the signed clip index
+from dockd.cli import review as cli_review  # noqa: E402 - `dockd review ...`: the completeness review
+from dockd.cli import trust as cli_trust  # noqa: E402 - `dockd trust ...` and the key enrolment commands
 
 cli_trust.register(main, keys)
-main.add_command(__import__("dockd.cli.fleet", fromlist=["fleet"]).fleet)  # `dockd fleet ...` (dockd/cli/fleet.py)
-
-from dockd.cli import index as cli_index  # noqa: E402 - registers `dockd index export|verify` on `main`
-
-cli_index.register(main, pass_ctx)
-from dockd.cli import camera as cli_camera  # noqa: E402 - registers `dockd camera SERIAL` on `main`
-
 cli_camera.register(main, pass_ctx, emit_json)
-__import__("dockd.cli.disclose").cli.disclose.register(main)  # `dockd disclose ...` (issue #16)
-from dockd.cli import review as cli_review  # noqa: E402 - registers `dockd review` (the completeness review) on `main`
-
+cli_index.register(main, pass_ctx)
 cli_review.register(main, pass_ctx, echo, emit_json)
+cli_disclose.register(main)
+main.add_command(cli_fleet.fleet)
 
 
 def entry() -> None:
