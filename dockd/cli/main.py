@@ -77,7 +77,7 @@ class Ctx:
         if p.exists():
             fileformat.refuse_foreign(p)
             r = reads.QueueReader(p)
-            if reads.NEEDS_VERSION <= r.schema_version() <= fileformat.LATEST_VERSION:
+            if r.schema_version() == fileformat.LATEST_VERSION:  # older: Queue migrates it first
                 return r
             r.close()
         return self.queue(must_exist=must_exist)

@@ -24,9 +24,6 @@ from dockd.core.lifecycle import IN_STORAGE, NOT_YET_UPLOADED, ON_CAMERA, STAGED
 from dockd.core.timefmt import normalise_time, rfc3339
 from dockd.queue.records import Camera, Clip
 
-# The schema version these queries need (state_counts and the hot-path indexes arrived in 2).
-NEEDS_VERSION = 2
-
 
 def _execute(conn: sqlite3.Connection, sql: str, args: Sequence[object] = ()) -> sqlite3.Cursor:
     """Every read goes through here (tests/unit/test_scale.py records the statements to check their plans)."""
@@ -183,9 +180,9 @@ class QueueReader:
     """The queue file opened read-only (``mode=ro``: this process can never change it), with the same
     read methods as :class:`dockd.queue.store.Queue`, for the read-only commands.
 
-    The caller checks first that ``path`` is a regular file of schema version :data:`NEEDS_VERSION` up to
-    :data:`dockd.queue.fileformat.LATEST_VERSION` (:meth:`open`); anything else goes through ``Queue``,
-    which migrates or refuses it as before."""
+    The caller checks first that ``path`` is a regular file at schema version
+    :data:`dockd.queue.fileformat.LATEST_VERSION` (the queries read tables of every migration); anything
+    else goes through ``Queue``, which migrates or refuses it as before."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)

@@ -12,6 +12,7 @@ import pytest
 from dockd.core.lifecycle import ClipEvent, ClipState
 from dockd.queue import fileformat, reads, schema
 from dockd.queue.store import Queue
+from tests.support.cli import run_dockd
 from tests.support.uploads import station_config
 
 E = ClipEvent
@@ -102,7 +103,26 @@ def test_reader_cannot_write(filled):
 
 def test_versions_agree():
     assert fileformat.LATEST_VERSION == schema.SCHEMA_VERSION == schema.MIGRATIONS[-1][0]
-    assert reads.NEEDS_VERSION <= fileformat.LATEST_VERSION
+
+
+def test_an_older_queue_is_migrated_by_the_read_commands(tmp_path, monkeypatch):
+    """A station upgraded in place: its queue is at an older schema, whose tables the read queries do not
+    all find. The read commands then open it as the daemon would (migrating it), never fail on it."""
+    (tmp_path / "data").mkdir()
+    with monkeypatch.context() as m:
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
+        q = Queue(tmp_path / "data" / "queue.db")
+        q.dock_camera("CAM1", source="watch", now=T0)
+        q.discover("CAM1", "DCIM/A.MP4", 1, 1, now=T0)
+        assert q.schema_version() == 2
+        q.close()
+    cfg = station_config(tmp_path / "c.toml", data_dir=tmp_path / "data", sources={"drop_privileges": False})
+    for argv in (["status", "--json"], ["camera", "CAM1", "--json"], ["queue"], ["show", "1"]):
+        r = run_dockd("--config", str(cfg), *argv)
+        assert r.returncode == 0, (argv, r.stderr)
+    q = Queue(tmp_path / "data" / "queue.db", migrate=False)
+    assert q.schema_version() == schema.SCHEMA_VERSION
+    q.close()
 
 
 HEAVY = ("sqlalchemy", "boto3", "botocore", "cryptography", "duckdb", "pyudev", "tenacity")
