@@ -10,11 +10,15 @@ import subprocess
 import threading
 from pathlib import Path
 
-import structlog
-
 from dockd.core.errors import QueueLocked
 
-log = structlog.get_logger("dockd.runtime")
+
+def _log():
+    """The module's logger, made on first use: importing structlog costs ~0.1 s, and `dockd status` loads
+    this module only for the data-dir lock."""
+    import structlog
+
+    return structlog.get_logger("dockd.runtime")
 
 
 class DataDirLock:
@@ -101,11 +105,11 @@ def run_hook(command: str, timeout_s: float, *args: str) -> None:
             r = subprocess.run(shlex.split(command) + list(args), timeout=timeout_s, capture_output=True,
                                stdin=subprocess.DEVNULL, check=False)
             if r.returncode != 0:
-                log.warning("state hook failed", command=command, args=args, rc=r.returncode,
+                _log().warning("state hook failed", command=command, args=args, rc=r.returncode,
                             stderr=r.stderr.decode(errors="replace")[-300:])
         except subprocess.TimeoutExpired:
-            log.warning("state hook timed out", command=command, args=args, timeout_s=timeout_s)
+            _log().warning("state hook timed out", command=command, args=args, timeout_s=timeout_s)
         except OSError as e:
-            log.warning("state hook could not run", command=command, error=str(e))
+            _log().warning("state hook could not run", command=command, error=str(e))
 
     threading.Thread(target=go, name="hook", daemon=True).start()

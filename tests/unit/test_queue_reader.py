@@ -125,7 +125,7 @@ def test_an_older_queue_is_migrated_by_the_read_commands(tmp_path, monkeypatch):
     q.close()
 
 
-HEAVY = ("sqlalchemy", "boto3", "botocore", "cryptography", "duckdb", "pyudev", "tenacity")
+HEAVY = ("sqlalchemy", "boto3", "botocore", "cryptography", "duckdb", "pyudev", "tenacity", "structlog")
 
 
 @pytest.mark.parametrize("argv,allowed", [
