@@ -21,7 +21,6 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 from urllib.parse import urlparse
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dockd.core.clipnames import NameRule, check_rule
 from dockd.core.errors import ConfigError
@@ -266,6 +265,8 @@ class Config:
 
 @lru_cache(maxsize=64)
 def _name_rule(profile: str, pattern: str, time_format: str, zone: str) -> NameRule:
+    from zoneinfo import ZoneInfo  # here: most commands never parse a clip name
+
     return NameRule(profile, re.compile(pattern), time_format or None, ZoneInfo(zone))
 
 
@@ -659,6 +660,8 @@ def _parse_names(cs: _Section) -> NamesConfig | None:
     why = check_rule(names.pattern, names.time_format or None)
     if why:
         cs.fail("names", why)
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # here: only a profile with names needs it
+
     try:
         if not names.zone or names.zone.startswith(("/", ".")) or ".." in names.zone:
             raise ValueError(names.zone)
