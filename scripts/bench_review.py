@@ -36,6 +36,17 @@ from tests.support.seaweed import SeaweedServer  # noqa: E402
 from tests.support.uploads import write_config  # noqa: E402
 
 TARGET_S, TARGET_RSS_MIB = 30.0, 1024
+PEER = """
+import os, sys, boto3
+from concurrent.futures import ThreadPoolExecutor
+bucket, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s3 = boto3.client("s3", endpoint_url=os.environ["DOCKD_TEST_S3_ENDPOINT"])
+keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for o in page.get("Contents", [])]
+with ThreadPoolExecutor(n) as pool:
+    total = sum(pool.map(lambda k: len(s3.get_object(Bucket=bucket, Key=k)["Body"].read()), keys))
+print(f"{len(keys)} objects, {total} bytes")
+"""
 Y0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -174,6 +185,15 @@ def main(argv: list[str] | None = None) -> int:
         res["first_fetch"] = {"s": round(c.seconds, 2), "rss_mib": c.maxrss_kib // 1024, "rc": c.rc,
                               "out": json.loads(c.stdout) if c.rc in (0, 1) else c.stdout[-500:]}
         say(f"  {res['first_fetch']['s']} s, {res['first_fetch']['rss_mib']} MiB")
+        # The peer: the same objects read by plain boto3 with as many threads, nothing checked or stored:
+        # what storage and the client library cost alone ("bounded by storage throughput").
+        say("peer: every index object downloaded by plain boto3, same concurrency ...")
+        c = run_child([sys.executable, "-c", PEER, bucket, "ev/_index/", str(args.concurrency)], env=env,
+                      stdout_path=work / "peer.out")
+        res["peer_download"] = {"s": round(c.seconds, 2), "rc": c.rc, "out": c.stdout.strip()[-200:]}
+        res["first_fetch_vs_peer"] = round(res["first_fetch"]["s"] / max(c.seconds, 1e-9), 2)
+        say(f"  {res['peer_download']['s']} s ({c.stdout.strip()}); first fetch / peer = "
+            f"{res['first_fetch_vs_peer']}x")
         c = run_child([*dockd, "fetch", *trust], env=env, stdout_path=work / "fetch2.out")
         res["second_fetch"] = {"s": round(c.seconds, 2), "rss_mib": c.maxrss_kib // 1024, "rc": c.rc}
         say(f"second fetch (nothing new): {res['second_fetch']['s']} s")
