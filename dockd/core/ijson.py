@@ -49,11 +49,13 @@ class Invalid(ValueError):
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise Invalid(f"duplicate member name {json.dumps(k, ensure_ascii=True)[:80]}")
-        out[k] = v
+    out = dict(pairs)  # C speed; a duplicate name makes the dict shorter than the list
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise Invalid(f"duplicate member name {json.dumps(k, ensure_ascii=True)[:80]}")
+            seen.add(k)
     return out
 
 
@@ -73,6 +75,10 @@ def _float(text: str) -> float:
     if not math.isfinite(f):
         raise Invalid(f"number {text[:40]} overflows a double")
     return f
+
+
+# Built once (json.loads with hooks builds a decoder per call).
+_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant, parse_int=_int, parse_float=_float)
 
 
 def depth(text: str) -> int:
@@ -129,8 +135,7 @@ def loads(data: bytes | str, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX
         if d > max_depth:
             raise Invalid(f"nested {d} deep (at most {max_depth})")
     try:
-        value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_int=_int,
-                           parse_float=_float)
+        value = _DECODER.decode(text)
     except Invalid:
         raise
     except RecursionError:  # cannot happen after the depth check; never let it escape
