@@ -8,6 +8,7 @@ Data sets (random bytes, generated once and cached in $DOCKD_BENCH_DIR,
 default /var/tmp/dockd-bench):
 
 * ``mixed``: DCIM/100CAM/ with 3 clips of 512 MiB and 256 clips of 2 MiB (2 GiB)
+* ``mixed2``: DCIM/100CAM/ with 8 clips of 300 MiB and 50 clips of 1 MiB (2.4 GiB; issue #12 part 3)
 * ``single4g``: one 4 GiB clip (peak RSS must not grow with clip size)
 * ``mixedmp4`` (only with ``--only mixedmp4``): the shapes of ``mixed``, each file a real MP4 (an
   ffmpeg-made clip whose trailing ISO-BMFF ``free`` box holds the random bytes), so ffprobe reads every
@@ -89,12 +90,18 @@ sync
 """
 
 
-def datasets(wd: Path, want_4g: bool) -> dict[str, tuple[Path, int, int]]:
+def datasets(wd: Path, want_4g: bool, only: str | None = None) -> dict[str, tuple[Path, int, int]]:
     out = {}
     mixed = [(f"DCIM/100CAM/LONG{i:04d}.MP4", 512 * MiB) for i in range(1, 4)]
     mixed += [(f"DCIM/100CAM/CLIP{i:04d}.MP4", 2 * MiB) for i in range(1, 257)]
     root = wd / "src-offload-mixed"
-    out["mixed"] = (root, *ensure_dataset(root, mixed))
+    if only in (None, "mixed"):
+        out["mixed"] = (root, *ensure_dataset(root, mixed))
+    mixed2 = [(f"DCIM/100CAM/LONG{i:04d}.MP4", 300 * MiB) for i in range(1, 9)]
+    mixed2 += [(f"DCIM/100CAM/CLIP{i:04d}.MP4", 1 * MiB) for i in range(1, 51)]
+    root = wd / "src-offload-mixed2"
+    if only in (None, "mixed2"):
+        out["mixed2"] = (root, *ensure_dataset(root, mixed2))
     if want_4g:
         root = wd / "src-offload-4g"
         out["single4g"] = (root, *ensure_dataset(root, [("DCIM/100CAM/LONG0001.MP4", 4 * GiB)]))
@@ -232,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3, help="repetitions per tool (median reported; default 3)")
     ap.add_argument("--no-4g", action="store_true", help="skip the single 4 GiB clip run")
     ap.add_argument("--buffer-kb", type=int, default=None, help="override [offload] buffer_kb for dockd")
-    ap.add_argument("--only", choices=["mixed", "single4g", "mixedmp4", "longmp4"], help="run one data set only")
+    ap.add_argument("--only", choices=["mixed", "mixed2", "single4g", "mixedmp4", "longmp4"], help="run one data set only")
     ap.add_argument("--media-probe", choices=["on", "off", "both"], default="on",
                     help="dockd with [offload] media_probe on (default), off (as dockd-noprobe), or both")
     ap.add_argument("--tools", help="comma-separated subset of dockd,dockd-noprobe,naive,cp,floor")
@@ -249,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.only == "longmp4":
         sets = {"longmp4": long_mp4_dataset(wd)}
     else:
-        sets = datasets(wd, not a.no_4g and a.only != "mixed")
+        sets = datasets(wd, not a.no_4g and a.only in (None, "single4g"), a.only)
         if a.only:
             sets = {a.only: sets[a.only]}
     cfgs = {"dockd": write_config(work, a.buffer_kb), "dockd-noprobe": write_config(work, a.buffer_kb, False)}
