@@ -15,6 +15,7 @@ temporary file and produce the data again from its source.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from dockd.evidence.copier import hash_fd  # the one read-and-hash loop
@@ -106,7 +107,9 @@ def sha256_file(path: str | os.PathLike, *, bufsize: int = 4 << 20, uncached: bo
     try:
         if uncached:
             drop_cache(fd)
-        got = sha256_fd(fd, bufsize=bufsize)
+        st = os.fstat(fd)
+        # the file's size picks the chunk, so that a small file's reads and hashing overlap too
+        got = hash_fd(fd, size_hint=st.st_size if stat.S_ISREG(st.st_mode) else None, bufsize=bufsize)
         if uncached:
             drop_cache(fd)
         return got

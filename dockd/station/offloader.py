@@ -246,6 +246,7 @@ class Offloader:
                     ThreadPoolExecutor(1, thread_name_prefix=f"verify-{cam.serial}") as finisher:
                 pending: Future | None = None
                 batch = _StagedBatch(self)
+                marked: dict[int, int] = {}  # committed `copying` ahead of their copy: clip id -> bytes promised
                 try:
                     for i, entry in enumerate(scan.clips):
                         if cancel.is_set():
@@ -256,8 +257,10 @@ class Offloader:
                             if clip.state is ClipState.WIPED:  # never counted as done: see wipe.reopen_wiped
                                 s.wiped_present.append(clip.id)
                             continue
+                        if clip.id not in marked:
+                            self._mark_run(cam.serial, scan, known, i, marked)
                         job = self._copy_stage(cam, vol, entry, scan.sidecars.get(entry.path, []), clip, cancel, s,
-                                               facts)
+                                               facts, premarked=marked.pop(clip.id, None))
                         if job is not None:
                             job.batch = batch
                             nxt = scan.clips[i + 1] if i + 1 < len(scan.clips) else None
@@ -278,9 +281,61 @@ class Offloader:
                         if pending is not None:
                             pending.result()  # raises Cancelled if the last clip was cancelled
                     finally:
-                        batch.flush()  # clips finished before a cancel or an error are staged all the same
+                        try:
+                            batch.flush()  # clips finished before a cancel or an error are staged all the same
+                        finally:
+                            self._unmark(marked)
         s.seconds = time.monotonic() - t0
         return s
+
+    @staticmethod
+    def _need(entry: Entry, sides: list[Entry]) -> int:
+        """Bytes a clip takes from the space ledger: its size, its sidecars' and the files' overhead."""
+        return entry.size + sum(x.size for x in sides) + _FILE_OVERHEAD * (len(sides) + 2)
+
+    def _mark_run(self, serial: str, scan, known: dict, i: int, marked: dict[int, int]) -> None:
+        """Commit ``copying`` for the run of small clips starting at ``scan.clips[i]`` (up to BATCH_CLIPS, each
+        below BATCH_BIG) in one transaction, each with its space already promised, instead of one commit per
+        clip on the copy's critical path. Only clips whose space fits now are marked (a clip that must wait for
+        space goes the ordinary way: ``discovered`` while it waits); a run of one is left to the ordinary way.
+
+        ``copying`` is still committed before any byte of the clip is written. A clip marked but never reached
+        (cancel, error) is put back to ``discovered`` by :meth:`_unmark`; after a crash, by :meth:`recover`."""
+        run: list[tuple[int, int]] = []
+        for entry in scan.clips[i:i + BATCH_CLIPS]:
+            clip = known[(entry.path, entry.size, entry.mtime_ns)]
+            if clip.state is not ClipState.DISCOVERED or entry.size >= BATCH_BIG or clip.id in marked:
+                break
+            need = self._need(entry, scan.sidecars.get(entry.path, []))
+            if not self.space.take(need)[0]:
+                break
+            run.append((clip.id, need))
+        if len(run) < 2:
+            for _, need in run:
+                self.space.release(need)
+            return
+        try:
+            self.queue.transition_many([(cid, ClipEvent.COPY_STARTED, {"now": self.clock()}) for cid, _ in run])
+        except BaseException:
+            for _, need in run:
+                self.space.release(need)
+            raise
+        marked.update(run)
+
+    def _unmark(self, marked: dict[int, int]) -> None:
+        """Clips committed ``copying`` by :meth:`_mark_run` whose copy never started: back to ``discovered`` (no
+        error of theirs: nothing of them was written) and their space given back."""
+        if not marked:
+            return
+        items, held = list(marked), sum(marked.values())
+        marked.clear()
+        try:
+            self.queue.transition_many([(cid, ClipEvent.COPY_ABORTED,
+                                         {"now": self.clock(), "last_error": None,
+                                          "detail": {"reason": "not started (the offload stopped first)"}})
+                                        for cid in items])
+        finally:
+            self.space.release(held)
 
     def _dock_facts(self, cam: CameraInfo, vol: Volume, scan) -> DockFacts:
         """This dock's facts (dockd/station/dockfacts.py), recorded once per dock. Never raises: a failure
@@ -319,13 +374,19 @@ class Offloader:
             log.warning("clip quarantined: " + why, clip=c.id, camera=serial, path=c.path)
 
     def _copy_stage(self, cam: CameraInfo, vol: Volume, entry: Entry, sides: list[Entry], clip: Clip,
-                    cancel: threading.Event, s: Summary, facts: DockFacts | None = None) -> _Copied | None:
+                    cancel: threading.Event, s: Summary, facts: DockFacts | None = None,
+                    premarked: int | None = None) -> _Copied | None:
         """Commit ``copying``, then copy and hash the clip into its fsynced temporary file.
 
         Returns the job for :meth:`_finish_stage`, or None if the copy was aborted
         (the clip is back to ``discovered``) or can never fit. Raises Cancelled (after
-        cleaning up). Its size is taken from the station's space ledger first."""
-        need = entry.size + sum(x.size for x in sides) + _FILE_OVERHEAD * (len(sides) + 2)
+        cleaning up). Its size is taken from the station's space ledger first.
+        ``premarked``: the clip is already committed ``copying`` with that many bytes promised
+        (:meth:`_mark_run`); this call owns both from now on."""
+        if premarked is not None:
+            held = premarked
+            return self._copy_job(cam, vol, entry, sides, clip, cancel, s, facts, held)
+        need = self._need(entry, sides)
         try:
             held = self.wait_for_space(cam.serial, need, cancel)
         except DiskFull as e:
@@ -340,6 +401,11 @@ class Offloader:
         except BaseException:
             self.space.release(held)
             raise
+        return self._copy_job(cam, vol, entry, sides, clip, cancel, s, facts, held)
+
+    def _copy_job(self, cam: CameraInfo, vol: Volume, entry: Entry, sides: list[Entry], clip: Clip,
+                  cancel: threading.Event, s: Summary, facts: DockFacts | None, held: int) -> _Copied | None:
+        """The copy of a clip committed ``copying`` with ``held`` bytes promised (see :meth:`_copy_stage`)."""
         blog = log.bind(clip=clip.id, camera=cam.serial)
         blog.info("copying", path=entry.path, size=entry.size)
         job = _Copied(cam, vol, entry, sorted(sides, key=lambda e: e.path), clip.id, cancel, s, blog, held=held,
