@@ -4,14 +4,17 @@ For each clip the scan finds (see :mod:`dockd.camera.volume`):
 
 1. ``discover`` it in the queue; a clip already past ``discovered`` (same
    camera, path, size, mtime) is not copied again (resume, de-duplication).
-2. Commit ``copying``; then copy and hash in one pass into
-   ``staging/<id>.clip.tmp``; fsync; drop its cache; re-read and compare the
-   hash (``verify = "reread"``); rename to ``staging/<id>.clip``; fsync the dir.
+2. Commit ``copying`` (for a run of up to 16 small clips whose space fits, in
+   one transaction before the first of them is copied); then copy and hash in
+   one pass into ``staging/<id>.clip.tmp``; fsync; drop its cache; re-read and
+   compare the hash (``verify = "reread"``); rename to ``staging/<id>.clip``.
 3. Copy sidecars the same way; read the staged copy's container with ffprobe
    (``[offload] media_probe``, :mod:`dockd.evidence.mediaprobe`) and the
    station's clock state (:mod:`dockd.evidence.stationclock`); sign the
    manifest with both (``media``, ``station_clock``); write it beside the clip.
-4. Commit ``staged`` with hash, staged path, object key and manifest.
+4. fsync the staging directory (every rename above durable), then commit
+   ``staged`` with hash, staged path, object key and manifest: one fsync and
+   one commit for up to 16 small clips (:class:`_StagedBatch`), never before.
 
 Any failure before step 4 deletes the temporary file and commits
 ``copy_aborted`` (back to ``discovered``), so the clip is picked up again on

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where an offload's time goes, per thread: ``dockd import`` run in this process with timers around its steps.
 
-    python scripts/benchlib/offload_profile.py SRC [--probe] [--drop-caches]
+    [PYTHONPATH=DIR] python scripts/benchlib/offload_profile.py SRC [--probe] [--drop-caches]
 
 A fresh data dir under $TMPDIR, ``verify = "reread"``; prints the wall time of the whole offload and, for
 the copy thread (``MainThread``) and the finishing thread (``verify-*``), the seconds spent in each step and
@@ -25,7 +25,8 @@ from concurrent.futures import _base
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+if not os.environ.get("PYTHONPATH"):  # PYTHONPATH=DIR profiles the dockd package in DIR (e.g. older code)
+    sys.path.insert(0, str(REPO))
 
 _totals: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
 _lock = threading.Lock()
@@ -90,6 +91,8 @@ def main() -> int:
         mf.sign = _timed("sign (Ed25519, JCS)", mf.sign)
         offmod.stationclock.read = _timed("station clock", offmod.stationclock.read)
         for name in ("transition", "transition_many", "last_audit", "discover_many"):
+            if not hasattr(q, name):
+                continue
             setattr(q, name, _timed(f"queue.{name} (commit)" if "transition" in name else f"queue.{name}",
                                     getattr(q, name)))
         for name in ("_media", "wait_for_space", "_start_probe", "_dock_facts"):
