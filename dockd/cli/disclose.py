@@ -82,8 +82,9 @@ def _register_create(disclose: click.Group) -> None:
         req.previous = led.last_transfer() if led is not None else None
 
         def record(t: dict, tbytes: bytes, tagmanifest: bytes) -> None:
-            # The ledger entry is written before the bag appears under its name: a bag never exists
-            # without its record (a crash in between leaves a record of a bag that must be made again).
+            # Written once the bag is complete and fsynced under its temporary name, before it is renamed
+            # into place: a bag never exists under its name without its record, and a record never names a
+            # bag that was not made (a crash in between leaves the complete bag under the temporary name).
             if led is not None:
                 ledger.append(backend, prefix, led, ledger.transfer_entry(t, tbytes, tagmanifest, out.name), key)
 

@@ -361,3 +361,67 @@ def test_hostile_transfer_record_is_invalid_not_a_crash(world, bag, tmp_path, ed
     r = world.verify(b)
     assert r.returncode == 1 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stdout + r.stderr
     assert "INVALID" in r.stdout
+
+
+def _build_in_process(world, out: Path, before_commit, as_zip: bool = False):
+    from dockd.agency.disclosure import create as mk
+    from dockd.trust import log as trust
+    from dockd.trust import store as trustlog
+
+    prefix = world.cfg.storage.prefix
+    raws = trustlog.read_storage(world.backend, prefix)
+    state = trust.load(trustlog.load_public(world.root_pub), raws)
+    req = mk.Request(case="2026-CR-0099", recipient="R", authority="A", object_keys=world.object_keys[2:], out=out,
+                     created_at=mk.now_rfc3339(), as_zip=as_zip)
+    src = mk.from_storage(world.backend, prefix, state, raws, req.object_keys)
+    return mk.build(src, state, trustlog.load_signing_key(world.discloser), req, before_commit=before_commit)
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_ledger_entry_only_for_a_complete_bag_and_bag_only_with_its_entry(world, tmp_path, monkeypatch, as_zip):
+    from dockd.agency.disclosure import DisclosureFailed
+    from dockd.agency.disclosure.writer import BagWriter
+
+    # The ledger append fails: no bag appears and no temporary one is left.
+    def refuse(*_a):
+        raise DisclosureFailed("ledger unreachable")
+
+    out = tmp_path / ("a.zip" if as_zip else "a")
+    with pytest.raises(DisclosureFailed, match="ledger unreachable"):
+        _build_in_process(world, out, refuse, as_zip)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    # The entry is recorded, then the rename fails (a crash there): the bag the entry names is complete,
+    # durable and valid under its temporary name, and the error says where.
+    recorded = []
+    (tmp_path / "judge").mkdir()
+
+    def judge(p: Path):  # verify takes a zip by its name
+        if as_zip:
+            shutil.copyfile(p, tmp_path / "judge" / "j.zip")
+            p = tmp_path / "judge" / "j.zip"
+        return world.verify(p)
+
+    def record(t, tbytes, tm):
+        sealed = [p for p in tmp_path.iterdir() if p.name.startswith(".b")]
+        assert len(sealed) == 1 and judge(sealed[0]).returncode == 0  # complete before it is recorded
+        recorded.append(hashlib.sha256(tbytes).hexdigest())
+
+    def crash(self):
+        raise OSError("injected failure between ledger entry and rename")
+
+    monkeypatch.setattr(BagWriter, "publish", crash)
+    out = tmp_path / ("b.zip" if as_zip else "b")
+    with pytest.raises(DisclosureFailed, match="complete and recorded") as e:
+        _build_in_process(world, out, record, as_zip)
+    sealed = [p for p in tmp_path.iterdir() if p.name.startswith(".b")]
+    assert recorded and not out.exists() and len(sealed) == 1 and str(sealed[0]) in str(e.value)
+    r = judge(sealed[0])
+    assert r.returncode == 0, r.stdout + r.stderr
+    t = (sealed[0] / "transfer.json").read_bytes() if not as_zip else None
+    assert t is None or hashlib.sha256(t).hexdigest() == recorded[0]
+    # A later run does not overwrite the sealed bag.
+    monkeypatch.undo()
+    if not as_zip:
+        with pytest.raises(Exception, match="left from an earlier run"):
+            _build_in_process(world, out, record, as_zip)
+        assert (sealed[0] / "transfer.json").is_file()

@@ -33,6 +33,7 @@ import rfc8785
 from dockd import __version__
 from dockd.agency.disclosure import DisclosureFailed, bagfmt, casegraph, collect
 from dockd.agency.disclosure.writer import BagWriter, Written
+from dockd.core.errors import UsageError
 from dockd.evidence import keys
 from dockd.storage.base import Backend, StoreFailure
 from dockd.trust.log import TrustState
@@ -171,9 +172,21 @@ def transfer_body(req: Request, discloser: keys.StationKey, discloser_name: str,
 def build(src: Source, state: TrustState, discloser: keys.StationKey, req: Request,
           progress: Callable[[int], None] | None = None,
           before_commit: Callable[[dict[str, Any], bytes, bytes], None] | None = None) -> dict[str, Any]:
-    """Build the bag at ``req.out``. ``before_commit(transfer, transfer_bytes, tagmanifest_bytes)`` runs
-    when the bag is complete but not yet in place (the ledger append: if it fails, no bag appears).
-    Returns the transfer."""
+    """Build the bag at ``req.out``; returns the transfer.
+
+    Order of the steps, and what a crash (or failure) between them leaves:
+
+    1. every file written under the temporary name and the bag sealed there (all fsynced; a zip is written
+       as a fsynced hidden file beside ``req.out``). Failure or crash before the end of this step: no bag,
+       nothing recorded (a failure removes the temporary bag; a crash leaves an incomplete hidden one).
+    2. ``before_commit(transfer, transfer_bytes, tagmanifest_bytes)``: the ledger entry. Failure: the
+       sealed bag is removed, nothing recorded, nothing disclosed.
+    3. the sealed bag renamed to ``req.out``. A crash or failure between 2 and 3 leaves a ledger entry
+       whose bag is complete, valid and durable under its temporary name (``.{name}.partial-{pid}`` or
+       ``.{name}.zip-partial-{pid}``): the entry never names a bag that does not exist; the operator
+       renames it into place (a failure says so and where), and the next run refuses to overwrite it.
+
+    So a bag appears under its name only once it is recorded, and a record exists only for a complete bag."""
     v = state.check(discloser.key_id, "discloser", req.created_at)
     if not v.ok:
         raise DisclosureFailed(f"signing key: {v.reason}")
@@ -221,12 +234,17 @@ def build(src: Source, state: TrustState, discloser: keys.StationKey, req: Reque
                 tm256 = tm
         w.write_bytes("tagmanifest-sha256.txt.sig", discloser.private.sign(tm256))
         w.write_bytes("transfer.json.sig", discloser.private.sign(tbytes))
+        sealed = w.seal(req.as_zip)
         if before_commit is not None:
             before_commit(transfer, tbytes, tm256)
-        w.commit(req.as_zip)
     except BaseException:
         w.abort()
         raise
+    try:
+        w.publish()
+    except (OSError, UsageError) as e:
+        raise DisclosureFailed(f"the bag is complete and recorded, but could not be put in place ({e}); it is "
+                               f"at {sealed}: rename it to {req.out}") from None
     return transfer
 
 

@@ -1,8 +1,10 @@
 """Writing a bag directory durably: every file hashed (SHA-256 and SHA-512) as it is written, fsynced,
-the whole bag built under a temporary name beside its destination and renamed into place when complete.
+the whole bag built under a temporary name beside its destination, sealed (fsynced) there when complete
+(:meth:`BagWriter.seal`), and only then renamed into place (:meth:`BagWriter.publish`).
 
 A crash leaves either no bag or the complete one, plus perhaps a hidden ``.{name}.partial-{pid}``
-directory that no one can take for a bag (the operator deletes it).
+directory (or ``.{name}.zip-partial-{pid}`` file) that no one can take for a bag: incomplete if the crash
+came before the seal, complete and valid after it (see :func:`.create.build` for what the ledger says then).
 """
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ class BagWriter:
         if not parent.is_dir():
             raise UsageError(f"{parent}: no such directory")
         self.tmp = parent / f".{self.dest.name}.partial-{os.getpid()}"
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
+        if self.tmp.exists() or self.tmp.is_symlink():
+            # never removed here: it may be a sealed bag an earlier run recorded in the ledger (create.build)
+            raise UsageError(f"{self.tmp} is left from an earlier run; look at it (rename a complete bag into "
+                             "place, delete an incomplete one) and run again")
         self.tmp.mkdir(mode=0o755)
         self._dirs: set[Path] = {self.tmp}
         self._files: list[str] = []
         self._lock = threading.Lock()
+        self.sealed: Path | None = None  # the complete, fsynced bag under its temporary name (after seal)
 
     def _open(self, rel: str) -> int:
         if not bagfmt.safe_path(rel):
@@ -85,10 +90,13 @@ class BagWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.sealed is not None and self.sealed != self.tmp:
+            self.sealed.unlink(missing_ok=True)
 
-    def commit(self, as_zip: bool = False) -> Path:
-        """Fsync every file and directory, then rename the bag into place and fsync its parent; ``as_zip``:
-        write the finished bag as the zip file ``dest`` instead (:mod:`.ziparchive`) and remove the directory."""
+    def seal(self, as_zip: bool = False) -> Path:
+        """Make the finished bag durable under its temporary name: fsync every file and directory (``as_zip``:
+        then write it as a fsynced hidden zip beside ``dest`` and remove the directory). Returns that name.
+        After this a crash leaves a complete, valid bag there, which :meth:`publish` only renames."""
         for rel in self._files:
             fd = os.open(self.tmp / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
@@ -97,12 +105,27 @@ class BagWriter:
                 os.close(fd)
         for d in sorted(self._dirs, key=lambda p: -len(p.parts)):
             fsync_dir(d)
+        fsync_dir(self.tmp.parent)
         if as_zip:
             from dockd.agency.disclosure import ziparchive
 
-            ziparchive.write(self.tmp, self.dest)
+            self.sealed = ziparchive.write_sealed(self.tmp, self.dest)
             shutil.rmtree(self.tmp)
-            return self.dest
-        os.rename(self.tmp, self.dest)
+        else:
+            self.sealed = self.tmp
+        return self.sealed
+
+    def publish(self) -> Path:
+        """Rename the sealed bag to ``dest`` and fsync the parent directory."""
+        if self.sealed is None:
+            raise RuntimeError("publish before seal")
+        if self.dest.exists() or self.dest.is_symlink():
+            raise UsageError(f"{self.dest} appeared meanwhile; the sealed bag stays at {self.sealed}")
+        os.rename(self.sealed, self.dest)
         fsync_dir(self.dest.parent)
         return self.dest
+
+    def commit(self, as_zip: bool = False) -> Path:
+        """:meth:`seal` then :meth:`publish`."""
+        self.seal(as_zip)
+        return self.publish()
