@@ -425,3 +425,54 @@ def test_ledger_entry_only_for_a_complete_bag_and_bag_only_with_its_entry(world,
         with pytest.raises(Exception, match="left from an earlier run"):
             _build_in_process(world, out, record, as_zip)
         assert (sealed[0] / "transfer.json").is_file()
+
+
+def test_select_by_camera_and_time_from_the_verified_clip_index(world, tmp_path):
+    from dockd.evidence import keys
+    from tests.support.review import indexgen
+
+    gen, prefix = indexgen(), world.cfg.storage.prefix
+    key, _ = keys.load_or_create(world.cfg.data_dir)
+    k0, k1, k2 = world.object_keys
+    unplaced = k0.rsplit("/", 1)[0] + "/" + "f" * 64 + ".mp4"
+
+    def line(k, start, offset=0.0):
+        return gen.clip_line("st1", "CAM1", start, 60.0, 1, offset, object_key=k,
+                             sha256=k.rsplit("/", 1)[1][:64])
+
+    # k1 starts at 10:30 by the camera clock, which ran 2 minutes ahead: 10:28 station time.
+    lines = [line(k0, "2025-06-01T10:00:00Z"), line(k1, "2025-06-01T10:30:00Z", 120.0),
+             line(k2, "2025-06-01T12:00:00Z"), line(unplaced, None)]
+    head, objs = gen.segment(prefix, key, "st1", 1, "2025-06-01", lines, [], None, "2025-06-01T23:00:00Z")
+    for k, v in objs.items():
+        world.backend.put_bytes(k, v, hashlib.sha256(v).hexdigest())
+    out = tmp_path / "by-time"
+    r = ok(world.create(out, "--camera", "CAM1", "--from", "2025-06-01T10:00:30Z", "--to", "2025-06-01T10:28:30",
+                        clips=[]))
+    assert "2 clip(s)" in r.stdout and "1 of its clips have no known start time" in r.stderr
+    t = json.loads((out / "transfer.json").read_text())
+    assert [c["object_key"] for c in t["clips"]] == [k0, k1]
+    sel = json.loads((out / "data" / "selection.json").read_text())
+    assert sel["selected"] == [k0, k1] and sel["unplaced"] == [unplaced] and sel["camera"] == "CAM1"
+    assert sel["index_segments"][0][:2] == ["st1", 1]
+    assert "data/selection.json" in {i["path"] for i in t["items"]}
+    r = world.verify(out)
+    assert r.returncode == 0, r.stdout
+    # Nothing in the range; incomplete options; an index that fails its check (a head signed by another key).
+    r = world.create(tmp_path / "none", "--camera", "CAM1", "--from", "2024-01-01T00:00:00Z", "--to",
+                     "2024-01-02T00:00:00Z", clips=[])
+    assert r.returncode == 1 and "holds no clip of camera CAM1" in r.stderr and not (tmp_path / "none").exists()
+    r = world.create(tmp_path / "x", "--camera", "CAM1", "--from", "2025-06-01T10:00:00Z", clips=[])
+    assert r.returncode == 2 and "go together" in r.stderr
+    r = world.create(tmp_path / "x", "--camera", "CAM1", "--from", "yesterday", "--to", "now", clips=[])
+    assert r.returncode == 2 and "not an RFC 3339 time" in r.stderr
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    forger = keys.StationKey(Ed25519PrivateKey.generate(), tmp_path / "forger")
+    _, objs = gen.segment(prefix, forger, "st1", 2, "2025-06-02", [line(k2, "2025-06-02T10:00:00Z")], [], head,
+                          "2025-06-02T23:00:00Z")
+    for k, v in objs.items():
+        world.backend.put_bytes(k, v, hashlib.sha256(v).hexdigest())
+    r = world.create(tmp_path / "forged", "--camera", "CAM1", "--from", "2025-06-01T00:00:00Z", "--to",
+                     "2025-06-03T00:00:00Z", clips=[])
+    assert r.returncode == 1 and "clip index failed its check" in r.stderr and "st1 seq 2" in r.stderr, r.stderr
