@@ -66,11 +66,15 @@ def _register_create(disclose: click.Group) -> None:
     @click.option("--index-cache", type=click.Path(file_okay=False, path_type=Path),
                   help="With --camera: the completeness review's index cache to update and reuse (default: "
                        "a temporary one).")
+    @click.option("--incident", help="Take the clips a signed completeness report matched to this incident "
+                                     "(with --report), with its rows and justifications.")
+    @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+                  help="With --incident: the directory of a `dockd review report` (report.json, .csv, .html).")
     @pass_ctx
     def disclose_create(c, case: str, recipient: str, authority: str, clips: tuple[str, ...], key_file: Path,
                         out: Path, root_pem: Path | None, parent: Path | None, tdir: Path | None,
                         as_zip: bool, camera: str | None, t_from: str | None, t_to: str | None,
-                        index_cache: Path | None) -> None:
+                        index_cache: Path | None, incident: str | None, report_dir: Path | None) -> None:
         """Build a signed BagIt bag of the named clips from central storage (or, with --from-bag, from a bag
         received earlier, chained to it). The disclosure is recorded in the case ledger in storage first."""
         from dockd.agency.disclosure import create as mk
@@ -80,15 +84,20 @@ def _register_create(disclose: click.Group) -> None:
         if not CASE.fullmatch(case):
             raise UsageError("--case must be 1 to 64 letters, digits, '.', '_' or '-' (it names the case ledger)")
         by_time = _time_range(camera, t_from, t_to, parent)
-        if not clips and parent is None and by_time is None:
-            raise UsageError("name at least one clip with --clip OBJECT_KEY, or --camera with --from and --to "
-                             "(or take a whole bag with --from-bag)")
+        if (incident is None) != (report_dir is None):
+            raise UsageError("--incident and --report go together")
+        if incident is not None and parent is not None:
+            raise UsageError("--incident selects from central storage, not from a bag (--from-bag)")
+        by_incident = (incident, report_dir) if incident is not None else None
+        if not clips and parent is None and by_time is None and by_incident is None:
+            raise UsageError("name at least one clip with --clip OBJECT_KEY, --camera with --from and --to, or "
+                             "--incident with --report (or take a whole bag with --from-bag)")
         req = mk.Request(case=case, recipient=_text("--recipient", recipient),
                          authority=_text("--authority", authority), object_keys=list(clips), out=out,
                          created_at=mk.now_rfc3339(), as_zip=as_zip)
         root = _root_pub(c, root_pem)
         key = trustlog.load_signing_key(key_file)
-        backend, prefix, src, state = _source(c, root, parent, tdir, req, by_time, index_cache)
+        backend, prefix, src, state = _source(c, root, parent, tdir, req, by_time, index_cache, by_incident)
         led = ledger.read(backend, prefix, case, state) if backend is not None else None
         req.previous = led.last_transfer() if led is not None else None
 
@@ -141,10 +150,12 @@ def _time_range(camera: str | None, t_from: str | None, t_to: str | None, parent
     return camera, ns[0], ns[1], t_from, t_to
 
 
-def _source(c, root, parent: Path | None, tdir: Path | None, req, by_time=None, index_cache: Path | None = None):
+def _source(c, root, parent: Path | None, tdir: Path | None, req, by_time=None, index_cache: Path | None = None,
+            by_incident=None):
     """(backend, prefix, source, trust state): storage from the config; with --from-bag the parent bag, and
     storage (for the ledger) only if a config was named. ``by_time``: the clips of a camera in a time range
-    (:mod:`dockd.agency.disclosure.select`) are added to ``req.object_keys``."""
+    (:mod:`dockd.agency.disclosure.select`) are added to ``req.object_keys``; ``by_incident`` (incident, report
+    directory): the clips the report matched to it (:mod:`dockd.agency.disclosure.incident`), likewise."""
     from dockd.agency.disclosure import create as mk
     from dockd.storage import open_backend
     from dockd.trust import log as trust
@@ -180,7 +191,17 @@ def _source(c, root, parent: Path | None, tdir: Path | None, req, by_time=None, 
         click.echo(printable(f"camera {by_time[0]}: {len(sel.object_keys)} clip(s) recorded in the range per the "
                              f"verified clip index; {len(sel.record['unplaced'])} of its clips have no known start "
                              "time and were not taken"), err=True)
+    inc = None
+    if by_incident is not None:
+        from dockd.agency.disclosure import incident
+
+        inc = incident.from_report(backend, prefix, state, by_incident[1], by_incident[0])
+        req.object_keys = list(dict.fromkeys(req.object_keys + inc.object_keys))
+        click.echo(printable(f"incident {by_incident[0]}: {inc.rows} row(s) of the verified completeness report, "
+                             f"{len(inc.object_keys)} clip(s), {len(inc.files) - 1} justification(s)"), err=True)
     src = mk.from_storage(backend, prefix, state, raws, req.object_keys)
+    if inc is not None:
+        src.extra.update(inc.files)
     if sel is not None:
         from dockd.agency.disclosure.select import SELECTION_FILE
 
