@@ -7,6 +7,7 @@ Exit codes: 0 ok / valid, 1 failed / invalid (every reason printed), 2 usage or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -76,9 +77,8 @@ def _register_create(disclose: click.Group) -> None:
                         as_zip: bool, camera: str | None, t_from: str | None, t_to: str | None,
                         index_cache: Path | None, incident: str | None, report_dir: Path | None) -> None:
         """Build a signed BagIt bag of the named clips from central storage (or, with --from-bag, from a bag
-        received earlier, chained to it). The disclosure is recorded in the case ledger in storage first."""
+        received earlier, chained to it). The bag is recorded in the case ledger once complete, then put in place."""
         from dockd.agency.disclosure import create as mk
-        from dockd.agency.disclosure import ledger
         from dockd.trust import store as trustlog
 
         if not CASE.fullmatch(case):
@@ -97,23 +97,38 @@ def _register_create(disclose: click.Group) -> None:
                          created_at=mk.now_rfc3339(), as_zip=as_zip)
         root = _root_pub(c, root_pem)
         key = trustlog.load_signing_key(key_file)
-        backend, prefix, src, state = _source(c, root, parent, tdir, req, by_time, index_cache, by_incident)
-        led = ledger.read(backend, prefix, case, state) if backend is not None else None
-        req.previous = led.last_transfer() if led is not None else None
+        with contextlib.ExitStack() as stack:
+            if parent is not None and parent.name.endswith(".zip") and parent.is_file() and not parent.is_symlink():
+                from dockd.agency.disclosure.ziparchive import Unpacked
 
-        def record(t: dict, tbytes: bytes, tagmanifest: bytes) -> None:
-            # Written once the bag is complete and fsynced under its temporary name, before it is renamed
-            # into place: a bag never exists under its name without its record, and a record never names a
-            # bag that was not made (a crash in between leaves the complete bag under the temporary name).
-            if led is not None:
-                ledger.append(backend, prefix, led, ledger.transfer_entry(t, tbytes, tagmanifest, out.name), key)
-
-        t = mk.build(src, state, key, req, progress=_progress(), before_commit=record)
+                # unpacked as hostile input (as verify does), beside the new bag: a case may be tens of GB
+                parent = stack.enter_context(Unpacked(parent, out.resolve().parent))
+            t, led = _create(c, req, root, key, parent, tdir, by_time, index_cache, by_incident, out)
         if sys.stderr.isatty():
             click.echo("", err=True)
         click.echo(printable(f"bag {out}: case {case}, {len(t['clips'])} clip(s), {len(t['items'])} payload files, "
                              f"signed by {t['sender']['key_id']} ({t['sender']['name']}) for {recipient}"
                              + ("" if led is not None else "; recorded in no ledger (no [storage] configured)")))
+
+
+def _create(c, req, root, key, parent, tdir, by_time, index_cache, by_incident, out: Path):
+    """Build the bag and record it (see create.build for the order); returns (transfer, ledger or None)."""
+    from dockd.agency.disclosure import create as mk
+    from dockd.agency.disclosure import ledger
+
+    backend, prefix, src, state = _source(c, root, parent, tdir, req, by_time, index_cache, by_incident)
+    led = ledger.read(backend, prefix, req.case, state) if backend is not None else None
+    req.previous = led.last_transfer() if led is not None else None
+
+    def record(t: dict, tbytes: bytes, tagmanifest: bytes) -> None:
+        # Written once the bag is complete and fsynced under its temporary name, before it is renamed
+        # into place: a bag never exists under its name without its record, and a record never names a
+        # bag that was not made (a crash in between leaves the complete bag under the temporary name).
+        if led is not None:
+            ledger.append(backend, prefix, led, ledger.transfer_entry(t, tbytes, tagmanifest, out.name), key)
+
+    t = mk.build(src, state, key, req, progress=_progress(), before_commit=record)
+    return t, led
 
 
 def _progress():

@@ -341,6 +341,18 @@ def test_zip_output_verifies_and_hostile_zips_are_refused(world, tmp_path):
         zf.writestr(info, "/etc/passwd")
     r = world.verify(link)
     assert r.returncode == 1 and "not a plain regular file" in r.stderr
+    # Onward disclosure from a zipped bag: unpacked as hostile input beside the new bag, removed afterwards.
+    od = tmp_path / "onward"
+    od.mkdir()
+    onward = ["disclose", "create", "--case", "2026-CR-0042", "--recipient", "Defence", "--authority", "Rule 16",
+              "--key", world.prosecutor, "--root", world.root_pub]
+    r = ok(run_dockd(*onward, "--from-bag", z, "--out", od / "child"))
+    assert "1 clip(s)" in r.stdout and sorted(p.name for p in od.iterdir()) == ["child"]
+    r = world.verify(od / "child")
+    assert r.returncode == 0 and "chain 1: data/parent" in r.stdout, r.stdout
+    r = run_dockd(*onward, "--from-bag", evil, "--out", od / "evil-child")
+    assert r.returncode == 1 and "not a plain regular file" in r.stderr
+    assert sorted(p.name for p in od.iterdir()) == ["child"] and not (tmp_path.parent / "escape.txt").exists()
 
 
 @pytest.mark.parametrize("edit", [

@@ -94,11 +94,11 @@ def unpack(zpath: Path, into: Path) -> Path:
 class Unpacked:
     """``with Unpacked(zip) as bag_dir:`` a temporary extraction, removed afterwards."""
 
-    def __init__(self, zpath: Path):
-        self.zpath = zpath
+    def __init__(self, zpath: Path, within: Path | None = None):
+        self.zpath, self.within = zpath, within  # within: where to extract (default: the temp directory)
 
     def __enter__(self) -> Path:
-        self.tmp = Path(tempfile.mkdtemp(prefix="dockd-bag-"))
+        self.tmp = Path(tempfile.mkdtemp(prefix=".dockd-bag-", dir=self.within))
         try:
             return unpack(self.zpath, self.tmp)
         except BaseException:
