@@ -73,8 +73,10 @@ class Source:
 def from_storage(backend: Backend, prefix: str, state: TrustState, trust_raws: list[bytes],
                  object_keys: list[str]) -> Source:
     # Each clip costs a few small requests (manifest, listing for second manifests): in parallel, in order.
+    keys = list(dict.fromkeys(object_keys))
+    listed = collect.list_shared(backend, keys)  # one listing per camera-day instead of one per clip
     with ThreadPoolExecutor(2 * PARALLEL) as pool:
-        clips = list(pool.map(lambda k: collect.resolve(backend, prefix, k, state), dict.fromkeys(object_keys)))
+        clips = list(pool.map(lambda k: collect.resolve(backend, prefix, k, state, listed.get(k)), keys))
     segs = collect.audit_segments(backend, prefix, clips, state) if clips else []
     pre = prefix.strip("/") + "/" if prefix.strip("/") else ""
 
@@ -90,7 +92,9 @@ def from_storage(backend: Backend, prefix: str, state: TrustState, trust_raws: l
 def _fetch(src: Source, w: BagWriter, name: str, rel: str, sha256: str, size: int) -> Written:
     """Stream ``name`` into ``rel``; the bytes must be exactly the ``size``/``sha256`` the manifest signed."""
     try:
-        got = w.write_stream(rel, collect.checked_stream(src.chunks(name), size, name))
+        # fsynced here, by the download thread (measured: a serial fsync pass at the end cost 0.55 s of a
+        # 1 GB bag's 4.5 s; here it overlaps the other downloads)
+        got = w.write_stream(rel, collect.checked_stream(src.chunks(name), size, name), sync=True)
     except BaseException:
         w.discard(rel)
         raise

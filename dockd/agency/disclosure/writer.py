@@ -62,8 +62,10 @@ class BagWriter:
             d = d.parent
         return os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
 
-    def write_stream(self, rel: str, chunks: Iterable[bytes]) -> Written:
-        """Write ``chunks`` to ``rel`` (never held whole), fsync, return size and both digests."""
+    def write_stream(self, rel: str, chunks: Iterable[bytes], sync: bool = False) -> Written:
+        """Write ``chunks`` to ``rel`` (never held whole), return size and both digests. ``sync``: fsync it
+        now, in the calling (download) thread, so the disk works while other downloads run; otherwise it is
+        fsynced by :meth:`seal`. Either way nothing is in place before the seal."""
         h256, h512, n = hashlib.sha256(), hashlib.sha512(), 0
         fd = self._open(rel)
         try:
@@ -74,12 +76,13 @@ class BagWriter:
                 view = memoryview(c)
                 while view:
                     view = view[os.write(fd, view):]
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
-        # fsynced in commit(), all at once before the rename: a download never waits for the disk, and
-        # writeback of earlier files overlaps later downloads (nothing is in place before that fsync).
-        with self._lock:
-            self._files.append(rel)
+        if not sync:
+            with self._lock:
+                self._files.append(rel)
         return Written(rel, n, h256.hexdigest(), h512.hexdigest())
 
     def write_bytes(self, rel: str, data: bytes) -> Written:
