@@ -7,6 +7,7 @@ Exit codes: 0 ok / valid, 1 failed / invalid (every reason printed), 2 usage or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from dockd.agency.disclosure import DisclosureFailed
 from dockd.core.errors import EXIT_FAILED, UsageError
 from dockd.core.textsafe import printable
 
@@ -58,41 +60,75 @@ def _register_create(disclose: click.Group) -> None:
     @click.option("--trust", "tdir", type=click.Path(file_okay=False, path_type=Path),
                   help="With --from-bag: a newer trust directory than the one the parent bag carries.")
     @click.option("--zip", "as_zip", is_flag=True, help="Write the bag as one zip file at --out (e.g. CASE.zip).")
+    @click.option("--camera", help="Take the clips of this camera (serial) recorded between --from and --to, "
+                                   "per the verified clip index.")
+    @click.option("--from", "t_from", metavar="TIME", help="With --camera: RFC 3339 (a time without zone is UTC).")
+    @click.option("--to", "t_to", metavar="TIME", help="With --camera: RFC 3339 (a time without zone is UTC).")
+    @click.option("--index-cache", type=click.Path(file_okay=False, path_type=Path),
+                  help="With --camera: the completeness review's index cache to update and reuse (default: "
+                       "a temporary one).")
+    @click.option("--incident", help="Take the clips a signed completeness report matched to this incident "
+                                     "(with --report), with its rows and justifications.")
+    @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+                  help="With --incident: the directory of a `dockd review report` (report.json, .csv, .html).")
     @pass_ctx
     def disclose_create(c, case: str, recipient: str, authority: str, clips: tuple[str, ...], key_file: Path,
                         out: Path, root_pem: Path | None, parent: Path | None, tdir: Path | None,
-                        as_zip: bool) -> None:
+                        as_zip: bool, camera: str | None, t_from: str | None, t_to: str | None,
+                        index_cache: Path | None, incident: str | None, report_dir: Path | None) -> None:
         """Build a signed BagIt bag of the named clips from central storage (or, with --from-bag, from a bag
-        received earlier, chained to it). The disclosure is recorded in the case ledger in storage first."""
+        received earlier, chained to it). The bag is recorded in the case ledger once complete, then put in place."""
         from dockd.agency.disclosure import create as mk
-        from dockd.agency.disclosure import ledger
         from dockd.trust import store as trustlog
 
         if not CASE.fullmatch(case):
             raise UsageError("--case must be 1 to 64 letters, digits, '.', '_' or '-' (it names the case ledger)")
-        if not clips and parent is None:
-            raise UsageError("name at least one clip with --clip OBJECT_KEY (or take a whole bag with --from-bag)")
+        by_time = _time_range(camera, t_from, t_to, parent)
+        if (incident is None) != (report_dir is None):
+            raise UsageError("--incident and --report go together")
+        if incident is not None and parent is not None:
+            raise UsageError("--incident selects from central storage, not from a bag (--from-bag)")
+        by_incident = (incident, report_dir) if incident is not None else None
+        if not clips and parent is None and by_time is None and by_incident is None:
+            raise UsageError("name at least one clip with --clip OBJECT_KEY, --camera with --from and --to, or "
+                             "--incident with --report (or take a whole bag with --from-bag)")
         req = mk.Request(case=case, recipient=_text("--recipient", recipient),
                          authority=_text("--authority", authority), object_keys=list(clips), out=out,
                          created_at=mk.now_rfc3339(), as_zip=as_zip)
         root = _root_pub(c, root_pem)
         key = trustlog.load_signing_key(key_file)
-        backend, prefix, src, state = _source(c, root, parent, tdir, req)
-        led = ledger.read(backend, prefix, case, state) if backend is not None else None
-        req.previous = led.last_transfer() if led is not None else None
+        with contextlib.ExitStack() as stack:
+            if parent is not None and parent.name.endswith(".zip") and parent.is_file() and not parent.is_symlink():
+                from dockd.agency.disclosure.ziparchive import Unpacked
 
-        def record(t: dict, tbytes: bytes, tagmanifest: bytes) -> None:
-            # The ledger entry is written before the bag appears under its name: a bag never exists
-            # without its record (a crash in between leaves a record of a bag that must be made again).
-            if led is not None:
-                ledger.append(backend, prefix, led, ledger.transfer_entry(t, tbytes, tagmanifest, out.name), key)
-
-        t = mk.build(src, state, key, req, progress=_progress(), before_commit=record)
+                # unpacked as hostile input (as verify does), beside the new bag: a case may be tens of GB
+                parent = stack.enter_context(Unpacked(parent, out.resolve().parent))
+            t, led = _create(c, req, root, key, parent, tdir, by_time, index_cache, by_incident, out)
         if sys.stderr.isatty():
             click.echo("", err=True)
         click.echo(printable(f"bag {out}: case {case}, {len(t['clips'])} clip(s), {len(t['items'])} payload files, "
                              f"signed by {t['sender']['key_id']} ({t['sender']['name']}) for {recipient}"
                              + ("" if led is not None else "; recorded in no ledger (no [storage] configured)")))
+
+
+def _create(c, req, root, key, parent, tdir, by_time, index_cache, by_incident, out: Path):
+    """Build the bag and record it (see create.build for the order); returns (transfer, ledger or None)."""
+    from dockd.agency.disclosure import create as mk
+    from dockd.agency.disclosure import ledger
+
+    backend, prefix, src, state = _source(c, root, parent, tdir, req, by_time, index_cache, by_incident)
+    led = ledger.read(backend, prefix, req.case, state) if backend is not None else None
+    req.previous = led.last_transfer() if led is not None else None
+
+    def record(t: dict, tbytes: bytes, tagmanifest: bytes) -> None:
+        # Written once the bag is complete and fsynced under its temporary name, before it is renamed
+        # into place: a bag never exists under its name without its record, and a record never names a
+        # bag that was not made (a crash in between leaves the complete bag under the temporary name).
+        if led is not None:
+            ledger.append(backend, prefix, led, ledger.transfer_entry(t, tbytes, tagmanifest, out.name), key)
+
+    t = mk.build(src, state, key, req, progress=_progress(), before_commit=record)
+    return t, led
 
 
 def _progress():
@@ -106,9 +142,35 @@ def _progress():
     return progress
 
 
-def _source(c, root, parent: Path | None, tdir: Path | None, req):
+def _time_range(camera: str | None, t_from: str | None, t_to: str | None, parent: Path | None):
+    """(camera, from_ns, to_ns, from, to) for --camera/--from/--to, None without them; UsageError if partial."""
+    if camera is None and t_from is None and t_to is None:
+        return None
+    if camera is None or t_from is None or t_to is None:
+        raise UsageError("--camera, --from and --to go together")
+    if parent is not None:
+        raise UsageError("--camera selects from central storage, not from a bag (--from-bag)")
+    from zoneinfo import ZoneInfo
+
+    from dockd.agency.review.inputs import parse_time
+
+    ns = []
+    for opt, v in (("--from", t_from), ("--to", t_to)):
+        try:
+            ns.append(parse_time(v, ZoneInfo("UTC")))
+        except ValueError:
+            raise UsageError(f"{opt}: {printable(v)!r} is not an RFC 3339 time (e.g. 2026-03-01T10:00:00Z)") from None
+    if ns[1] < ns[0]:
+        raise UsageError("--to is before --from")
+    return camera, ns[0], ns[1], t_from, t_to
+
+
+def _source(c, root, parent: Path | None, tdir: Path | None, req, by_time=None, index_cache: Path | None = None,
+            by_incident=None):
     """(backend, prefix, source, trust state): storage from the config; with --from-bag the parent bag, and
-    storage (for the ledger) only if a config was named."""
+    storage (for the ledger) only if a config was named. ``by_time``: the clips of a camera in a time range
+    (:mod:`dockd.agency.disclosure.select`) are added to ``req.object_keys``; ``by_incident`` (incident, report
+    directory): the clips the report matched to it (:mod:`dockd.agency.disclosure.incident`), likewise."""
     from dockd.agency.disclosure import create as mk
     from dockd.storage import open_backend
     from dockd.trust import log as trust
@@ -129,7 +191,37 @@ def _source(c, root, parent: Path | None, tdir: Path | None, req):
     backend, prefix = open_backend(c.cfg.storage), c.cfg.storage.prefix
     raws = trustlog.read_storage(backend, prefix)
     state = trust.load(root, raws)
-    return backend, prefix, mk.from_storage(backend, prefix, state, raws, req.object_keys), state
+    sel = None
+    if by_time is not None:
+        from dockd.agency.disclosure import select
+
+        cam, from_ns, to_ns, from_text, to_text = by_time
+        sel = select.by_camera(backend, prefix, state, cam, from_ns, to_ns, from_text, to_text, cache_dir=index_cache)
+        if not sel.object_keys and not req.object_keys:
+            raise DisclosureFailed(f"the verified clip index holds no clip of camera {printable(by_time[0])} "
+                                   f"recorded between {by_time[3]} and {by_time[4]}"
+                                   + (f" ({len(sel.record['unplaced'])} of its clips have no known start time)"
+                                      if sel.record["unplaced"] else ""))
+        req.object_keys = list(dict.fromkeys(req.object_keys + sel.object_keys))
+        click.echo(printable(f"camera {by_time[0]}: {len(sel.object_keys)} clip(s) recorded in the range per the "
+                             f"verified clip index; {len(sel.record['unplaced'])} of its clips have no known start "
+                             "time and were not taken"), err=True)
+    inc = None
+    if by_incident is not None:
+        from dockd.agency.disclosure import incident
+
+        inc = incident.from_report(backend, prefix, state, by_incident[1], by_incident[0])
+        req.object_keys = list(dict.fromkeys(req.object_keys + inc.object_keys))
+        click.echo(printable(f"incident {by_incident[0]}: {inc.rows} row(s) of the verified completeness report, "
+                             f"{len(inc.object_keys)} clip(s), {len(inc.files) - 1} justification(s)"), err=True)
+    src = mk.from_storage(backend, prefix, state, raws, req.object_keys)
+    if inc is not None:
+        src.extra.update(inc.files)
+    if sel is not None:
+        from dockd.agency.disclosure.select import SELECTION_FILE
+
+        src.extra[SELECTION_FILE] = sel.payload()
+    return backend, prefix, src, state
 
 
 def _register_verify(disclose: click.Group) -> None:

@@ -6,14 +6,13 @@ The model is in :mod:`dockd.agency.review`.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from dockd.core.errors import EXIT_FAILED, ManifestInvalid, UsageError
+from dockd.core.errors import EXIT_FAILED, UsageError
 from dockd.core.textsafe import printable
 
 TRUST_OPT = click.option("--trust", "source", default="storage", show_default=True, metavar="storage|DIR",
@@ -167,25 +166,11 @@ def register(main: click.Group, pass_ctx, echo, emit_json) -> None:
     @pass_ctx
     def verify_cmd(c, report_dir: Path, source: str, root_pem: Path | None) -> None:
         """Check a report: its reviewer signature (trust log) and the CSV and HTML it names."""
+        from dockd.agency.review.report import verify_dir
         from dockd.cli.trust import trust_state
-        from dockd.core import ijson
-        from dockd.evidence.localfile import read_regular
 
-        raw = read_regular(report_dir / "report.json", 1 << 30)
-        if raw is None:
-            raise ManifestInvalid("report.json: larger than 1 GiB")
-        try:
-            rep = ijson.loads(raw, max_bytes=1 << 30)
-        except ijson.Invalid as e:
-            raise ManifestInvalid(f"report.json: {e}") from None
-        v = trust_state(c, source, root_pem).verify_signed(rep, "reviewer", "generated_at")
-        if not v.ok:
-            raise ManifestInvalid(f"report.json: {v.reason}")
-        for part in ("csv", "html"):
-            data = read_regular(report_dir / rep[part]["file"], 1 << 30) or b""
-            if hashlib.sha256(data).hexdigest() != rep[part]["sha256"]:
-                raise ManifestInvalid(f"{rep[part]['file']}: does not match the signed report")
-        echo(f"report OK: {v.reason}")
+        _rep, _raw, _csv, why = verify_dir(report_dir, trust_state(c, source, root_pem))
+        echo(f"report OK: {why}")
 
 
 def _summary(echo, rep: dict, out: Path) -> None:

@@ -341,6 +341,18 @@ def test_zip_output_verifies_and_hostile_zips_are_refused(world, tmp_path):
         zf.writestr(info, "/etc/passwd")
     r = world.verify(link)
     assert r.returncode == 1 and "not a plain regular file" in r.stderr
+    # Onward disclosure from a zipped bag: unpacked as hostile input beside the new bag, removed afterwards.
+    od = tmp_path / "onward"
+    od.mkdir()
+    onward = ["disclose", "create", "--case", "2026-CR-0042", "--recipient", "Defence", "--authority", "Rule 16",
+              "--key", world.prosecutor, "--root", world.root_pub]
+    r = ok(run_dockd(*onward, "--from-bag", z, "--out", od / "child"))
+    assert "1 clip(s)" in r.stdout and sorted(p.name for p in od.iterdir()) == ["child"]
+    r = world.verify(od / "child")
+    assert r.returncode == 0 and "chain 1: data/parent" in r.stdout, r.stdout
+    r = run_dockd(*onward, "--from-bag", evil, "--out", od / "evil-child")
+    assert r.returncode == 1 and "not a plain regular file" in r.stderr
+    assert sorted(p.name for p in od.iterdir()) == ["child"] and not (tmp_path.parent / "escape.txt").exists()
 
 
 @pytest.mark.parametrize("edit", [
@@ -361,3 +373,175 @@ def test_hostile_transfer_record_is_invalid_not_a_crash(world, bag, tmp_path, ed
     r = world.verify(b)
     assert r.returncode == 1 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stdout + r.stderr
     assert "INVALID" in r.stdout
+
+
+def _build_in_process(world, out: Path, before_commit, as_zip: bool = False):
+    from dockd.agency.disclosure import create as mk
+    from dockd.trust import log as trust
+    from dockd.trust import store as trustlog
+
+    prefix = world.cfg.storage.prefix
+    raws = trustlog.read_storage(world.backend, prefix)
+    state = trust.load(trustlog.load_public(world.root_pub), raws)
+    req = mk.Request(case="2026-CR-0099", recipient="R", authority="A", object_keys=world.object_keys[2:], out=out,
+                     created_at=mk.now_rfc3339(), as_zip=as_zip)
+    src = mk.from_storage(world.backend, prefix, state, raws, req.object_keys)
+    return mk.build(src, state, trustlog.load_signing_key(world.discloser), req, before_commit=before_commit)
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_ledger_entry_only_for_a_complete_bag_and_bag_only_with_its_entry(world, tmp_path, monkeypatch, as_zip):
+    from dockd.agency.disclosure import DisclosureFailed
+    from dockd.agency.disclosure.writer import BagWriter
+
+    # The ledger append fails: no bag appears and no temporary one is left.
+    def refuse(*_a):
+        raise DisclosureFailed("ledger unreachable")
+
+    out = tmp_path / ("a.zip" if as_zip else "a")
+    with pytest.raises(DisclosureFailed, match="ledger unreachable"):
+        _build_in_process(world, out, refuse, as_zip)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    # The entry is recorded, then the rename fails (a crash there): the bag the entry names is complete,
+    # durable and valid under its temporary name, and the error says where.
+    recorded = []
+    (tmp_path / "judge").mkdir()
+
+    def judge(p: Path):  # verify takes a zip by its name
+        if as_zip:
+            shutil.copyfile(p, tmp_path / "judge" / "j.zip")
+            p = tmp_path / "judge" / "j.zip"
+        return world.verify(p)
+
+    def record(t, tbytes, tm):
+        sealed = [p for p in tmp_path.iterdir() if p.name.startswith(".b")]
+        assert len(sealed) == 1 and judge(sealed[0]).returncode == 0  # complete before it is recorded
+        recorded.append(hashlib.sha256(tbytes).hexdigest())
+
+    def crash(self):
+        raise OSError("injected failure between ledger entry and rename")
+
+    monkeypatch.setattr(BagWriter, "publish", crash)
+    out = tmp_path / ("b.zip" if as_zip else "b")
+    with pytest.raises(DisclosureFailed, match="complete and recorded") as e:
+        _build_in_process(world, out, record, as_zip)
+    sealed = [p for p in tmp_path.iterdir() if p.name.startswith(".b")]
+    assert recorded and not out.exists() and len(sealed) == 1 and str(sealed[0]) in str(e.value)
+    r = judge(sealed[0])
+    assert r.returncode == 0, r.stdout + r.stderr
+    t = (sealed[0] / "transfer.json").read_bytes() if not as_zip else None
+    assert t is None or hashlib.sha256(t).hexdigest() == recorded[0]
+    # A later run does not overwrite the sealed bag.
+    monkeypatch.undo()
+    if not as_zip:
+        with pytest.raises(Exception, match="left from an earlier run"):
+            _build_in_process(world, out, record, as_zip)
+        assert (sealed[0] / "transfer.json").is_file()
+
+
+def test_select_by_camera_and_time_from_the_verified_clip_index(world, tmp_path):
+    from dockd.evidence import keys
+    from tests.support.review import indexgen
+
+    gen, prefix = indexgen(), world.cfg.storage.prefix
+    key, _ = keys.load_or_create(world.cfg.data_dir)
+    k0, k1, k2 = world.object_keys
+    unplaced = k0.rsplit("/", 1)[0] + "/" + "f" * 64 + ".mp4"
+
+    def line(k, start, offset=0.0):
+        return gen.clip_line("st1", "CAM1", start, 60.0, 1, offset, object_key=k,
+                             sha256=k.rsplit("/", 1)[1][:64])
+
+    # k1 starts at 10:30 by the camera clock, which ran 2 minutes ahead: 10:28 station time.
+    lines = [line(k0, "2025-06-01T10:00:00Z"), line(k1, "2025-06-01T10:30:00Z", 120.0),
+             line(k2, "2025-06-01T12:00:00Z"), line(unplaced, None)]
+    head, objs = gen.segment(prefix, key, "st1", 1, "2025-06-01", lines, [], None, "2025-06-01T23:00:00Z")
+    for k, v in objs.items():
+        world.backend.put_bytes(k, v, hashlib.sha256(v).hexdigest())
+    out = tmp_path / "by-time"
+    r = ok(world.create(out, "--camera", "CAM1", "--from", "2025-06-01T10:00:30Z", "--to", "2025-06-01T10:28:30",
+                        clips=[]))
+    assert "2 clip(s)" in r.stdout and "1 of its clips have no known start time" in r.stderr
+    t = json.loads((out / "transfer.json").read_text())
+    assert [c["object_key"] for c in t["clips"]] == [k0, k1]
+    sel = json.loads((out / "data" / "selection.json").read_text())
+    assert sel["selected"] == [k0, k1] and sel["unplaced"] == [unplaced] and sel["camera"] == "CAM1"
+    assert sel["index_segments"][0][:2] == ["st1", 1]
+    assert "data/selection.json" in {i["path"] for i in t["items"]}
+    r = world.verify(out)
+    assert r.returncode == 0, r.stdout
+    # Nothing in the range; incomplete options; an index that fails its check (a head signed by another key).
+    r = world.create(tmp_path / "none", "--camera", "CAM1", "--from", "2024-01-01T00:00:00Z", "--to",
+                     "2024-01-02T00:00:00Z", clips=[])
+    assert r.returncode == 1 and "holds no clip of camera CAM1" in r.stderr and not (tmp_path / "none").exists()
+    r = world.create(tmp_path / "x", "--camera", "CAM1", "--from", "2025-06-01T10:00:00Z", clips=[])
+    assert r.returncode == 2 and "go together" in r.stderr
+    r = world.create(tmp_path / "x", "--camera", "CAM1", "--from", "yesterday", "--to", "now", clips=[])
+    assert r.returncode == 2 and "not an RFC 3339 time" in r.stderr
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    forger = keys.StationKey(Ed25519PrivateKey.generate(), tmp_path / "forger")
+    _, objs = gen.segment(prefix, forger, "st1", 2, "2025-06-02", [line(k2, "2025-06-02T10:00:00Z")], [], head,
+                          "2025-06-02T23:00:00Z")
+    for k, v in objs.items():
+        world.backend.put_bytes(k, v, hashlib.sha256(v).hexdigest())
+    r = world.create(tmp_path / "forged", "--camera", "CAM1", "--from", "2025-06-01T00:00:00Z", "--to",
+                     "2025-06-03T00:00:00Z", clips=[])
+    assert r.returncode == 1 and "clip index failed its check" in r.stderr and "st1 seq 2" in r.stderr, r.stderr
+
+
+def test_select_by_incident_from_a_verified_completeness_report(world, tmp_path):
+    import csv
+    import io
+
+    from dockd.agency.disclosure import create as mk
+    from dockd.agency.review import justify, report, run
+    from dockd.trust import log as trust
+    from dockd.trust import store as trustlog
+
+    prefix = world.cfg.storage.prefix
+    reviewer = world.person("Rita Reviewer", "reviewer")
+    world.publish()
+    state = trust.load(trustlog.load_public(world.root_pub), trustlog.read_storage(world.backend, prefix))
+    rkey = trustlog.load_signing_key(reviewer)
+    now = mk.now_rfc3339()
+    entry = justify.append(world.backend, prefix, state, rkey, incident="I-7", officer="O2", reason="battery",
+                           note="battery log shows 0%", at=now, reason_codes=("battery",))
+    k0, k1, k2 = world.object_keys
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(report.CSV_FIELDS)
+    for inc, officer, outcome, seq, clips in (("I-7", "O1", "covered", "", f"{k0};{k1}"),
+                                              ("I-7", "O2", "justified", str(entry["seq"]), ""),
+                                              ("I-8", "O3", "covered", "", k2)):
+        w.writerow([inc, officer, "U1", "THEFT", now, now, "CAM1", outcome, "10000", seq, "", "", clips, ""])
+    csv_bytes, html = buf.getvalue().encode(), b"<!doctype html><title>r</title>\n"
+    body = report.body(generated_at=now, as_of=now, period={"from": now, "to": now}, filters={}, policy={},
+                       inputs={"justifications": [[entry["seq"], justify.digest(entry)]]}, summary={},
+                       exceptions=[], csv_bytes=csv_bytes, rows=3, html_bytes=html, notes=[])
+    rdir = tmp_path / "report"
+    rdir.mkdir()
+    (rdir / "report.csv").write_bytes(csv_bytes)
+    (rdir / "report.html").write_bytes(html)
+    (rdir / "report.json").write_text(json.dumps(run.sign(body, rkey)))
+    out = tmp_path / "by-incident"
+    r = ok(world.create(out, "--incident", "I-7", "--report", rdir, clips=[]))
+    assert "2 clip(s)" in r.stdout and "2 row(s)" in r.stderr and "1 justification(s)" in r.stderr
+    t = json.loads((out / "transfer.json").read_text())
+    assert [c["object_key"] for c in t["clips"]] == [k0, k1]
+    [rec] = list((out / "data" / "completeness").glob("I-7-*.json"))
+    c = json.loads(rec.read_text())
+    assert [(x["officer"], x["outcome"]) for x in c["rows"]] == [("O1", "covered"), ("O2", "justified")]
+    assert c["report"]["report_json_sha256"] == hashlib.sha256((rdir / "report.json").read_bytes()).hexdigest()
+    stored = b"".join(world.backend.iter_chunks(justify.entry_key(prefix, entry["seq"])))
+    assert (out / "data" / "completeness" / "justifications" / f"{entry['seq']:08d}.json").read_bytes() == stored
+    r = world.verify(out)
+    assert r.returncode == 0, r.stdout
+    # No such incident; options apart; a report whose CSV was edited after signing is refused.
+    r = world.create(tmp_path / "n", "--incident", "I-9", "--report", rdir, clips=[])
+    assert r.returncode == 1 and "no row for incident 'I-9'" in r.stderr
+    r = world.create(tmp_path / "n", "--incident", "I-7", clips=[])
+    assert r.returncode == 2 and "go together" in r.stderr
+    (rdir / "report.csv").write_bytes(csv_bytes.replace(b"I-8", b"I-7"))
+    r = world.create(tmp_path / "n", "--incident", "I-7", "--report", rdir, clips=[])
+    assert r.returncode == 1 and "does not match the signed report" in r.stderr and not (tmp_path / "n").exists()

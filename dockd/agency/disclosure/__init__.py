@@ -5,7 +5,8 @@ the agency's pinned root key.
 * :mod:`.bagfmt` -- the BagIt text formats, written and parsed strictly (pure);
 * :mod:`.writer` -- a bag directory written durably under a temporary name;
 * :mod:`.collect` -- what central storage holds about a clip (manifest, sidecars, audit segments, keys);
-* :mod:`.create` -- ``dockd disclose create``; :mod:`.verify` -- ``dockd disclose verify``.
+* :mod:`.create` -- ``dockd disclose create``; :mod:`.verify` -- ``dockd disclose verify``;
+* :mod:`.select` -- clips by camera and time range (clip index); :mod:`.incident` -- by incident (review report).
 
 The profile every dockd bag follows is ``dockd-bagit-profile.json`` beside this file.
 """

@@ -87,8 +87,11 @@ def _station_key_ok(state: TrustState, m: dict[str, Any], station: str) -> str:
     return kid
 
 
-def resolve(backend: Backend, prefix: str, object_key: str, state: TrustState) -> ClipSource:
-    """The clip ``object_key`` with its verified manifest(s) and sidecar names; DisclosureFailed otherwise."""
+def resolve(backend: Backend, prefix: str, object_key: str, state: TrustState,
+            listed: list[str] | None = None) -> ClipSource:
+    """The clip ``object_key`` with its verified manifest(s) and sidecar names; DisclosureFailed otherwise.
+    ``listed``: the keys starting with ``object_key + "."`` if the caller listed the clip's directory already
+    (one listing for many clips of a camera-day); else they are listed here."""
     rel = split_key(prefix, object_key)
     station, camera, name = rel.split("/")[0], rel.split("/")[1], rel.split("/")[5]
     pre = object_key[: len(object_key) - len(rel)]
@@ -99,10 +102,11 @@ def resolve(backend: Backend, prefix: str, object_key: str, state: TrustState) -
         raise DisclosureFailed(f"no signed manifest {mkey} in storage (not a clip dockd uploaded?)")
     manifests.append((mkey[len(pre):], raw))
     try:
-        extra = sorted(k for k in backend.list_keys(object_key + ".")
-                       if k.endswith(naming.MANIFEST_SUFFIX) and k != mkey)
+        found = listed if listed is not None else list(backend.list_keys(object_key + "."))
     except StoreFailure as e:
         raise DisclosureFailed(f"listing {object_key}: {e}") from None
+    extra = sorted(k for k in found if k.startswith(object_key + ".") and k.endswith(naming.MANIFEST_SUFFIX)
+                   and k != mkey)
     for k in extra[:16]:
         split_key(prefix, k.rsplit(".", 3)[0])  # same clip key; the name itself is checked as a bag path later
         data = _read(backend, k, mf.MAX_BYTES)
@@ -237,3 +241,30 @@ def audit_segments(backend: Backend, prefix: str, clips: list[ClipSource], state
 
 def segment_rows(lines: bytes) -> list[dict[str, Any]]:
     return [ijson.loads(x) for x in lines.decode("utf-8").splitlines() if x.strip()]
+
+
+def list_shared(backend: Backend, object_keys: list[str], at_least: int = 4) -> dict[str, list[str]]:
+    """For clips that share a directory (camera-day) with at least ``at_least - 1`` others: one listing of that
+    directory instead of one per clip. Returns object key -> the keys starting with it and ``.``; clips not
+    covered are absent (``resolve`` lists them itself)."""
+    by_dir: dict[str, list[str]] = {}
+    for k in object_keys:
+        if "/" in k:
+            by_dir.setdefault(k.rsplit("/", 1)[0] + "/", []).append(k)
+    out: dict[str, list[str]] = {}
+    for d, ks in by_dir.items():
+        if len(ks) < at_least:
+            continue
+        try:
+            keys = sorted(backend.list_keys(d))
+        except StoreFailure as e:
+            raise DisclosureFailed(f"listing {d}: {e}") from None
+        by_sha: dict[str, list[str]] = {}
+        for k in ks:
+            out[k] = []
+            by_sha.setdefault(k[len(d):][:64], []).append(k)
+        for k in keys:
+            for clip in by_sha.get(k[len(d):][:64], ()):
+                if k.startswith(clip + "."):
+                    out[clip].append(k)
+    return out

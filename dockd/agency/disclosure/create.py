@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import rfc8785
 from dockd import __version__
 from dockd.agency.disclosure import DisclosureFailed, bagfmt, casegraph, collect
 from dockd.agency.disclosure.writer import BagWriter, Written
+from dockd.core.errors import UsageError
 from dockd.evidence import keys
 from dockd.storage.base import Backend, StoreFailure
 from dockd.trust.log import TrustState
@@ -67,14 +68,19 @@ class Source:
     src_prefix: str  # source name of a clip = src_prefix + its path below data/clips/
     extra: dict[str, bytes] = field(default_factory=dict)  # further payload files (the parent's records)
     parent: dict[str, Any] | None = None
+    # From storage, clips are resolved (manifest read and checked) while earlier ones download: the keys,
+    # how to resolve one, and how to find the audit segments of all; ``clips``/``segments`` filled by build.
+    lazy: tuple[list[str], Callable[[str], collect.ClipSource],
+                Callable[[list[collect.ClipSource]], list[collect.Segment]]] | None = None
 
 
 def from_storage(backend: Backend, prefix: str, state: TrustState, trust_raws: list[bytes],
                  object_keys: list[str]) -> Source:
-    # Each clip costs a few small requests (manifest, listing for second manifests): in parallel, in order.
-    with ThreadPoolExecutor(2 * PARALLEL) as pool:
-        clips = list(pool.map(lambda k: collect.resolve(backend, prefix, k, state), dict.fromkeys(object_keys)))
-    segs = collect.audit_segments(backend, prefix, clips, state) if clips else []
+    """Clips from central storage. Nothing is read here but one listing per camera-day holding several of
+    them: each clip's manifest is read and checked by :func:`build`, in parallel with the downloads of the
+    clips resolved before it (a clip's bytes are only fetched once its manifest has verified)."""
+    keys = list(dict.fromkeys(object_keys))
+    listed = collect.list_shared(backend, keys)  # one listing per camera-day instead of one per clip
     pre = prefix.strip("/") + "/" if prefix.strip("/") else ""
 
     def chunks(key: str) -> Iterator[bytes]:
@@ -83,13 +89,17 @@ def from_storage(backend: Backend, prefix: str, state: TrustState, trust_raws: l
         except StoreFailure as e:
             raise DisclosureFailed(f"downloading {key}: {e}") from None
 
-    return Source(clips, segs, trust_raws, chunks, pre)
+    return Source([], [], trust_raws, chunks, pre,
+                  lazy=(keys, lambda k: collect.resolve(backend, prefix, k, state, listed.get(k)),
+                        lambda clips: collect.audit_segments(backend, prefix, clips, state) if clips else []))
 
 
 def _fetch(src: Source, w: BagWriter, name: str, rel: str, sha256: str, size: int) -> Written:
     """Stream ``name`` into ``rel``; the bytes must be exactly the ``size``/``sha256`` the manifest signed."""
     try:
-        got = w.write_stream(rel, collect.checked_stream(src.chunks(name), size, name))
+        # fsynced here, by the download thread (measured: a serial fsync pass at the end cost 0.55 s of a
+        # 1 GB bag's 4.5 s; here it overlaps the other downloads)
+        got = w.write_stream(rel, collect.checked_stream(src.chunks(name), size, name), sync=True)
     except BaseException:
         w.discard(rel)
         raise
@@ -100,26 +110,69 @@ def _fetch(src: Source, w: BagWriter, name: str, rel: str, sha256: str, size: in
     return got
 
 
+def _jobs(src: Source, c: collect.ClipSource) -> list[tuple[str, str, str, int]]:
+    """(source name, bag path, sha256, size) of a clip and its sidecars, as its signed manifest names them."""
+    return [(src.src_prefix + c.rel, f"data/clips/{c.rel}", c.manifest["clip"]["sha256"], c.manifest["clip"]["size"])
+            ] + [(src.src_prefix + k, f"data/clips/{k}", sha, size) for k, sha, size in c.sidecars]
+
+
+def _raise_first(f: Future[Any], pending: set[Future[Any]]) -> None:
+    """If ``f`` failed: cancel what has not started and raise its exception."""
+    exc = f.exception()
+    if exc is not None:
+        for g in pending:
+            g.cancel()
+        raise exc
+
+
 def _download(src: Source, w: BagWriter, progress: Callable[[int], None] | None) -> list[Written]:
-    """Every clip and sidecar, ``PARALLEL`` at a time; the first failure cancels the rest and is raised."""
-    jobs = []
-    for c in src.clips:
-        jobs.append((src.src_prefix + c.rel, f"data/clips/{c.rel}", c.manifest["clip"]["sha256"],
-                     c.manifest["clip"]["size"]))
-        jobs += [(src.src_prefix + k, f"data/clips/{k}", sha, size) for k, sha, size in c.sidecars]
+    """Every clip and sidecar, ``PARALLEL`` at a time (for a lazy source: each clip resolved first, in a pool
+    of its own, its downloads started as soon as it is; then the audit segments of all). Fills ``src.clips``
+    and ``src.segments`` in the order asked for. The first failure cancels the rest and is raised."""
     out: list[Written] = []
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        futs = {pool.submit(_fetch, src, w, *j) for j in dict.fromkeys(jobs)}
-        while futs:
-            done, futs = wait(futs, return_when=FIRST_EXCEPTION)
+    seen: set[tuple[str, str, str, int]] = set()
+    keys, resolve, segments = src.lazy if src.lazy is not None else ([], None, None)
+    resolved: dict[str, collect.ClipSource] = {}
+    with ThreadPoolExecutor(2 * PARALLEL) as rpool, ThreadPoolExecutor(PARALLEL) as dpool:
+        kinds: dict[Future[Any], tuple[str, str]] = {}  # future -> ("fetch"|"segments"|"clip", object key)
+        fresh: list[Future[Any]] = []
+
+        def submit(f: Future[Any], kind: tuple[str, str]) -> None:
+            kinds[f] = kind
+            fresh.append(f)
+
+        def fetch(c: collect.ClipSource) -> None:
+            for j in _jobs(src, c):
+                if j not in seen:
+                    seen.add(j)
+                    submit(dpool.submit(_fetch, src, w, *j), ("fetch", ""))
+
+        if resolve is None:
+            for c in src.clips:
+                fetch(c)
+        else:
+            for k in keys:
+                submit(rpool.submit(resolve, k), ("clip", k))
+        pending: set[Future[Any]] = set()
+        while fresh or pending:
+            pending |= set(fresh)
+            fresh.clear()
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
             for f in done:
-                if f.exception() is not None:
-                    for g in futs:
-                        g.cancel()
-                    raise f.exception()  # type: ignore[misc]
-                out.append(f.result())
-                if progress:
-                    progress(f.result().size)
+                _raise_first(f, pending)
+                kind, key = kinds.pop(f)
+                if kind == "fetch":
+                    out.append(f.result())
+                    if progress:
+                        progress(f.result().size)
+                elif kind == "segments":
+                    src.segments = f.result()
+                else:
+                    resolved[key] = f.result()
+                    fetch(f.result())
+                    if len(resolved) == len(keys) and segments is not None:
+                        src.clips = [resolved[k] for k in keys]
+                        submit(rpool.submit(segments, src.clips), ("segments", ""))
     return out
 
 
@@ -171,19 +224,31 @@ def transfer_body(req: Request, discloser: keys.StationKey, discloser_name: str,
 def build(src: Source, state: TrustState, discloser: keys.StationKey, req: Request,
           progress: Callable[[int], None] | None = None,
           before_commit: Callable[[dict[str, Any], bytes, bytes], None] | None = None) -> dict[str, Any]:
-    """Build the bag at ``req.out``. ``before_commit(transfer, transfer_bytes, tagmanifest_bytes)`` runs
-    when the bag is complete but not yet in place (the ledger append: if it fails, no bag appears).
-    Returns the transfer."""
+    """Build the bag at ``req.out``; returns the transfer.
+
+    Order of the steps, and what a crash (or failure) between them leaves:
+
+    1. every file written under the temporary name and the bag sealed there (all fsynced; a zip is written
+       as a fsynced hidden file beside ``req.out``). Failure or crash before the end of this step: no bag,
+       nothing recorded (a failure removes the temporary bag; a crash leaves an incomplete hidden one).
+    2. ``before_commit(transfer, transfer_bytes, tagmanifest_bytes)``: the ledger entry. Failure: the
+       sealed bag is removed, nothing recorded, nothing disclosed.
+    3. the sealed bag renamed to ``req.out``. A crash or failure between 2 and 3 leaves a ledger entry
+       whose bag is complete, valid and durable under its temporary name (``.{name}.partial-{pid}`` or
+       ``.{name}.zip-partial-{pid}``): the entry never names a bag that does not exist; the operator
+       renames it into place (a failure says so and where), and the next run refuses to overwrite it.
+
+    So a bag appears under its name only once it is recorded, and a record exists only for a complete bag."""
     v = state.check(discloser.key_id, "discloser", req.created_at)
     if not v.ok:
         raise DisclosureFailed(f"signing key: {v.reason}")
     name = state.enrolments[discloser.key_id][0].subject["name"]
-    clips, segs = src.clips, src.segments
-    if not clips:
+    if not (src.lazy[0] if src.lazy is not None else src.clips):
         raise DisclosureFailed("no clips selected")
     w = BagWriter(req.out)
     try:
         payload = {x.path: x for x in _download(src, w, progress)}
+        clips, segs = src.clips, src.segments
         for rel, data in sorted(src.extra.items()):
             payload[rel] = w.write_bytes(rel, data)
         for c in clips:
@@ -221,12 +286,17 @@ def build(src: Source, state: TrustState, discloser: keys.StationKey, req: Reque
                 tm256 = tm
         w.write_bytes("tagmanifest-sha256.txt.sig", discloser.private.sign(tm256))
         w.write_bytes("transfer.json.sig", discloser.private.sign(tbytes))
+        sealed = w.seal(req.as_zip)
         if before_commit is not None:
             before_commit(transfer, tbytes, tm256)
-        w.commit(req.as_zip)
     except BaseException:
         w.abort()
         raise
+    try:
+        w.publish()
+    except (OSError, UsageError) as e:
+        raise DisclosureFailed(f"the bag is complete and recorded, but could not be put in place ({e}); it is "
+                               f"at {sealed}: rename it to {req.out}") from None
     return transfer
 
 

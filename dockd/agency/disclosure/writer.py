@@ -1,8 +1,10 @@
 """Writing a bag directory durably: every file hashed (SHA-256 and SHA-512) as it is written, fsynced,
-the whole bag built under a temporary name beside its destination and renamed into place when complete.
+the whole bag built under a temporary name beside its destination, sealed (fsynced) there when complete
+(:meth:`BagWriter.seal`), and only then renamed into place (:meth:`BagWriter.publish`).
 
 A crash leaves either no bag or the complete one, plus perhaps a hidden ``.{name}.partial-{pid}``
-directory that no one can take for a bag (the operator deletes it).
+directory (or ``.{name}.zip-partial-{pid}`` file) that no one can take for a bag: incomplete if the crash
+came before the seal, complete and valid after it (see :func:`.create.build` for what the ledger says then).
 """
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ class BagWriter:
         if not parent.is_dir():
             raise UsageError(f"{parent}: no such directory")
         self.tmp = parent / f".{self.dest.name}.partial-{os.getpid()}"
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
+        if self.tmp.exists() or self.tmp.is_symlink():
+            # never removed here: it may be a sealed bag an earlier run recorded in the ledger (create.build)
+            raise UsageError(f"{self.tmp} is left from an earlier run; look at it (rename a complete bag into "
+                             "place, delete an incomplete one) and run again")
         self.tmp.mkdir(mode=0o755)
         self._dirs: set[Path] = {self.tmp}
         self._files: list[str] = []
         self._lock = threading.Lock()
+        self.sealed: Path | None = None  # the complete, fsynced bag under its temporary name (after seal)
 
     def _open(self, rel: str) -> int:
         if not bagfmt.safe_path(rel):
@@ -57,8 +62,10 @@ class BagWriter:
             d = d.parent
         return os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
 
-    def write_stream(self, rel: str, chunks: Iterable[bytes]) -> Written:
-        """Write ``chunks`` to ``rel`` (never held whole), fsync, return size and both digests."""
+    def write_stream(self, rel: str, chunks: Iterable[bytes], sync: bool = False) -> Written:
+        """Write ``chunks`` to ``rel`` (never held whole), return size and both digests. ``sync``: fsync it
+        now, in the calling (download) thread, so the disk works while other downloads run; otherwise it is
+        fsynced by :meth:`seal`. Either way nothing is in place before the seal."""
         h256, h512, n = hashlib.sha256(), hashlib.sha512(), 0
         fd = self._open(rel)
         try:
@@ -69,12 +76,13 @@ class BagWriter:
                 view = memoryview(c)
                 while view:
                     view = view[os.write(fd, view):]
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
-        # fsynced in commit(), all at once before the rename: a download never waits for the disk, and
-        # writeback of earlier files overlaps later downloads (nothing is in place before that fsync).
-        with self._lock:
-            self._files.append(rel)
+        if not sync:
+            with self._lock:
+                self._files.append(rel)
         return Written(rel, n, h256.hexdigest(), h512.hexdigest())
 
     def write_bytes(self, rel: str, data: bytes) -> Written:
@@ -85,10 +93,13 @@ class BagWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.sealed is not None and self.sealed != self.tmp:
+            self.sealed.unlink(missing_ok=True)
 
-    def commit(self, as_zip: bool = False) -> Path:
-        """Fsync every file and directory, then rename the bag into place and fsync its parent; ``as_zip``:
-        write the finished bag as the zip file ``dest`` instead (:mod:`.ziparchive`) and remove the directory."""
+    def seal(self, as_zip: bool = False) -> Path:
+        """Make the finished bag durable under its temporary name: fsync every file and directory (``as_zip``:
+        then write it as a fsynced hidden zip beside ``dest`` and remove the directory). Returns that name.
+        After this a crash leaves a complete, valid bag there, which :meth:`publish` only renames."""
         for rel in self._files:
             fd = os.open(self.tmp / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
@@ -97,12 +108,27 @@ class BagWriter:
                 os.close(fd)
         for d in sorted(self._dirs, key=lambda p: -len(p.parts)):
             fsync_dir(d)
+        fsync_dir(self.tmp.parent)
         if as_zip:
             from dockd.agency.disclosure import ziparchive
 
-            ziparchive.write(self.tmp, self.dest)
+            self.sealed = ziparchive.write_sealed(self.tmp, self.dest)
             shutil.rmtree(self.tmp)
-            return self.dest
-        os.rename(self.tmp, self.dest)
+        else:
+            self.sealed = self.tmp
+        return self.sealed
+
+    def publish(self) -> Path:
+        """Rename the sealed bag to ``dest`` and fsync the parent directory."""
+        if self.sealed is None:
+            raise RuntimeError("publish before seal")
+        if self.dest.exists() or self.dest.is_symlink():
+            raise UsageError(f"{self.dest} appeared meanwhile; the sealed bag stays at {self.sealed}")
+        os.rename(self.sealed, self.dest)
         fsync_dir(self.dest.parent)
         return self.dest
+
+    def commit(self, as_zip: bool = False) -> Path:
+        """:meth:`seal` then :meth:`publish`."""
+        self.seal(as_zip)
+        return self.publish()

@@ -25,6 +25,14 @@ MAX_ENTRIES = 200_000
 
 def write(bag_dir: Path, dest: Path) -> None:
     """Zip ``bag_dir`` into ``dest`` (temporary name, fsync, rename), top-level directory ``dest``'s stem."""
+    tmp = write_sealed(bag_dir, dest)
+    os.rename(tmp, dest)
+    fsync_dir(dest.parent)
+
+
+def write_sealed(bag_dir: Path, dest: Path) -> Path:
+    """Zip ``bag_dir`` for ``dest`` under a hidden temporary name beside it, fsynced; return that name
+    (the caller renames it into place: :meth:`.writer.BagWriter.publish`)."""
     top = dest.name[: -len(".zip")] if dest.name.endswith(".zip") else dest.name
     tmp = dest.with_name(f".{dest.name}.zip-partial-{os.getpid()}")
     try:
@@ -41,11 +49,11 @@ def write(bag_dir: Path, dest: Path) -> None:
             zf.close()
             f.flush()
             os.fsync(f.fileno())
-        os.rename(tmp, dest)
         fsync_dir(dest.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return tmp
 
 
 def unpack(zpath: Path, into: Path) -> Path:
@@ -86,11 +94,11 @@ def unpack(zpath: Path, into: Path) -> Path:
 class Unpacked:
     """``with Unpacked(zip) as bag_dir:`` a temporary extraction, removed afterwards."""
 
-    def __init__(self, zpath: Path):
-        self.zpath = zpath
+    def __init__(self, zpath: Path, within: Path | None = None):
+        self.zpath, self.within = zpath, within  # within: where to extract (default: the temp directory)
 
     def __enter__(self) -> Path:
-        self.tmp = Path(tempfile.mkdtemp(prefix="dockd-bag-"))
+        self.tmp = Path(tempfile.mkdtemp(prefix=".dockd-bag-", dir=self.within))
         try:
             return unpack(self.zpath, self.tmp)
         except BaseException:

@@ -105,3 +105,34 @@ def body(*, generated_at: str, as_of: str, period: dict[str, str], filters: dict
             "policy": policy, "inputs": inputs, "summary": summary, "exceptions": exceptions,
             "csv": {"file": "report.csv", "sha256": hashlib.sha256(csv_bytes).hexdigest(), "rows": rows},
             "html": {"file": "report.html", "sha256": hashlib.sha256(html_bytes).hexdigest()}, "notes": notes}
+
+
+def verify_dir(report_dir: Any, state: Any) -> tuple[dict[str, Any], bytes, bytes, str]:
+    """Check the report in ``report_dir`` (hostile): ``report.json`` strict JSON signed by a key the trust log
+    enrols as ``reviewer`` at its ``generated_at``, and the CSV and HTML it names matching their signed digests.
+    Returns (report, report.json's bytes, CSV bytes, the verdict's text); raises ManifestInvalid naming the first
+    failure. (``dockd review verify`` and ``dockd disclose create --incident`` both use this.)"""
+    from pathlib import Path
+
+    from dockd.core import ijson
+    from dockd.core.errors import ManifestInvalid
+    from dockd.evidence.localfile import read_regular
+
+    report_dir = Path(report_dir)
+    raw = read_regular(report_dir / "report.json", 1 << 30)
+    if raw is None:
+        raise ManifestInvalid("report.json: larger than 1 GiB")
+    try:
+        rep = ijson.loads(raw, max_bytes=1 << 30)
+    except ijson.Invalid as e:
+        raise ManifestInvalid(f"report.json: {e}") from None
+    v = state.verify_signed(rep, "reviewer", "generated_at")
+    if not v.ok:
+        raise ManifestInvalid(f"report.json: {v.reason}")
+    got: dict[str, bytes] = {}
+    for part in ("csv", "html"):
+        data = read_regular(report_dir / rep[part]["file"], 1 << 30) or b""
+        if hashlib.sha256(data).hexdigest() != rep[part]["sha256"]:
+            raise ManifestInvalid(f"{rep[part]['file']}: does not match the signed report")
+        got[part] = data
+    return rep, raw, got["csv"], v.reason
