@@ -13,7 +13,7 @@ an attacker's file:
   capabilities (:mod:`dockd.camera.privileges`); ffprobe inherits that. When
   this process is root (a development machine, ``dockd import`` run by root
   on a data dir root owns), ffprobe runs as ``[sources] user`` if it exists,
-  else ``nobody``, with no supplementary groups and ``PR_SET_NO_NEW_PRIVS``.
+  else ``nobody``, with no supplementary groups and no_new_privs.
   The file is handed over as an open descriptor and named
   ``/proc/self/fd/N``: the staging directory stays 0700 and the child never
   gets a path into it. Reopening through ``/proc`` checks the file's own mode,
@@ -24,10 +24,13 @@ an attacker's file:
 * **Bounded.** A wall-clock timeout (the process group is killed),
   ``RLIMIT_CPU`` (timeout + 1 s), ``RLIMIT_AS`` (1 GiB: ffprobe maps ~215
   libraries, ~500 MiB), ``RLIMIT_FSIZE = 0`` (it writes no file),
-  ``RLIMIT_NOFILE`` 64, ``RLIMIT_CORE`` 0; stdin is /dev/null; stdout read up
-  to 256 KiB (more is a ``limit``), stderr kept to 2 KiB; the environment
-  emptied (``LC_ALL=C`` only); ``PR_SET_PDEATHSIG`` kills it if the thread
-  that started it dies.
+  ``RLIMIT_NOFILE`` 64, ``RLIMIT_CORE`` 0, set by util-linux's ``prlimit``;
+  then ``setpriv`` sets no_new_privs and a parent-death SIGKILL (the thread
+  that started it dies: so does ffprobe) and execs ffprobe. No Python runs
+  between fork and exec (a ``preexec_fn`` in a multi-threaded daemon can
+  deadlock the child, and ``Popen`` with it). stdin is /dev/null; stdout read
+  up to 256 KiB (more is a ``limit``), stderr kept to 2 KiB; the environment
+  emptied (``LC_ALL=C`` only).
 * **Only this file.** ``-protocol_whitelist file`` (no network, no ``pipe``,
   ``subfile``, ``data``, ...). The demuxer is chosen here from the file's
   first bytes (:func:`dockd.core.mediafacts.demuxer`: mov/mp4, matroska/webm,
@@ -53,12 +56,10 @@ killed at the timeout.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import pwd
 import re
-import resource
 import selectors
 import shutil
 import signal
@@ -77,25 +78,25 @@ MAX_OUT = 256 << 10
 MAX_ERR = 2 << 10
 MEM_LIMIT = 1 << 30
 NOFILE = 64
-PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG = 38, 1
-
-_libc: Any = None
-
-
-def _prctl() -> Any:
-    """libc's prctl, bound in the parent (the child between fork and exec loads nothing)."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-    return _libc.prctl
-
-
 def argv(ffprobe: str, fd: int, fmt: str) -> list[str]:
     """The ffprobe command line for the staged file open as ``fd``, read with demuxer ``fmt``."""
     return [ffprobe, "-hide_banner", "-v", "error", "-print_format", "json", "-show_entries", ENTRIES,
             "-protocol_whitelist", "file", "-format_whitelist", ",".join(FORMATS), "-f", fmt,
             f"file:/proc/self/fd/{fd}"]
+
+
+_SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"  # the wrappers come from the system, never from $PATH
+
+
+def limits_argv(cpu_s: int) -> list[str] | None:
+    """The wrapper that puts ffprobe under its limits: ``prlimit`` (CPU seconds, address space, no file
+    writes, few descriptors, no core) then ``setpriv`` (no_new_privs, SIGKILL when the daemon's thread that
+    started it dies), each exec'ing the next. None if either tool is missing."""
+    prlimit, setpriv = shutil.which("prlimit", path=_SYSTEM_PATH), shutil.which("setpriv", path=_SYSTEM_PATH)
+    if prlimit is None or setpriv is None:
+        return None
+    return [prlimit, f"--cpu={cpu_s}", f"--as={MEM_LIMIT}", "--fsize=0", f"--nofile={NOFILE}", "--core=0", "--",
+            setpriv, "--no-new-privs", "--pdeathsig", "KILL", "--"]
 
 
 def resolve(ffprobe: str, path_env: str | None = None) -> str | None:
@@ -192,28 +193,20 @@ class Prober:
                     pass  # the file is about to be signed for as it is; its mode is not evidence
 
     def _run(self, exe: str, fd: int, fmt: str, as_user: tuple[int, int] | None) -> dict[str, Any]:
-        prctl = _prctl()
-        cpu = int(self.timeout_s) + 1
-        ppid = os.getpid()
-
-        def limit() -> None:  # in the child, after the uid switch, before exec: system calls only
-            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != ppid:
-                os._exit(111)
-            prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-            resource.setrlimit(resource.RLIMIT_AS, (MEM_LIMIT, MEM_LIMIT))
-            resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
-            resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
+        # The limits are set by util-linux's prlimit and setpriv between the fork and ffprobe, never by a
+        # preexec_fn: Python code in the child of a multi-threaded daemon can deadlock on a lock another
+        # thread held at the fork, and Popen() itself would then wait for ever for the child's exec.
+        wrap = limits_argv(int(self.timeout_s) + 1)
+        if wrap is None:
+            return mediafacts.failure("unavailable", "prlimit/setpriv (util-linux) not found: ffprobe is never "
+                                                     "run without its limits")
         kw: dict[str, Any] = {}
-        if as_user is not None:
+        if as_user is not None:  # done by subprocess in C, before the exec
             kw = {"user": as_user[0], "group": as_user[1], "extra_groups": []}
         try:
-            p = subprocess.Popen(argv(exe, fd, fmt), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            p = subprocess.Popen([*wrap, *argv(exe, fd, fmt)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, pass_fds=(fd,), cwd="/", env={"LC_ALL": "C"},
-                                 start_new_session=True, preexec_fn=limit, **kw)  # noqa: PLW1509 - limits need it
+                                 start_new_session=True, **kw)
         except (OSError, subprocess.SubprocessError) as e:  # not executable (for that user), exec refused
             return mediafacts.failure("unavailable", f"{exe}: {getattr(e, 'strerror', None) or e}")
         try:

@@ -243,3 +243,49 @@ def test_root_without_capabilities_still_probes(tmp_path):
                           str(clip)], capture_output=True, text=True, timeout=60, check=True)
     m = json.loads(out.stdout)
     assert m["ok"] is True and m["duration_s"] == 2 and m["created_at"].startswith("2025-12-29T09:20:00")
+
+
+def test_ffprobe_runs_under_its_limits_without_python_in_the_child():
+    """The wrapper (prlimit, then setpriv) puts every limit on what it execs: CPU seconds, address space, no
+    file writes, few descriptors, no core, no_new_privs, a parent-death signal."""
+    wrap = mediaprobe.limits_argv(7)
+    assert wrap is not None, "util-linux prlimit and setpriv are part of every Debian system"
+    out = subprocess.run([*wrap, "sh", "-c", "ulimit -t; ulimit -v; ulimit -f; ulimit -n; ulimit -c; "
+                          "grep -E '^NoNewPrivs' /proc/self/status"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout.split()
+    assert out[:5] == ["7", str(mediaprobe.MEM_LIMIT // 1024), "0", str(mediaprobe.NOFILE), "0"]
+    assert out[5:] == ["NoNewPrivs:", "1"]
+
+
+def test_probes_from_many_threads_never_hang(tmp_path):
+    """The daemon probes from several threads while others log, copy and commit: starting ffprobe must not
+    depend on any lock another thread might hold at the fork (a preexec_fn did, and hung at random)."""
+    import threading
+
+    if not FFMPEG:
+        pytest.skip("ffmpeg/ffprobe not installed")
+    one = ffmpeg_clip(tmp_path / "C.MP4")
+    clips = []
+    for i in range(24):  # one probe per file at a time, as in the offloader (it opens the file's mode to the probe)
+        clips.append(tmp_path / f"C{i}.MP4")
+        shutil.copyfile(one, clips[-1])
+    stop = threading.Event()
+
+    def churn() -> None:  # other threads taking and releasing locks (imports, logging) all the time
+        import logging
+
+        while not stop.is_set():
+            logging.getLogger("churn").debug("x")
+            __import__("json").dumps({"a": 1})
+
+    busy = [threading.Thread(target=churn, daemon=True) for _ in range(4)]
+    for t in busy:
+        t.start()
+    try:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda c: mediaprobe.Prober(timeout_s=20).probe(c), clips))
+    finally:
+        stop.set()
+    assert all(m["ok"] for m in results), [m for m in results if not m["ok"]][:1]
