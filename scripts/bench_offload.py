@@ -8,6 +8,7 @@ Data sets (random bytes, generated once and cached in $DOCKD_BENCH_DIR,
 default /var/tmp/dockd-bench):
 
 * ``mixed``: DCIM/100CAM/ with 3 clips of 512 MiB and 256 clips of 2 MiB (2 GiB)
+* ``mixed2``: DCIM/100CAM/ with 8 clips of 300 MiB and 50 clips of 1 MiB (2.4 GiB; issue #12 part 3)
 * ``single4g``: one 4 GiB clip (peak RSS must not grow with clip size)
 * ``mixedmp4`` (only with ``--only mixedmp4``): the shapes of ``mixed``, each file a real MP4 (an
   ffmpeg-made clip whose trailing ISO-BMFF ``free`` box holds the random bytes), so ffprobe reads every
@@ -89,12 +90,18 @@ sync
 """
 
 
-def datasets(wd: Path, want_4g: bool) -> dict[str, tuple[Path, int, int]]:
+def datasets(wd: Path, want_4g: bool, only: str | None = None) -> dict[str, tuple[Path, int, int]]:
     out = {}
     mixed = [(f"DCIM/100CAM/LONG{i:04d}.MP4", 512 * MiB) for i in range(1, 4)]
     mixed += [(f"DCIM/100CAM/CLIP{i:04d}.MP4", 2 * MiB) for i in range(1, 257)]
     root = wd / "src-offload-mixed"
-    out["mixed"] = (root, *ensure_dataset(root, mixed))
+    if only in (None, "mixed"):
+        out["mixed"] = (root, *ensure_dataset(root, mixed))
+    mixed2 = [(f"DCIM/100CAM/LONG{i:04d}.MP4", 300 * MiB) for i in range(1, 9)]
+    mixed2 += [(f"DCIM/100CAM/CLIP{i:04d}.MP4", 1 * MiB) for i in range(1, 51)]
+    root = wd / "src-offload-mixed2"
+    if only in (None, "mixed2"):
+        out["mixed2"] = (root, *ensure_dataset(root, mixed2))
     if want_4g:
         root = wd / "src-offload-4g"
         out["single4g"] = (root, *ensure_dataset(root, [("DCIM/100CAM/LONG0001.MP4", 4 * GiB)]))
@@ -157,11 +164,14 @@ def prepare() -> tuple[float, bool]:
     return la, cold
 
 
-def run_dockd(work: Path, cfg: Path, src: Path, n_files: int, nbytes: int, tool: str = "dockd") -> Run:
+def run_dockd(work: Path, cfg: Path, src: Path, n_files: int, nbytes: int, tool: str = "dockd",
+              tree: str | None = None) -> Run:
     rm_tree(work / "dockd-data")
     la, cold = prepare()
     argv = [str(VENV_BIN / "dockd"), "--config", str(cfg), "import", str(src), "--camera", "BENCH", "--json"]
-    c = run_child(argv, stdout_path=work / "dockd-import.json")
+    # --base-tree: another checkout's dockd package first on the path (the editable install's finder comes last)
+    env = dict(os.environ, PYTHONPATH=tree) if tree else None
+    c = run_child(argv, stdout_path=work / "dockd-import.json", env=env)
     if c.rc != 0:
         raise SystemExit(f"dockd import failed (exit {c.rc}): {c.stdout[-2000:]}")
     s = json.loads(c.stdout)
@@ -211,6 +221,17 @@ def report(name: str, nbytes: int, n_files: int, runs: dict[str, list[Run]]) -> 
         say(f"  media probe: dockd {res['dockd']['median_mbps']:.0f} MB/s with, "
             f"{res['dockd-noprobe']['median_mbps']:.0f} MB/s without = {r:.3f}x ({(1 - r) * 100:+.1f}% slower; "
             f"target <= 5%: {'met' if r >= 0.95 else 'MISSED'})")
+    if "dockd-base" in res:
+        for t in ("dockd", "dockd-noprobe"):
+            if t in res:
+                out["ratios"][f"{t}/dockd-base"] = r = res[t]["median_mbps"] / res["dockd-base"]["median_mbps"]
+                say(f"  {t}/dockd-base = {r:.2f}x   (this tree against --base-tree, same run)")
+        if "floor" in res:
+            out["ratios"]["dockd-base/floor"] = r = res["dockd-base"]["median_mbps"] / res["floor"]["median_mbps"]
+            say(f"  dockd-base/floor = {r:.2f}x")
+    if "dockd-noprobe" in res and "floor" in res:
+        out["ratios"]["dockd-noprobe/floor"] = r = res["dockd-noprobe"]["median_mbps"] / res["floor"]["median_mbps"]
+        say(f"  dockd-noprobe/floor = {r:.2f}x")
     if "dockd" not in res:
         return out
     d = res["dockd"]["median_mbps"]
@@ -232,10 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3, help="repetitions per tool (median reported; default 3)")
     ap.add_argument("--no-4g", action="store_true", help="skip the single 4 GiB clip run")
     ap.add_argument("--buffer-kb", type=int, default=None, help="override [offload] buffer_kb for dockd")
-    ap.add_argument("--only", choices=["mixed", "single4g", "mixedmp4", "longmp4"], help="run one data set only")
+    ap.add_argument("--only", choices=["mixed", "mixed2", "single4g", "mixedmp4", "longmp4"],
+                    help="run one data set only")
     ap.add_argument("--media-probe", choices=["on", "off", "both"], default="on",
                     help="dockd with [offload] media_probe on (default), off (as dockd-noprobe), or both")
     ap.add_argument("--tools", help="comma-separated subset of dockd,dockd-noprobe,naive,cp,floor")
+    ap.add_argument("--base-tree", help="also run `dockd-base`: dockd (probe as --media-probe on/both) from the "
+                    "dockd package in this directory (e.g. `git archive OLD dockd | tar -x -C DIR`), in the same "
+                    "run: a before/after pair under the same load")
     a = ap.parse_args(argv)
 
     wd = BENCH_DIR
@@ -249,11 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     elif a.only == "longmp4":
         sets = {"longmp4": long_mp4_dataset(wd)}
     else:
-        sets = datasets(wd, not a.no_4g and a.only != "mixed")
+        sets = datasets(wd, not a.no_4g and a.only in (None, "single4g"), a.only)
         if a.only:
             sets = {a.only: sets[a.only]}
     cfgs = {"dockd": write_config(work, a.buffer_kb), "dockd-noprobe": write_config(work, a.buffer_kb, False)}
     mine = {"on": ["dockd"], "off": ["dockd-noprobe"], "both": ["dockd", "dockd-noprobe"]}[a.media_probe]
+    if a.base_tree:
+        mine.append("dockd-base")
+        cfgs["dockd-base"] = cfgs["dockd-noprobe" if a.media_probe == "off" else "dockd"]
     say(f"    page cache dropped before each run: {drop_caches()}; load now {load1():.2f}")
     results = {"machine": machine(), "reps": a.reps, "buffer_kb": a.buffer_kb, "media_probe": a.media_probe,
                "sets": {}}
@@ -261,13 +289,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, (src, n_files, nbytes) in sets.items():
             tools = mine + (["naive", "cp", "floor"] if name == "mixed" else ["cp", "floor"])
             if a.tools:
-                tools = [t for t in tools if t in a.tools.split(",")]
+                tools = [t for t in tools if t in a.tools.split(",") or t == "dockd-base"]
             runs: dict[str, list[Run]] = {t: [] for t in tools}
             say(f"\n==> {name}: {', '.join(tools)} x {a.reps}")
             for rep in range(1, a.reps + 1):
                 for tool in tools:
                     if tool in cfgs:
-                        r = run_dockd(work, cfgs[tool], src, n_files, nbytes, tool)
+                        r = run_dockd(work, cfgs[tool], src, n_files, nbytes, tool,
+                                      a.base_tree if tool == "dockd-base" else None)
                     else:
                         r = run_sh(tool, {"naive": NAIVE_SH, "cp": CP_SH, "floor": FLOOR_SH}[tool], work, src, nbytes)
                     runs[tool].append(r)

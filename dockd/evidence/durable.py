@@ -15,6 +15,7 @@ temporary file and produce the data again from its source.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from dockd.evidence.copier import hash_fd  # the one read-and-hash loop
@@ -50,8 +51,11 @@ def _write_tmp(path: Path, data: bytes, mode: int) -> Path:
     return tmp
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` atomically and durably, with file mode ``mode``."""
+def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644, *, sync_dir: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically and durably, with file mode ``mode``.
+
+    ``sync_dir=False`` leaves the directory's fsync to the caller (one for many renames): the rename
+    is then not yet durable, and nothing may claim it is before the caller's :func:`fsync_dir`."""
     path = Path(path)
     tmp = _write_tmp(path, data, mode)
     try:
@@ -59,7 +63,8 @@ def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 def create_new(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> bool:
@@ -79,10 +84,12 @@ def create_new(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> bool:
     return True
 
 
-def publish(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
-    """Rename an already fsynced temporary file into place and make the rename durable."""
+def publish(tmp: str | os.PathLike, final: str | os.PathLike, *, sync_dir: bool = True) -> None:
+    """Rename an already fsynced temporary file into place and make the rename durable
+    (``sync_dir=False``: the caller's later :func:`fsync_dir` does, as for :func:`write_atomic`)."""
     os.replace(tmp, final)
-    fsync_dir(Path(final).parent)
+    if sync_dir:
+        fsync_dir(Path(final).parent)
 
 
 def drop_cache(fd: int) -> None:
@@ -100,7 +107,9 @@ def sha256_file(path: str | os.PathLike, *, bufsize: int = 4 << 20, uncached: bo
     try:
         if uncached:
             drop_cache(fd)
-        got = sha256_fd(fd, bufsize=bufsize)
+        st = os.fstat(fd)
+        # the file's size picks the chunk, so that a small file's reads and hashing overlap too
+        got = hash_fd(fd, size_hint=st.st_size if stat.S_ISREG(st.st_mode) else None, bufsize=bufsize)
         if uncached:
             drop_cache(fd)
         return got

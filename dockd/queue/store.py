@@ -648,6 +648,12 @@ class Queue:
             return self._transition(c, clip_id, ev, expect=expect, detail=detail, now=now,
                                     sidecar_rows=sidecar_rows, **values)
 
+    def transition_many(self, moves: list[tuple[int, ClipEvent, dict[str, Any]]]) -> list[Clip]:
+        """Several :meth:`transition` calls (clip id, event, keyword arguments) in one transaction: all
+        committed together (one fsync of the log) or none; in order, so the audit rows follow the list."""
+        with self.tx() as c:
+            return [self._transition(c, cid, ev, **kw) for cid, ev, kw in moves]
+
     def _transition(self, c: Connection, clip_id: int, ev: ClipEvent, *, expect: ClipState | None = None,
                     detail: dict | None = None, now: float | None = None, sidecar_rows: list[dict] | None = None,
                     **values: Any) -> Clip:

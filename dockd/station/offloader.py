@@ -4,14 +4,17 @@ For each clip the scan finds (see :mod:`dockd.camera.volume`):
 
 1. ``discover`` it in the queue; a clip already past ``discovered`` (same
    camera, path, size, mtime) is not copied again (resume, de-duplication).
-2. Commit ``copying``; then copy and hash in one pass into
-   ``staging/<id>.clip.tmp``; fsync; drop its cache; re-read and compare the
-   hash (``verify = "reread"``); rename to ``staging/<id>.clip``; fsync the dir.
+2. Commit ``copying`` (for a run of up to 16 small clips whose space fits, in
+   one transaction before the first of them is copied); then copy and hash in
+   one pass into ``staging/<id>.clip.tmp``; fsync; drop its cache; re-read and
+   compare the hash (``verify = "reread"``); rename to ``staging/<id>.clip``.
 3. Copy sidecars the same way; read the staged copy's container with ffprobe
    (``[offload] media_probe``, :mod:`dockd.evidence.mediaprobe`) and the
    station's clock state (:mod:`dockd.evidence.stationclock`); sign the
    manifest with both (``media``, ``station_clock``); write it beside the clip.
-4. Commit ``staged`` with hash, staged path, object key and manifest.
+4. fsync the staging directory (every rename above durable), then commit
+   ``staged`` with hash, staged path, object key and manifest: one fsync and
+   one commit for up to 16 small clips (:class:`_StagedBatch`), never before.
 
 Any failure before step 4 deletes the temporary file and commits
 ``copy_aborted`` (back to ``discovered``), so the clip is picked up again on
@@ -135,6 +138,45 @@ class _Copied:
     facts: DockFacts | None = None  # this dock's facts for the manifest (names, device id, dock)
     probe: Future | None = None  # media facts of the copy, probed while it is verified (Offloader._media)
     probed: tuple[int, int] | None = None  # (st_dev, st_ino) of the file that probe reads
+    batch: _StagedBatch | None = None  # where its ``staged`` commit waits (None: committed at once)
+    flush: bool = True  # commit the batch once this clip joined it (the next clip is big, or none follows)
+
+
+# A batch of ``staged`` commits is flushed at this many clips, or at once after a clip this big (its copy
+# took long enough that one more fsync and commit are noise, and its upload should not wait).
+BATCH_CLIPS = 16
+BATCH_BIG = 32 << 20
+
+
+class _StagedBatch:
+    """Clips verified, published and signed, whose ``staged`` commit waits for the batch: one fsync of the
+    staging directory and one queue commit for up to BATCH_CLIPS clips instead of two directory fsyncs and
+    a commit each.
+
+    The guarantee is unchanged: a clip is committed ``staged`` only after its copy was fsynced, re-read,
+    renamed, its manifest signed and fsynced, and (in :meth:`flush`, before the commit) the directory
+    holding those renames fsynced. Until then it is ``copying``, which claims nothing: a crash resets it
+    to ``discovered`` and start-up deletes its files (:meth:`Offloader.recover`). Counters and the
+    ``staged`` log line follow the commit, never precede it. Used by the finishing thread, then (once
+    that thread is done) by the thread that ends the offload."""
+
+    def __init__(self, off: Offloader):
+        self.off = off
+        self.items: list[tuple[int, dict[str, Any], Any, Summary, int, dict[str, str]]] = []
+
+    def add(self, clip_id: int, values: dict[str, Any], blog, s: Summary, size: int,
+            media: dict[str, str]) -> None:
+        self.items.append((clip_id, values, blog, s, size, media))
+
+    def flush(self) -> None:
+        if not self.items:
+            return
+        items, self.items = self.items, []
+        durable.fsync_dir(self.off.staging)  # every rename of the batch durable before any `staged` commit
+        self.off.queue.transition_many([(cid, ClipEvent.STAGED, v) for cid, v, *_ in items])
+        for _, v, blog, s, size, media in items:
+            blog.info("staged", sha256=v["sha256"], size=size, **media)
+            s.count(staged=1, bytes=size)
 
 
 def _media_detail(media: dict[str, Any] | None) -> dict[str, str]:
@@ -206,8 +248,10 @@ class Offloader:
             with ThreadPoolExecutor(2, thread_name_prefix=f"probe-{cam.serial}") as probes, \
                     ThreadPoolExecutor(1, thread_name_prefix=f"verify-{cam.serial}") as finisher:
                 pending: Future | None = None
+                batch = _StagedBatch(self)
+                marked: dict[int, int] = {}  # committed `copying` ahead of their copy: clip id -> bytes promised
                 try:
-                    for entry in scan.clips:
+                    for i, entry in enumerate(scan.clips):
                         if cancel.is_set():
                             raise Cancelled()
                         clip = known[(entry.path, entry.size, entry.mtime_ns)]
@@ -216,9 +260,14 @@ class Offloader:
                             if clip.state is ClipState.WIPED:  # never counted as done: see wipe.reopen_wiped
                                 s.wiped_present.append(clip.id)
                             continue
+                        if clip.id not in marked:
+                            self._mark_run(cam.serial, scan, known, i, marked)
                         job = self._copy_stage(cam, vol, entry, scan.sidecars.get(entry.path, []), clip, cancel, s,
-                                               facts)
+                                               facts, premarked=marked.pop(clip.id, None))
                         if job is not None:
+                            job.batch = batch
+                            nxt = scan.clips[i + 1] if i + 1 < len(scan.clips) else None
+                            job.flush = nxt is None or entry.size >= BATCH_BIG or nxt.size >= BATCH_BIG
                             self._start_probe(job, probes)
                         if pending is not None:
                             try:
@@ -231,10 +280,65 @@ class Offloader:
                                 pending = None
                         pending = finisher.submit(self._finish_stage, job) if job else None
                 finally:
-                    if pending is not None:
-                        pending.result()  # raises Cancelled if the last clip was cancelled
+                    try:
+                        if pending is not None:
+                            pending.result()  # raises Cancelled if the last clip was cancelled
+                    finally:
+                        try:
+                            batch.flush()  # clips finished before a cancel or an error are staged all the same
+                        finally:
+                            self._unmark(marked)
         s.seconds = time.monotonic() - t0
         return s
+
+    @staticmethod
+    def _need(entry: Entry, sides: list[Entry]) -> int:
+        """Bytes a clip takes from the space ledger: its size, its sidecars' and the files' overhead."""
+        return entry.size + sum(x.size for x in sides) + _FILE_OVERHEAD * (len(sides) + 2)
+
+    def _mark_run(self, serial: str, scan, known: dict, i: int, marked: dict[int, int]) -> None:
+        """Commit ``copying`` for the run of small clips starting at ``scan.clips[i]`` (up to BATCH_CLIPS, each
+        below BATCH_BIG) in one transaction, each with its space already promised, instead of one commit per
+        clip on the copy's critical path. Only clips whose space fits now are marked (a clip that must wait for
+        space goes the ordinary way: ``discovered`` while it waits); a run of one is left to the ordinary way.
+
+        ``copying`` is still committed before any byte of the clip is written. A clip marked but never reached
+        (cancel, error) is put back to ``discovered`` by :meth:`_unmark`; after a crash, by :meth:`recover`."""
+        run: list[tuple[int, int]] = []
+        for entry in scan.clips[i:i + BATCH_CLIPS]:
+            clip = known[(entry.path, entry.size, entry.mtime_ns)]
+            if clip.state is not ClipState.DISCOVERED or entry.size >= BATCH_BIG or clip.id in marked:
+                break
+            need = self._need(entry, scan.sidecars.get(entry.path, []))
+            if not self.space.take(need)[0]:
+                break
+            run.append((clip.id, need))
+        if len(run) < 2:
+            for _, need in run:
+                self.space.release(need)
+            return
+        try:
+            self.queue.transition_many([(cid, ClipEvent.COPY_STARTED, {"now": self.clock()}) for cid, _ in run])
+        except BaseException:
+            for _, need in run:
+                self.space.release(need)
+            raise
+        marked.update(run)
+
+    def _unmark(self, marked: dict[int, int]) -> None:
+        """Clips committed ``copying`` by :meth:`_mark_run` whose copy never started: back to ``discovered`` (no
+        error of theirs: nothing of them was written) and their space given back."""
+        if not marked:
+            return
+        items, held = list(marked), sum(marked.values())
+        marked.clear()
+        try:
+            self.queue.transition_many([(cid, ClipEvent.COPY_ABORTED,
+                                         {"now": self.clock(), "last_error": None,
+                                          "detail": {"reason": "not started (the offload stopped first)"}})
+                                        for cid in items])
+        finally:
+            self.space.release(held)
 
     def _dock_facts(self, cam: CameraInfo, vol: Volume, scan) -> DockFacts:
         """This dock's facts (dockd/station/dockfacts.py), recorded once per dock. Never raises: a failure
@@ -273,13 +377,19 @@ class Offloader:
             log.warning("clip quarantined: " + why, clip=c.id, camera=serial, path=c.path)
 
     def _copy_stage(self, cam: CameraInfo, vol: Volume, entry: Entry, sides: list[Entry], clip: Clip,
-                    cancel: threading.Event, s: Summary, facts: DockFacts | None = None) -> _Copied | None:
+                    cancel: threading.Event, s: Summary, facts: DockFacts | None = None,
+                    premarked: int | None = None) -> _Copied | None:
         """Commit ``copying``, then copy and hash the clip into its fsynced temporary file.
 
         Returns the job for :meth:`_finish_stage`, or None if the copy was aborted
         (the clip is back to ``discovered``) or can never fit. Raises Cancelled (after
-        cleaning up). Its size is taken from the station's space ledger first."""
-        need = entry.size + sum(x.size for x in sides) + _FILE_OVERHEAD * (len(sides) + 2)
+        cleaning up). Its size is taken from the station's space ledger first.
+        ``premarked``: the clip is already committed ``copying`` with that many bytes promised
+        (:meth:`_mark_run`); this call owns both from now on."""
+        if premarked is not None:
+            held = premarked
+            return self._copy_job(cam, vol, entry, sides, clip, cancel, s, facts, held)
+        need = self._need(entry, sides)
         try:
             held = self.wait_for_space(cam.serial, need, cancel)
         except DiskFull as e:
@@ -294,6 +404,11 @@ class Offloader:
         except BaseException:
             self.space.release(held)
             raise
+        return self._copy_job(cam, vol, entry, sides, clip, cancel, s, facts, held)
+
+    def _copy_job(self, cam: CameraInfo, vol: Volume, entry: Entry, sides: list[Entry], clip: Clip,
+                  cancel: threading.Event, s: Summary, facts: DockFacts | None, held: int) -> _Copied | None:
+        """The copy of a clip committed ``copying`` with ``held`` bytes promised (see :meth:`_copy_stage`)."""
         blog = log.bind(clip=clip.id, camera=cam.serial)
         blog.info("copying", path=entry.path, size=entry.size)
         job = _Copied(cam, vol, entry, sorted(sides, key=lambda e: e.path), clip.id, cancel, s, blog, held=held,
@@ -333,11 +448,12 @@ class Offloader:
         cam, entry, clip_id, s, blog = job.cam, job.entry, job.clip_id, job.s, job.blog
         dest = self.staged_path(clip_id)
         try:
-            job.sha = self._verify_or_recopy(job.vol, entry, dest, job.sha, job.tries, job.cancel, cam.serial)
+            job.sha = self._verify_or_recopy(job.vol, entry, dest, job.sha, job.tries, job.cancel, cam.serial,
+                                             sync_dir=False)
             side_rows: list[dict[str, Any]] = []
             for n, se in enumerate(job.sides):
                 sp = self.sidecar_path(clip_id, n)
-                ssha = self._stage_verified(job.vol, se, sp, job.cancel, cam.serial)
+                ssha = self._stage_verified(job.vol, se, sp, job.cancel, cam.serial, sync_dir=False)
                 side_rows.append({"path": se.path, "size": se.size, "mtime_ns": se.mtime_ns, "sha256": ssha,
                                   "staged_path": str(sp)})
         except VerifyMismatch as e:
@@ -377,7 +493,8 @@ class Offloader:
         signed = mf.sign(body, self.key)
         while True:
             try:
-                durable.write_atomic(self.manifest_path(clip_id), mf.dumps(signed), mode=0o600)
+                # the directory is fsynced once for the clip's renames, before its `staged` commit
+                durable.write_atomic(self.manifest_path(clip_id), mf.dumps(signed), mode=0o600, sync_dir=False)
                 break
             except OSError as e:
                 if e.errno not in _NO_SPACE:
@@ -391,14 +508,15 @@ class Offloader:
                     raise
         prefix = self.cfg.storage.prefix if self.cfg.storage else ""
         key = naming.object_key(prefix, self.cfg.station.id, cam.serial, entry.mtime_ns, sha, entry.ext)
-        self.queue.transition(clip_id, ClipEvent.STAGED, now=self.clock(), sha256=sha, sidecar_rows=side_rows,
-                              staged_path=str(dest), object_key=key,
-                              manifest=json.dumps(signed, sort_keys=True, ensure_ascii=False),
-                              verify_mode=self.cfg.offload.verify, last_error=None,
-                              detail={"sha256": sha, "size": entry.size, "verify": self.cfg.offload.verify,
-                                      "sidecars": len(side_rows), **_media_detail(media)})
-        blog.info("staged", sha256=sha, size=entry.size, **_media_detail(media))
-        s.count(staged=1, bytes=entry.size)
+        values = dict(now=self.clock(), sha256=sha, sidecar_rows=side_rows, staged_path=str(dest), object_key=key,
+                      manifest=json.dumps(signed, sort_keys=True, ensure_ascii=False),
+                      verify_mode=self.cfg.offload.verify, last_error=None,
+                      detail={"sha256": sha, "size": entry.size, "verify": self.cfg.offload.verify,
+                              "sidecars": len(side_rows), **_media_detail(media)})
+        batch = job.batch or _StagedBatch(self)
+        batch.add(clip_id, values, blog, s, entry.size, _media_detail(media))
+        if job.batch is None or job.flush or len(batch.items) >= BATCH_CLIPS:
+            batch.flush()
 
     @staticmethod
     def _add_dock_facts(body: dict[str, Any], job: _Copied) -> None:
@@ -461,10 +579,11 @@ class Offloader:
     def _tmp(dest: Path) -> Path:
         return dest.with_name(dest.name + durable.TMP_SUFFIX)
 
-    def _stage_verified(self, vol: Volume, entry: Entry, dest: Path, cancel: threading.Event, serial: str) -> str:
+    def _stage_verified(self, vol: Volume, entry: Entry, dest: Path, cancel: threading.Event, serial: str,
+                        sync_dir: bool = True) -> str:
         """Copy with hash, fsync, re-read, publish: both stages in the calling thread (sidecars)."""
         sha, tries = self._copy_retrying(vol, entry, dest, cancel, serial)
-        return self._verify_or_recopy(vol, entry, dest, sha, tries, cancel, serial)
+        return self._verify_or_recopy(vol, entry, dest, sha, tries, cancel, serial, sync_dir=sync_dir)
 
     def _copy_retrying(self, vol: Volume, entry: Entry, dest: Path, cancel: threading.Event,
                        serial: str) -> tuple[str, int]:
@@ -483,21 +602,22 @@ class Offloader:
         raise AssertionError("unreachable")
 
     def _verify_or_recopy(self, vol: Volume, entry: Entry, dest: Path, sha: str, tries: int,
-                          cancel: threading.Event, serial: str) -> str:
+                          cancel: threading.Event, serial: str, sync_dir: bool = True) -> str:
         """Verify and publish the copy; on a re-read mismatch copy once more from the source if
         only one copy was made so far (else VerifyMismatch). Returns the published SHA-256."""
         try:
-            self._verify_and_publish(self._tmp(dest), dest, sha, entry.size, cancel, serial)
+            self._verify_and_publish(self._tmp(dest), dest, sha, entry.size, cancel, serial, sync_dir=sync_dir)
             return sha
         except VerifyMismatch:
             if tries >= 2:
                 raise
             log.warning("re-read mismatch; copying again from the camera", camera=serial, path=entry.path)
-        return self._stage_once(vol, entry, dest, cancel, serial)
+        return self._stage_once(vol, entry, dest, cancel, serial, sync_dir)
 
-    def _stage_once(self, vol: Volume, entry: Entry, dest: Path, cancel: threading.Event, serial: str) -> str:
+    def _stage_once(self, vol: Volume, entry: Entry, dest: Path, cancel: threading.Event, serial: str,
+                    sync_dir: bool = True) -> str:
         sha = self._copy_room(vol, entry, self._tmp(dest), cancel, serial)
-        self._verify_and_publish(self._tmp(dest), dest, sha, entry.size, cancel, serial)
+        self._verify_and_publish(self._tmp(dest), dest, sha, entry.size, cancel, serial, sync_dir=sync_dir)
         return sha
 
     def _copy_room(self, vol: Volume, entry: Entry, tmp: Path, cancel: threading.Event, serial: str) -> str:
@@ -541,7 +661,7 @@ class Offloader:
         return sha
 
     def _verify_and_publish(self, tmp: Path, dest: Path, sha: str, size: int, cancel: threading.Event,
-                            serial: str = "") -> None:
+                            serial: str = "", sync_dir: bool = True) -> None:
         """Re-read ``tmp`` from the disk (``verify = "reread"``) and rename it to ``dest``, durably.
 
         A mismatch deletes ``tmp`` and raises VerifyMismatch. A rename refused for want of
@@ -555,7 +675,7 @@ class Offloader:
                     raise VerifyMismatch(sha, got)
             while True:
                 try:
-                    durable.publish(tmp, dest)
+                    durable.publish(tmp, dest, sync_dir=sync_dir)
                     break
                 except OSError as e:
                     if e.errno not in _NO_SPACE or not tmp.exists():
