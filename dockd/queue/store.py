@@ -255,30 +255,20 @@ class Queue:
         return out
 
     def iter_audit(self, *, after_seq: int = 0, page: int = 5000) -> Iterator[dict]:
-        """Every audit row after ``after_seq`` in seq order, read in keyset pages of ``page`` rows.
+        """Every audit row after ``after_seq`` in seq order, as dicts with the detail parsed; read as
+        :meth:`iter_audit_stored` reads them (keyset pages, constant memory)."""
+        for r in self.iter_audit_stored(after_seq=after_seq, page=page):
+            yield {"seq": r[0], "at": r[1], "event": r[2], "camera": r[3], "clip": r[4], "detail": _row_detail(r[5]),
+                   "prev_hash": r[6], "hash": r[7]}
+
+    def iter_audit_stored(self, *, after_seq: int = 0, page: int = 5000) -> Iterator[tuple]:
+        """Every audit row after ``after_seq`` in seq order, as stored: ``(seq, at, event, camera, clip,
+        detail text, prev_hash, hash)`` (:func:`dockd.core.audit.first_bad_stored` hashes the text as is).
 
         Memory stays constant however long the log is: each page is a fresh short read
-        (``seq > last seen ORDER BY seq LIMIT page``, a rowid range search), so no read
-        transaction is held open across the caller's work either."""
-        # The plain DB-API cursor: SQLAlchemy's row objects cost more than the hashing they feed.
-        sql = ("SELECT seq, at, event, camera, clip, detail, prev_hash, hash FROM audit "
-               "WHERE seq > ? ORDER BY seq LIMIT ?")
-        last = after_seq
-        while True:
-            with self.engine.connect() as c:
-                dbapi = c.connection.driver_connection
-                assert dbapi is not None  # an open connection always has its sqlite3 connection
-                rows = dbapi.execute(sql, (last, page)).fetchall()
-            batch = [{"seq": r[0], "at": r[1], "event": r[2], "camera": r[3], "clip": r[4], "detail": _row_detail(r[5]),
-                      "prev_hash": r[6], "hash": r[7]} for r in rows]
-            yield from batch
-            if len(batch) < page:
-                return
-            last = batch[-1]["seq"]
-
-    def _iter_audit_stored(self, *, after_seq: int = 0, page: int = 5000) -> Iterator[tuple]:
-        """Like :meth:`iter_audit`, but each row as stored: ``(seq, at, event, camera, clip, detail text,
-        prev_hash, hash)``, detail not parsed (:func:`dockd.core.audit.first_bad_stored` hashes it as is)."""
+        (``seq > last seen ORDER BY seq LIMIT page``, a rowid range search) through the plain DB-API
+        cursor (SQLAlchemy's row objects cost more than the hashing they feed), so no read transaction
+        is held open across the caller's work either."""
         sql = ("SELECT seq, at, event, camera, clip, detail, prev_hash, hash FROM audit "
                "WHERE seq > ? ORDER BY seq LIMIT ?")
         last = after_seq
@@ -400,7 +390,7 @@ class Queue:
         seen, last_seen = [0], [after_head[0] if after_head else 0]
 
         def rows() -> Iterator[tuple]:
-            for r in self._iter_audit_stored(after_seq=last_seen[0]):
+            for r in self.iter_audit_stored(after_seq=last_seen[0]):
                 seen[0] += 1
                 last_seen[0] = r[0]
                 yield r
