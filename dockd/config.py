@@ -177,6 +177,9 @@ class AuditConfig:
     # Audit rows of days older than this, once their segment is exported and re-read from storage,
     # are compacted behind a signed checkpoint (dockd/retention.py). 0 = keep every row here forever.
     keep_days: float = 0.0
+    # The current UTC day's new rows leave as signed part segments at most this often (seconds), so a
+    # same-day disclosure carries its custody rows (dockd/station/auditparts.py); 0 = only finished days.
+    part_interval_s: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -518,7 +521,9 @@ def parse(raw: dict, p: Path) -> Config:
     trust_cfg = TrustConfig(root_pubkey=Path(root_pub) if root_pub else None)
     tr.done()
     au = _Section(p, "audit", top.table.pop("audit", {}), AuditConfig)
-    audit = AuditConfig(keep_days=au.opt("keep_days", float))
+    audit = AuditConfig(keep_days=au.opt("keep_days", float), part_interval_s=au.opt("part_interval_s", float))
+    if not 0 <= audit.part_interval_s < float("inf"):
+        au.fail("part_interval_s", f"must be 0 (no part segments) or a number of seconds, got {audit.part_interval_s}")
     if audit.keep_days < 0:
         au.fail("keep_days", f"must be 0 (keep forever) or more, got {audit.keep_days}")
     if 0 < audit.keep_days < 1:

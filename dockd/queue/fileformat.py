@@ -16,7 +16,7 @@ from dockd.core.errors import NotAQueue
 
 QUEUE_FILE = "queue.db"
 # The last migration in dockd.queue.schema.MIGRATIONS (a unit test keeps the two equal).
-LATEST_VERSION = 5
+LATEST_VERSION = 6
 
 
 def queue_path(data_dir: Path) -> Path:

@@ -27,7 +27,7 @@ from sqlalchemy import (
 
 from dockd.queue.fileformat import refuse_foreign  # noqa: F401 - re-exported: its home is fileformat
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 md = MetaData()
 
@@ -302,7 +302,28 @@ def _v5(conn: Connection) -> None:
     md5.create_all(conn)
 
 
+# Schema v6 (migration _v6, issue #16): the current day's audit part segments (dockd/station/auditparts.py).
+md6 = MetaData()
+
+audit_parts = Table(  # the parts of the current UTC day in storage; rows of earlier days are dropped
+    "audit_parts",
+    md6,
+    Column("first_seq", Integer, primary_key=True, autoincrement=False),  # the part's object is named by it
+    Column("day", String, nullable=False),  # YYYY-MM-DD (UTC) of every row it covers
+    Column("last_seq", Integer, nullable=False),
+    Column("last_hash", String, nullable=False),  # the next part's prev_hash_of_first
+    Column("object_key", String, nullable=False),
+    Column("at", Float, nullable=False),
+)
+
+
+def _v6(conn: Connection) -> None:
+    """``audit_parts``: recorded after storage holds the part (head included). New table only."""
+    md6.create_all(conn)
+
+
 # Append-only: a station upgrades its queue in place by running every step
 # above its PRAGMA user_version, each in its own transaction.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
+                                                             (6, _v6)]
 

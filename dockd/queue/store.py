@@ -30,6 +30,7 @@ from sqlalchemy import (
     String,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -65,6 +66,7 @@ from dockd.queue.schema import (
     audit_exports,
     audit_heads,
     audit_log,
+    audit_parts,
     camera_docks,
     camera_facts,
     cameras,
@@ -347,6 +349,22 @@ class Queue:
                                                    at=_now(now)))
             self._audit(c, "audit.exported", detail={"day": day, "first_seq": first_seq, "last_seq": last_seq,
                                                      "object_key": key}, now=now)
+
+    def last_audit_part(self) -> dict | None:
+        """The newest audit part segment storage holds (dockd/station/auditparts.py), or None."""
+        with self.engine.connect() as c:
+            r = c.execute(select(audit_parts).order_by(audit_parts.c.first_seq.desc()).limit(1)).first()
+        return dict(r._mapping) if r else None
+
+    def mark_audit_part(self, day: str, first_seq: int, last_seq: int, last_hash: str, key: str, *,
+                        now: float | None = None) -> None:
+        """Record a part segment once storage holds it; drop the records of earlier days' parts (the finished
+        day's segment replaces them), so the table holds one day's parts at most. No audit row: a row per part
+        would itself be new for the next part, which would never run dry."""
+        with self.tx() as c:
+            c.execute(delete(audit_parts).where(audit_parts.c.day < day))
+            c.execute(insert(audit_parts).values(day=day, first_seq=first_seq, last_seq=last_seq, last_hash=last_hash,
+                                                 object_key=key, at=_now(now)))
 
     def audit_checkpoint(self) -> dict | None:
         """The latest compaction checkpoint (the log held here starts after its seq), or None."""

@@ -206,6 +206,8 @@ class Daemon:
             chain_check.join()
             q.record("daemon.stopped", detail={"owner": self.owner}, now=self.clock())
             self._sign_audit_head()
+            if self.cfg.audit.part_interval_s > 0:  # the rows up to the stop leave now, not after a restart
+                self._export_parts()
             self._write_status()
             if self.metrics:
                 self.metrics.stop()
@@ -340,6 +342,7 @@ class Daemon:
     _last_head = 0.0
     _last_export = 0.0
     _last_index = 0.0
+    _last_part: float | None = None
 
     def _sign_audit_head(self) -> None:
         from dockd.station.auditlog import signed_head
@@ -383,6 +386,25 @@ class Daemon:
                                     self.cfg.audit.keep_days, self.clock())
                 except Exception:  # noqa: BLE001 - never stops the daemon; the rows stay
                     log.exception("audit compaction failed")
+        part_s = self.cfg.audit.part_interval_s
+        if self.backend is not None and storage is not None and part_s > 0:
+            if self._last_part is None:  # the first part one interval after the start (a stop exports one)
+                self._last_part = now
+            elif now - self._last_part >= part_s:
+                self._last_part = now
+                self._export_parts()
+
+    def _export_parts(self) -> None:
+        """The current day's new audit rows as signed part segments (issue #16); after the finished days."""
+        storage = self.cfg.storage
+        if self.backend is None or storage is None:
+            return
+        from dockd.station.auditparts import export_parts
+
+        try:
+            export_parts(self.queue, self.backend, self.key, self.cfg.station.id, storage.prefix, self.clock())
+        except Exception as e:  # noqa: BLE001 - storage down: the rows wait for the next part
+            log.warning("audit part export deferred", error=str(e))
 
     _heartbeats: Heartbeats | None = None
 

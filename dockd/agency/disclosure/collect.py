@@ -6,10 +6,11 @@
   offload of the same bytes) must verify with a key the trust log enrolled *for that station* at the
   manifest's ``offloaded_at`` (a station key swapped for another station's is refused).
 * Its audit lines: the station's exported day segments (``{prefix}/{station}/_audit/{day}.jsonl`` with the
-  signed ``.head.json``) from the offload day for :data:`AUDIT_DAYS` days; each segment is checked link by
-  link up to its signed head; the rows concerning the clip are those whose detail names its object key or
-  SHA-256, and every row of the station-local clip ids found so. A day not exported yet is simply absent
-  (the transfer says how many rows were found; it never claims more).
+  signed ``.head.json``) from the offload day for :data:`AUDIT_DAYS` days; for a day not finished yet (no
+  day segment), the day's part segments (``{day}.part-{first_seq:012d}.jsonl``), chained part to part.
+  Each segment is checked link by link up to its signed head; the rows concerning the clip are those whose
+  detail names its object key or SHA-256, and every row of the station-local clip ids found so. Rows not
+  exported yet are simply absent (the transfer says how many rows were found; it never claims more).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class ClipSource:
 @dataclass
 class Segment:
     station: str
-    day: str
+    day: str  # the file stem in storage and in the bag: the day, or ``{day}.part-{first_seq:012d}``
     lines: bytes
     head: bytes
     key_id: str
@@ -213,8 +214,10 @@ def rows_about(rows: list[dict[str, Any]], key: str, sha: str) -> list[int]:
 
 
 def audit_segments(backend: Backend, prefix: str, clips: list[ClipSource], state: TrustState) -> list[Segment]:
-    """The checked day segments holding rows about ``clips``, each with the seqs of those rows per clip.
-    A segment that fails its check is refused (DisclosureFailed): storage was tampered with."""
+    """The checked segments holding rows about ``clips``, each with the seqs of those rows per clip: a day's
+    segment where storage has it, else the day's part segments (the current day's rows the station exported
+    so far, :mod:`dockd.station.auditparts`). A segment that fails its check, or parts that do not chain,
+    are refused (DisclosureFailed): storage was tampered with."""
     pre = prefix.strip("/")
     wanted: dict[tuple[str, str], list[ClipSource]] = {}
     for c in clips:
@@ -225,17 +228,74 @@ def audit_segments(backend: Backend, prefix: str, clips: list[ClipSource], state
         base = "/".join(p for p in (pre, station, "_audit", day) if p)
         lines = _read(backend, base + ".jsonl", MAX_SEGMENT)
         if lines is None:
-            continue
-        head_raw = _read(backend, base + ".head.json", mf.MAX_BYTES)
-        if head_raw is None:
-            raise DisclosureFailed(f"{base}.jsonl has no signed head {base}.head.json")
+            checked = day_parts(backend, base, station, day, state)
+        else:
+            head_raw = _read(backend, base + ".head.json", mf.MAX_BYTES)
+            if head_raw is None:
+                raise DisclosureFailed(f"{base}.jsonl has no signed head {base}.head.json")
+            head, rows, why = check_segment(station, lines, head_raw, state)
+            if head is None:
+                raise DisclosureFailed(f"audit segment {base}.jsonl: {why}")
+            checked = [(day, lines, head_raw, head, rows)]
+        # the rows about a clip are found in the whole day (a clip id named in one part, its rows in the next)
+        every = [r for x in checked for r in x[4]]
+        about = {c.object_key: set(rows_about(every, c.object_key, c.manifest["clip"]["sha256"])) for c in cs}
+        for stem, seg_lines, head_raw, head, rows in checked:
+            own = {r["seq"] for r in rows}
+            seqs = {k: sorted(v & own) for k, v in about.items() if v & own}
+            if seqs:
+                out.append(Segment(station, stem, seg_lines, head_raw, head["signature"]["key_id"], seqs))
+    return out
+
+
+_PART = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2})\.part-([0-9]{12})\.(jsonl|head\.json)$")
+MAX_PARTS = 10_000  # one day's parts (every 15 minutes: 96)
+
+
+def day_parts(backend: Backend, base: str, station: str, day: str, state: TrustState) -> list[
+        tuple[str, bytes, bytes, dict[str, Any], list[dict[str, Any]]]]:
+    """The day's part segments under ``base`` (``{base}.part-{first_seq:012d}.jsonl`` + ``.head.json``),
+    each checked like a day segment and all chained in first-seq order: a part starts at the seq after the
+    previous part's last and its ``prev_hash_of_first`` is that part's ``last_hash``; a gap or fork, a body
+    without head (but the newest: its head may be on its way), a head without body, is DisclosureFailed
+    naming the objects. Returns ``[(stem, lines, head bytes, head, rows)]``, empty if there are none."""
+    names: dict[int, set[str]] = {}
+    try:
+        for k in backend.list_keys(base + ".part-"):
+            m = _PART.fullmatch(k.rsplit("/", 1)[-1])
+            if m is None or m.group(1) != day:
+                raise DisclosureFailed(f"{k}: not an audit part segment name")
+            names.setdefault(int(m.group(2)), set()).add(m.group(3))
+            if len(names) > MAX_PARTS:
+                raise DisclosureFailed(f"{base}.part-*: more than {MAX_PARTS} parts")
+    except StoreFailure as e:
+        raise DisclosureFailed(f"listing {base}.part-: {e}") from None
+    out: list[tuple[str, bytes, bytes, dict[str, Any], list[dict[str, Any]]]] = []
+    order = sorted(names)
+    for i, first in enumerate(order):
+        stem = f"{day}.part-{first:012d}"
+        key = f"{base}.part-{first:012d}"
+        if names[first] == {"jsonl"} and i == len(order) - 1:
+            break  # the newest part's head is not in storage yet: the rows it holds are not vouched for
+        if names[first] != {"jsonl", "head.json"}:
+            missing = ".head.json" if "head.json" not in names[first] else ".jsonl"
+            raise DisclosureFailed(f"audit part {key}: {key}{missing} is missing")
+        lines = _read(backend, key + ".jsonl", MAX_SEGMENT)
+        head_raw = _read(backend, key + ".head.json", mf.MAX_BYTES)
+        if lines is None or head_raw is None:
+            raise DisclosureFailed(f"audit part {key}: gone since it was listed")
         head, rows, why = check_segment(station, lines, head_raw, state)
         if head is None:
-            raise DisclosureFailed(f"audit segment {base}.jsonl: {why}")
-        seqs = {c.object_key: rows_about(rows, c.object_key, c.manifest["clip"]["sha256"]) for c in cs}
-        seqs = {k: v for k, v in seqs.items() if v}
-        if seqs:
-            out.append(Segment(station, day, lines, head_raw, head["signature"]["key_id"], seqs))
+            raise DisclosureFailed(f"audit part {key}.jsonl: {why}")
+        if head.get("part") is not True or head.get("day") != day or head["first_seq"] != first:
+            raise DisclosureFailed(f"audit part {key}.jsonl: its head is not the head of this part "
+                                   f"(part, day or first seq differ)")
+        if out:
+            prev_stem, prev_rows = out[-1][0], out[-1][4]  # checked: its rows end at its head's last hash
+            if rows[0]["seq"] != prev_rows[-1]["seq"] + 1 or head["prev_hash_of_first"] != prev_rows[-1]["hash"]:
+                raise DisclosureFailed(f"audit parts {base.rsplit('/', 1)[0]}/{prev_stem}.jsonl and {key}.jsonl do "
+                                       "not chain (a part missing between them, or a fork)")
+        out.append((stem, lines, head_raw, head, rows))
     return out
 
 
