@@ -206,8 +206,7 @@ class Daemon:
             chain_check.join()
             q.record("daemon.stopped", detail={"owner": self.owner}, now=self.clock())
             self._sign_audit_head()
-            if self.cfg.audit.part_interval_s > 0:  # the rows up to the stop leave now, not after a restart
-                self._export_parts()
+            self._export_parts()  # the rows up to the stop leave now, not after a restart
             self._write_status()
             if self.metrics:
                 self.metrics.stop()
@@ -397,7 +396,7 @@ class Daemon:
     def _export_parts(self) -> None:
         """The current day's new audit rows as signed part segments (issue #16); after the finished days."""
         storage = self.cfg.storage
-        if self.backend is None or storage is None:
+        if self.backend is None or storage is None or self.cfg.audit.part_interval_s <= 0:
             return
         from dockd.station.auditparts import export_parts
 

@@ -1,6 +1,6 @@
 """A disclosure world for tests: an agency root and trust log (published to a real SeaweedFS bucket), a
-station whose real Offloader and Uploader put clips into storage and whose audit days are exported, and a
-discloser's key made with ``dockd keys new`` and enrolled with ``dockd trust enrol``."""
+station whose real Offloader and Uploader put clips into storage and whose audit days are exported (or, with
+``parts``, only the offload day's part segments: a same-day disclosure), and a discloser's key made with ``dockd keys new`` and enrolled with ``dockd trust enrol``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from dockd.evidence import keys
 from dockd.queue.store import Queue
 from dockd.station.auditlog import export_days
+from dockd.station.auditparts import export_parts
 from dockd.station.uploader import Uploader
 from dockd.storage import open_backend
 from dockd.trust import store as trustlog
@@ -19,7 +20,7 @@ from tests.support.uploads import Clock, drain, make_camera, make_config, s3_sto
 
 
 class World:
-    def __init__(self, tmp: Path, s3env, bucket: str, sizes: list[int], station: str = "st1"):
+    def __init__(self, tmp: Path, s3env, bucket: str, sizes: list[int], station: str = "st1", parts: bool = False):
         self.tmp, self.bucket, self.seaweed_client = tmp, bucket, s3env.client
         self.tdir, self.root_key = tmp / "trust", tmp / "root.ed25519"
         self.root_pub = self.tdir / "root.pub.pem"
@@ -40,10 +41,19 @@ class World:
         self.queue = Queue(self.cfg.data_dir / "queue.db")
         clock = Clock()
         clips = stage(self.cfg, self.queue, make_camera(tmp / "cams", sizes), clock)
-        drain(Uploader(self.cfg, self.queue, self.backend, owner="t", clock=clock), self.queue, clock)
         key, _ = keys.load_or_create(self.cfg.data_dir)
-        later = clock() + 2 * 86400
-        self.days = export_days(self.queue, self.backend, key, "st1", self.cfg.storage.prefix, now=later)
+        self.parts: list[str] = []
+        if parts:  # part 1: the staging rows
+            self.parts += export_parts(self.queue, self.backend, key, "st1", self.cfg.storage.prefix, clock())
+        drain(Uploader(self.cfg, self.queue, self.backend, owner="t", clock=clock), self.queue, clock)
+        if parts:  # the same day: part 2 the upload rows, part 3 a row about no clip; no day segment
+            self.parts += export_parts(self.queue, self.backend, key, "st1", self.cfg.storage.prefix, clock())
+            self.queue.record("test.note", detail={"n": 1}, now=clock())
+            self.parts += export_parts(self.queue, self.backend, key, "st1", self.cfg.storage.prefix, clock())
+            self.days = []
+        else:
+            later = clock() + 2 * 86400
+            self.days = export_days(self.queue, self.backend, key, "st1", self.cfg.storage.prefix, now=later)
         self.object_keys = [c.object_key for c in self.queue.clips() if c.id in {x.id for x in clips}]
         self.queue.close()
 
