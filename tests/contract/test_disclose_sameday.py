@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +53,9 @@ def test_same_day_clip_carries_its_custody_rows_from_the_parts(world, bag):
     r = subprocess.run(["bash", "-euo", "pipefail", "VERIFY.txt"], cwd=bag, env=env, capture_output=True, text=True)
     assert r.returncode == 0 and "bag verified" in r.stdout, r.stdout + r.stderr
     assert r.stdout.count("Signature Verified Successfully") >= 2 + 1 + 2  # tags, manifest, the two part heads
+    r = subprocess.run([str(Path(sys.executable).with_name("bagit.py")), "--validate", str(bag)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_a_tampered_part_in_the_bag_is_invalid(world, bag, tmp_path):
