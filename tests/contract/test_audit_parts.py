@@ -142,3 +142,27 @@ def test_part_interval_is_validated(tmp_path):
     assert make_config(tmp_path, storage=None, extra={"audit": {"part_interval_s": 0}}).audit.part_interval_s == 0
     with pytest.raises(ConfigError, match="part_interval_s"):
         make_config(tmp_path, storage=None, extra={"audit": {"part_interval_s": -1}})
+
+
+def test_readme_segment_recipe_with_openssl_and_jq(st, tmp_path):
+    """The README's "Checking an audit segment or part without dockd" commands, run literally on a part."""
+    import subprocess
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("### Checking an audit segment or part without dockd", 1)[1].split("```", 2)[1]
+    cmds = [line[2:] for line in block.splitlines() if line.startswith("$ ")]
+    assert len(cmds) == 4 and cmds[2].startswith("openssl pkeyutl -verify")
+    st.rows(3, T0 + 60)
+    (key,) = st.export(T0 + 120)
+    work = tmp_path / "recipe"
+    (work / "st1" / "_audit").mkdir(parents=True)
+    for k in (key, key[: -len(".jsonl")] + ".head.json"):
+        (work / "st1" / "_audit" / k.rsplit("/", 1)[1].replace(D1, "2026-11-30")).write_bytes(st.get(k))
+    (work / "station.pub.pem").write_text(keys.public_pem(st.key.public))
+    r = subprocess.run(["bash", "-ec", "\n".join(cmds)], cwd=work, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "Signature Verified Successfully" in r.stdout, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-1] == "[true,1,3]"
+    (work / "st1" / "_audit" / "2026-11-30.part-000000000001.jsonl").write_bytes(b"{}\n")  # tampered body
+    r = subprocess.run(["bash", "-ec", "\n".join(cmds)], cwd=work, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
