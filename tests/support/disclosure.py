@@ -1,6 +1,7 @@
 """A disclosure world for tests: an agency root and trust log (published to a real SeaweedFS bucket), a
 station whose real Offloader and Uploader put clips into storage and whose audit days are exported (or, with
-``parts``, only the offload day's part segments: a same-day disclosure), and a discloser's key made with ``dockd keys new`` and enrolled with ``dockd trust enrol``."""
+``parts``, only the offload day's part segments: a same-day disclosure), and a discloser's key made with
+``dockd keys new`` and enrolled with ``dockd trust enrol``."""
 
 from __future__ import annotations
 
