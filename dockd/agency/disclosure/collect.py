@@ -260,8 +260,11 @@ def day_parts(backend: Backend, base: str, station: str, day: str, state: TrustS
     without head (but the newest: its head may be on its way), a head without body, is DisclosureFailed
     naming the objects. Returns ``[(stem, lines, head bytes, head, rows)]``, empty if there are none."""
     names: dict[int, set[str]] = {}
-    try:
-        for k in backend.list_keys(base + ".part-"):
+    want = base + ".part-"
+    try:  # the directory from the day's first part on (a backend lists by directory), in key order
+        for k in backend.list_keys(base.rsplit("/", 1)[0] + "/", start_after=want):
+            if not k.startswith(want):
+                break
             m = _PART.fullmatch(k.rsplit("/", 1)[-1])
             if m is None or m.group(1) != day:
                 raise DisclosureFailed(f"{k}: not an audit part segment name")
