@@ -398,6 +398,8 @@ class Daemon:
         storage = self.cfg.storage
         if self.backend is None or storage is None or self.cfg.audit.part_interval_s <= 0:
             return
+        if self._storage_state is not None and not self._storage_state["reachable"]:
+            return  # the last probe failed: no stop (or tick) waits on storage timeouts; the next part takes the rows
         from dockd.station.auditparts import export_parts
 
         try:
