@@ -522,8 +522,8 @@ def parse(raw: dict, p: Path) -> Config:
     tr.done()
     au = _Section(p, "audit", top.table.pop("audit", {}), AuditConfig)
     audit = AuditConfig(keep_days=au.opt("keep_days", float), part_interval_s=au.opt("part_interval_s", float))
-    if not 0 <= audit.part_interval_s < float("inf"):
-        au.fail("part_interval_s", f"must be 0 (no part segments) or a number of seconds, got {audit.part_interval_s}")
+    if 0 < audit.part_interval_s < 10:  # no storm of tiny parts (negative and NaN are refused as numbers)
+        au.fail("part_interval_s", f"must be 0 (no part segments) or at least 10, got {audit.part_interval_s}")
     if audit.keep_days < 0:
         au.fail("keep_days", f"must be 0 (keep forever) or more, got {audit.keep_days}")
     if 0 < audit.keep_days < 1:

@@ -140,8 +140,9 @@ def test_part_interval_is_validated(tmp_path):
     cfg = make_config(tmp_path, storage=None)
     assert cfg.audit.part_interval_s == 900.0
     assert make_config(tmp_path, storage=None, extra={"audit": {"part_interval_s": 0}}).audit.part_interval_s == 0
-    with pytest.raises(ConfigError, match="part_interval_s"):
-        make_config(tmp_path, storage=None, extra={"audit": {"part_interval_s": -1}})
+    for bad, why in ((-1, "negative"), (5, "0 .no part segments. or at least 10"), (float("nan"), "finite")):
+        with pytest.raises(ConfigError, match=f"part_interval_s: .*{why}"):
+            make_config(tmp_path, storage=None, extra={"audit": {"part_interval_s": bad}})
 
 
 def test_readme_segment_recipe_with_openssl_and_jq(st, tmp_path):
