@@ -194,6 +194,7 @@ def _daemon_config(tmp_path: Path, seaweed, bucket: str, watch: Path, **upload) 
         "sources": {"watch_dirs": [str(watch)]},
         "offload": {"reserve_free_mb": 0},
         "metrics": {"listen": ""},
+        "audit": {"part_interval_s": 0},  # the bucket holds the clips and manifests only (check_settled)
     }
     return write_config(tmp_path / "dockd.toml", sections)
 
