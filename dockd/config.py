@@ -230,6 +230,7 @@ class ReviewConfig:
     reviewer_key: str = ""
     cache_dir: Path = Path("/var/cache/dockd-review")
     fetch_concurrency: int = 16
+    fetch_procs: int = 2  # worker processes for a large fetch (1: all in the dockd process)
 
 
 @dataclass(frozen=True)
@@ -714,6 +715,7 @@ def _parse_review(p: Path, table: Any) -> ReviewConfig:
         excluded_call_types=r.opt_strings("excluded_call_types"), reason_codes=codes,
         reviewer_key=r.opt("reviewer_key", str), cache_dir=Path(cache),
         fetch_concurrency=int(_positive(r, "fetch_concurrency", r.opt("fetch_concurrency", int))),
+        fetch_procs=int(_positive(r, "fetch_procs", r.opt("fetch_procs", int))),
         **cad,
     )
     r.done()

@@ -83,7 +83,8 @@ def register(main: click.Group, pass_ctx, echo, emit_json) -> None:
         backend, prefix = _backend(c)
         cache = _cache(c, cache_dir)
         t0 = time.monotonic()
-        r = index.fetch(backend, prefix, state, cache, c.cfg.review.fetch_concurrency)
+        r = index.fetch(backend, prefix, state, cache, c.cfg.review.fetch_concurrency,
+                        procs=c.cfg.review.fetch_procs, storage=c.cfg.storage)
         total = len(cache.segments())
         if as_json:
             emit_json({"new_segments": r.new_segments, "new_clips": r.new_clips, "segments": total,
@@ -151,8 +152,8 @@ def register(main: click.Group, pass_ctx, echo, emit_json) -> None:
         state = trust_state(c, source, root_pem)
         backend, prefix = _backend(c)
         cache = _cache(c, cache_dir)
-        problems = index.fetch(backend, prefix, state, cache, c.cfg.review.fetch_concurrency).problems if fetch \
-            else []
+        problems = index.fetch(backend, prefix, state, cache, c.cfg.review.fetch_concurrency,
+                               procs=c.cfg.review.fetch_procs, storage=c.cfg.storage).problems if fetch else []
         log = justify.read_log(backend, prefix, state)
         r = run.run(rc=c.cfg.review, state=state, cache=cache, log=log, key=key, roster=roster, cad=cad, out=out,
                     from_ns=f_ns, to_ns=t_ns, now_ns=now_ns, unit=unit, officer=officer, upto=upto,

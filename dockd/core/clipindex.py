@@ -198,33 +198,36 @@ def anomaly_paths(detail: Any) -> set[str]:
 
 # ------------------------------------------------------------------ strict reading (the review's side)
 
-_CLIP_TYPES: dict[str, tuple[type, ...]] = {
+_N = type(None)
+# The exact types each member may have (a JSON parser makes exact types: bool is not an int here).
+_CLIP_TYPES: dict[str, frozenset[type]] = {k: frozenset(v) for k, v in {
     "station": (str,), "camera": (str,), "path": (str,), "sha256": (str,), "size": (int,), "mtime": (str,),
     "object_key": (str,), "manifest_key": (str,), "uploaded_at": (str,), "clip_id": (int,), "anomalies": (list,),
-    "device_id": (str, type(None)), "profile": (str, type(None)), "seq_no": (int, type(None)),
-    "started_at": (str, type(None)), "started_at_source": (str, type(None)),
-    "duration_s": (int, float, type(None)), "ended_at": (str, type(None)),
-    "camera_offset_s": (int, float, type(None)), "station_clock": (dict, type(None)),
-    "media": (dict, type(None)), "offloaded_at": (str, type(None)),
-}
-_DOCK_TYPES: dict[str, tuple[type, ...]] = {
+    "device_id": (str, _N), "profile": (str, _N), "seq_no": (int, _N),
+    "started_at": (str, _N), "started_at_source": (str, _N),
+    "duration_s": (int, float, _N), "ended_at": (str, _N),
+    "camera_offset_s": (int, float, _N), "station_clock": (dict, _N),
+    "media": (dict, _N), "offloaded_at": (str, _N),
+}.items()}
+_DOCK_TYPES: dict[str, frozenset[type]] = {k: frozenset(v) for k, v in {
     "station": (str,), "camera": (str,), "docked_at": (str,), "anomalies": (list,),
-    "device_id": (str, type(None)), "profile": (str, type(None)), "bay": (str, type(None)),
-    "clips_on_card": (int, type(None)), "clips_new": (int, type(None)), "seq_min": (int, type(None)),
-    "seq_max": (int, type(None)), "newest_clip_at": (str, type(None)),
-    "camera_offset_s": (int, float, type(None)), "days_since_last_dock": (int, float, type(None)),
-}
+    "device_id": (str, _N), "profile": (str, _N), "bay": (str, _N),
+    "clips_on_card": (int, _N), "clips_new": (int, _N), "seq_min": (int, _N),
+    "seq_max": (int, _N), "newest_clip_at": (str, _N),
+    "camera_offset_s": (int, float, _N), "days_since_last_dock": (int, float, _N),
+}.items()}
+_ABSENT = object()
 
 
-def _parse(line: bytes | str, kind: str, types: dict[str, tuple[type, ...]]) -> dict[str, Any]:
+def _parse(line: bytes | str, kind: str, types: dict[str, frozenset[type]]) -> dict[str, Any]:
     obj = ijson.loads(line, max_bytes=MAX_LINE)
-    if not isinstance(obj, dict) or obj.get("type") != kind:
+    if type(obj) is not dict or obj.get("type") != kind:
         raise ijson.Invalid(f"not a {kind} line")
     for k, ts in types.items():
-        if k not in obj:
-            raise ijson.Invalid(f"{kind} line lacks {k}")
-        v = obj[k]
-        if isinstance(v, bool) or not isinstance(v, ts):
+        v = obj.get(k, _ABSENT)
+        if type(v) not in ts:
+            if v is _ABSENT:
+                raise ijson.Invalid(f"{kind} line lacks {k}")
             raise ijson.Invalid(f"{kind} line: {k} is {type(v).__name__}")
     return obj
 

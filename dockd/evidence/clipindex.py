@@ -69,11 +69,19 @@ class VerifiedSegment:
     head_hash: str  # sha256 of the JCS of the head: the next head's prev
     clips: bytes
     docks: bytes
+    # The lines as the check parsed them (strictly, every one): reading a segment parses it once.
+    parsed_clips: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    parsed_docks: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     def clip_lines(self) -> list[dict[str, Any]]:
+        """The clip lines, strictly parsed (callers may not mutate them: they are shared)."""
+        if self.parsed_clips is not None:
+            return self.parsed_clips
         return [parse_clip_line(x) for x in lines(self.clips)]
 
     def dock_lines(self) -> list[dict[str, Any]]:
+        if self.parsed_docks is not None:
+            return self.parsed_docks
         return [parse_dock_line(x) for x in lines(self.docks)]
 
 
@@ -169,7 +177,10 @@ def _form(head: Any) -> str | None:
     return None
 
 
-def _body(what: str, data: bytes | None, m: dict[str, Any], key: str, prefix: str | None, parse: Any) -> str | None:
+def _body(what: str, data: bytes | None, m: dict[str, Any], key: str, prefix: str | None, parse: Any,
+          out: list[dict[str, Any]]) -> str | None:
+    """None if the body is the head's and every line parses (the parsed lines are appended to ``out``);
+    else why not."""
     # The layout's key; under ``prefix`` when the caller knows it, else under any prefix (a copy).
     if prefix is not None:
         ok = m["key"] == "/".join(p for p in (prefix.strip("/"), key) if p)
@@ -185,7 +196,7 @@ def _body(what: str, data: bytes | None, m: dict[str, Any], key: str, prefix: st
         return f"{what} body has not {m['lines']} LF-terminated lines"
     for i, line in enumerate(lines(data), 1):
         try:
-            parse(line)
+            out.append(parse(line))
         except (ijson.Invalid, UnicodeDecodeError) as e:
             return f"{what} line {i}: {e}"
     return None
@@ -249,10 +260,13 @@ def _walk(station: str, stored: Iterable[StoredSegment], resolver: Any, prefix: 
         want, prev_hash, prev_to = want + 1, h, head["audit_to"]
         check.last = (s.seq, h)
         date, seq = head["date"], s.seq
-        why = (_body("clips", s.clips, head["clips"], ci.clips_key("", station, date, seq), prefix, parse_clip_line)
+        pc: list[dict[str, Any]] = []
+        pd: list[dict[str, Any]] = []
+        why = (_body("clips", s.clips, head["clips"], ci.clips_key("", station, date, seq), prefix, parse_clip_line,
+                     pc)
                or _body("docks", s.docks, head["docks"], ci.docks_key("", station, date, seq), prefix,
-                        parse_dock_line))
+                        parse_dock_line, pd))
         if why is not None:
             check.problems.append(Problem(station, seq, why, False))
             continue
-        yield VerifiedSegment(station, seq, date, head, h, s.clips or b"", s.docks or b"")
+        yield VerifiedSegment(station, seq, date, head, h, s.clips or b"", s.docks or b"", pc, pd)

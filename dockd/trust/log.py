@@ -336,6 +336,17 @@ def load(root_pub: Ed25519PublicKey, statements: Sequence[bytes]) -> TrustState:
     return state
 
 
+def to_portable(state: TrustState) -> tuple[str, list[bytes]]:
+    """What another process needs to rebuild ``state`` with :func:`from_portable`: the root key the log pins
+    (its root statement's, which :func:`load` checked against the pinned key) and the statements as bytes."""
+    return state.statements[0]["public_key"], [canonical(st) for st in state.statements]
+
+
+def from_portable(root_pem: str, raws: list[bytes]) -> TrustState:
+    """The trust state from :func:`to_portable`'s output, verified again (:func:`load`)."""
+    return load(_public(root_pem), raws)
+
+
 def _root(st: dict[str, Any], root_id: str) -> TrustState:
     """The state a root statement (seq 0, signature already checked) starts."""
     _need(st, ("agency", "root_key_id", "public_key"))

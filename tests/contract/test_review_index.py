@@ -1,6 +1,8 @@
 """The review's index fetch against a real SeaweedFS: verified segments cached, incremental re-fetch, and a
 bad signature, a key enrolled for another station, a gap, a broken chain or a body that does not match its head
-reported with station and seq and left out (with everything after it for that station)."""
+reported with station and seq and left out (with everything after it for that station). Each runs in one
+process (threads) and spread over worker processes with jobs of one and of two segments, so the link between
+two jobs is checked as the link within one."""
 
 from __future__ import annotations
 
@@ -45,24 +47,38 @@ def put_all(backend, segs, skip=()):
 @pytest.fixture
 def world(tmp_path, s3env, bucket):
     a = make_agency(tmp_path, ["st-1", "st-2", "st-3", "st-4", "st-5"])
-    backend = open_backend(StorageConfig(url=f"s3://{bucket}/{PREFIX}", endpoint_url=s3env.endpoint_url))
-    return a, backend, indexgen()
+    world.cfg = StorageConfig(url=f"s3://{bucket}/{PREFIX}", endpoint_url=s3env.endpoint_url)
+    return a, open_backend(world.cfg), indexgen()
 
 
-def test_fetch_verifies_caches_and_is_incremental(tmp_path, world):
+MODES = {"threads": {}, "procs-job1": {"procs": 2, "job_segments": 1}, "procs-job2": {"procs": 2, "job_segments": 2}}
+
+
+@pytest.fixture(params=sorted(MODES))
+def fetch(request):
+    """index.fetch in one of the MODES."""
+    kw = MODES[request.param]
+
+    def run(backend, prefix, state, cache, concurrency=16):
+        return index.fetch(backend, prefix, state, cache, concurrency,
+                           **({**kw, "storage": world.cfg} if kw else {}))
+    return run
+
+
+def test_fetch_verifies_caches_and_is_incremental(tmp_path, world, fetch):
     a, backend, gen = world
     segs = station_segments(gen, a.stations["st-1"], "st-1", 3)
     put_all(backend, segs)
     put_all(backend, station_segments(gen, a.stations["st-2"], "st-2", 2, clips_per=0))  # empty clip bodies
     cache = index.Cache(tmp_path / "cache")
-    r = index.fetch(backend, PREFIX, a.state(), cache, concurrency=4)
+    r = fetch(backend, PREFIX, a.state(), cache, concurrency=4)
     assert (r.new_segments, r.new_clips, r.problems) == (5, 9, [])
     assert [s[:2] for s in cache.segments()] == [("st-1", 1), ("st-1", 2), ("st-1", 3), ("st-2", 1), ("st-2", 2)]
     assert cache.segments()[0][2] == fmt.head_digest(segs[0][0])
-    r = index.fetch(backend, PREFIX, a.state(), cache)
+    r = fetch(backend, PREFIX, a.state(), cache)
     assert (r.new_segments, r.problems) == (0, [])
     put_all(backend, station_segments(gen, a.stations["st-1"], "st-1", 1, start=4, prev=segs[-1][0]))
-    r = index.fetch(backend, PREFIX, a.state(), cache)
+    r = fetch(backend, PREFIX, a.state(), cache)
     assert (r.new_segments, r.new_clips) == (1, 3)
     clips = cache.clips_between(0, 2**62)
     placed = clips["st-1-CAM0"].placed
@@ -70,7 +86,7 @@ def test_fetch_verifies_caches_and_is_incremental(tmp_path, world):
     assert [d.camera for d in cache.docks_by_camera()["st-1-CAM0"]] == ["st-1-CAM0"] * 4
 
 
-def test_bad_segments_are_reported_and_left_out(tmp_path, world):
+def test_bad_segments_are_reported_and_left_out(tmp_path, world, fetch):
     a, backend, gen = world
     # st-1: seq 2's head signed by st-2's key (enrolled, but for another station)
     s1 = station_segments(gen, a.stations["st-1"], "st-1", 3)
@@ -96,7 +112,7 @@ def test_bad_segments_are_reported_and_left_out(tmp_path, world):
     s5[0][1][fmt.head_key(PREFIX, "st-5", 1)] = json.dumps(h).encode()
     put_all(backend, s5)
     cache = index.Cache(tmp_path / "cache")
-    r = index.fetch(backend, PREFIX, a.state(), cache)
+    r = fetch(backend, PREFIX, a.state(), cache)
     probs = "\n".join(r.problems)
     # the stations' own verifier's words (dockd.evidence.clipindex.verify_chain)
     assert "station st-1 seq 2: head signature: key" in probs and "is enrolled for another station (st-2)" in probs

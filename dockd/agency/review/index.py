@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from collections import defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,9 @@ from dockd.storage.base import Backend, StoreFailure
 from dockd.trust.log import TrustState
 
 CACHE_FILE = "index.sqlite"
-BATCH = 256  # segments read and checked per round: bounds memory whatever the history
+WINDOW = 256  # segments read ahead of the check: bounds memory whatever the history
+BATCH = 256  # verified segments per cache transaction
+JOB_SEGMENTS = 128  # consecutive segments of one station per worker-process job (and the least worth processes)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS segments (station TEXT NOT NULL, seq INTEGER NOT NULL, date TEXT NOT NULL,
@@ -50,6 +52,34 @@ class FetchResult:
     new_clips: int = 0
     problems: list[str] = field(default_factory=list)
     requests: int = 0
+    tips: dict[str, str | None] = field(default_factory=dict, repr=False)  # the cache's tips before the fetch
+
+
+@dataclass
+class SegmentRows:
+    """A verified segment as the cache stores it (small, picklable: what a worker process sends back)."""
+
+    segment: tuple[str, int, str, str, int, int]  # station, seq, date, head digest, clips, docks
+    clips: list[tuple[Any, ...]]
+    docks: list[tuple[Any, ...]]
+
+
+def segment_rows(station: str, head: dict[str, Any], digest: str, clips: list[dict[str, Any]],
+                 docks: list[dict[str, Any]]) -> SegmentRows:
+    """The cache rows of a verified segment: clip and dock lines reduced to the facts matching uses."""
+    seq = head["seq"]
+    cl = []
+    for o in clips:
+        c = match.clip_from_line(o)
+        dev = o.get("device_id")
+        cl.append((station, seq, c.camera, dev if isinstance(dev, str) else None, c.start_ns, c.duration_ns,
+                   c.offset_ns, c.key))
+    dk = []
+    for o in docks:
+        d = match.dock_from_line(o)
+        if d is not None:
+            dk.append((station, seq, d.camera, d.at_ns, json.dumps(list(d.anomalies))))
+    return SegmentRows((station, seq, head["date"], digest, len(cl), len(dk)), cl, dk)
 
 
 class Cache:
@@ -62,12 +92,16 @@ class Cache:
             from dockd.core.errors import UsageError
 
             raise UsageError(f"review cache {printable(p)} is not a regular file")
-        self.db = sqlite3.connect(p, check_same_thread=False)
+        # transactions are explicit (BEGIN in add, COMMIT in commit), so a batch of segments is one of them
+        self.db = sqlite3.connect(p, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        # A cache of what storage holds: a transaction must be atomic (a segment with all its lines or not at
+        # all), not durable the moment it commits; NORMAL in WAL mode gives that without an fsync per commit.
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
 
     def close(self) -> None:
+        self.commit()
         self.db.close()
 
     def tips(self) -> dict[str, tuple[int, str]]:
@@ -76,23 +110,32 @@ class Cache:
                                "MAX(seq) m FROM segments GROUP BY station) t ON s.station = t.station AND s.seq = t.m")
         return {st: (seq, h) for st, seq, h in rows}
 
-    def add(self, station: str, head: dict[str, Any], clips: list[dict[str, Any]], docks: list[dict[str, Any]]) -> None:
-        cl = []
-        for o in clips:
-            c = match.clip_from_line(o)
-            dev = o.get("device_id")
-            cl.append((station, head["seq"], c.camera, dev if isinstance(dev, str) else None, c.start_ns,
-                       c.duration_ns, c.offset_ns, c.key))
-        dk = []
-        for o in docks:
-            d = match.dock_from_line(o)
-            if d is not None:
-                dk.append((station, head["seq"], d.camera, d.at_ns, json.dumps(list(d.anomalies))))
-        with self.db:
-            self.db.execute("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?)",
-                            (station, head["seq"], head["date"], fmt.head_digest(head), len(cl), len(dk)))
-            self.db.executemany("INSERT INTO clips VALUES (?, ?, ?, ?, ?, ?, ?, ?)", cl)
-            self.db.executemany("INSERT INTO docks VALUES (?, ?, ?, ?, ?)", dk)
+    def commit(self) -> None:
+        """Commit the segments added since the last commit (a no-op if there are none)."""
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
+
+    def add(self, station: str, head: dict[str, Any], clips: list[dict[str, Any]], docks: list[dict[str, Any]],
+            digest: str | None = None) -> None:
+        """Add a verified segment (``digest``: its head's, as :func:`indexfmt.head_digest`; computed if not
+        given) to the open transaction; see :meth:`add_rows`."""
+        self.add_rows(segment_rows(station, head, digest or fmt.head_digest(head), clips, docks))
+
+    def add_rows(self, rows: SegmentRows) -> None:
+        """Add a verified segment's rows to the open transaction, opening one if needed; :meth:`commit` makes
+        them durable. A segment goes in whole or not at all."""
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN")
+        self.db.execute("SAVEPOINT seg")
+        try:
+            self.db.execute("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?)", rows.segment)
+            self.db.executemany("INSERT INTO clips VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows.clips)
+            self.db.executemany("INSERT INTO docks VALUES (?, ?, ?, ?, ?)", rows.docks)
+        except BaseException:
+            self.db.execute("ROLLBACK TO seg")
+            self.db.execute("RELEASE seg")
+            raise
+        self.db.execute("RELEASE seg")
 
     def segments(self) -> list[tuple[str, int, str]]:
         """(station, seq, head sha256) of every cached segment: what a report names as its input."""
@@ -138,9 +181,61 @@ def _read(backend: Backend, key: str, limit: int) -> bytes | None:
         raise fmt.SegmentInvalid(f"cannot read {key}: {e}") from None
 
 
-def fetch(backend: Backend, prefix: str, state: TrustState, cache: Cache, concurrency: int = 16) -> FetchResult:
-    """Bring ``cache`` up to date with the index in storage; see the module docstring."""
+@dataclass
+class Got:
+    """One segment as read from storage (by a worker thread); ``error`` if a read failed or the head is not
+    strict JSON. Nothing here is trusted until :func:`indexfmt.check_segment` says so."""
+
+    seq: int
+    head_raw: bytes | None = None
+    head: Any = None
+    clips: bytes | None = None
+    docks: bytes | None = None
+    error: fmt.SegmentInvalid | None = None
+
+
+def get_segment(backend: Backend, prefix: str, station: str, seq: int) -> Got:
+    g = Got(seq)
+    try:
+        g.head_raw = _read(backend, fmt.head_key(prefix, station, seq), fmt.MAX_HEAD)
+        if g.head_raw is None:
+            raise fmt.SegmentInvalid("head vanished while fetching")
+        g.head = fmt.parse_head(g.head_raw)
+        # only objects in the layout are read (a forged head naming some other, huge object gets nothing)
+        date = g.head.get("date") if isinstance(g.head, dict) else None
+        if isinstance(date, str) and fmt.DATE.match(date) and type(g.head.get("seq")) is int:
+            g.clips = _read(backend, fmt.body_key(prefix, "clips", station, date, g.head["seq"]), fmt.MAX_BODY)
+            g.docks = _read(backend, fmt.body_key(prefix, "docks", station, date, g.head["seq"]), fmt.MAX_BODY)
+    except fmt.SegmentInvalid as e:
+        g.error = e
+    return g
+
+
+def fetch(backend: Backend, prefix: str, state: TrustState, cache: Cache, concurrency: int = 16, *,
+          procs: int = 1, storage: Any = None, job_segments: int = JOB_SEGMENTS) -> FetchResult:
+    """Bring ``cache`` up to date with the index in storage; see the module docstring.
+
+    With ``procs`` > 1 and ``storage`` (the :class:`dockd.config.StorageConfig` the workers reopen), a fetch of
+    at least ``job_segments`` segments is spread over worker processes (:mod:`fetchproc`); otherwise it runs
+    here: worker threads read segments up to ``WINDOW`` ahead while this thread checks and stores them in seq
+    order. Either way verified segments are committed in batches (a crash loses only the uncommitted batch of a
+    cache, fetched again next time; nothing unverified is ever stored)."""
     res = FetchResult()
+    plan = _plan(backend, prefix, cache, res)
+    n = sum(len(s) for _, s in plan)
+    try:
+        if procs > 1 and storage is not None and n >= job_segments:
+            _fetch_procs(prefix, state, cache, plan, res, concurrency, procs, storage, job_segments)
+        else:
+            _fetch_threads(backend, prefix, state, cache, plan, res, concurrency)
+    finally:
+        cache.commit()
+    return res
+
+
+def _plan(backend: Backend, prefix: str, cache: Cache, res: FetchResult) -> list[tuple[str, list[int]]]:
+    """Per station (sorted), the seqs to read: after the cache's tip, consecutive (a gap ends the run, reported).
+    The cache's tip digests are in ``res.tips`` afterwards."""
     wanted: dict[str, list[int]] = defaultdict(list)
     try:
         for key in backend.list_keys(fmt.heads_prefix(prefix)):
@@ -152,69 +247,120 @@ def fetch(backend: Backend, prefix: str, state: TrustState, cache: Cache, concur
 
         raise StorageError(f"listing {fmt.heads_prefix(prefix)}: {e}") from None
     tips = cache.tips()
+    plan = []
+    for station in sorted(wanted):
+        last = tips.get(station, (0, None))[0]
+        seqs = sorted(s for s in wanted[station] if s > last)
+        for n, seq in enumerate(seqs):
+            if seq != last + 1 + n:
+                seqs = seqs[:n]
+                res.problems.append(f"station {printable(station)} seq {last + 1 + n}: missing from storage "
+                                    f"(gap before seq {seq}); it and later segments left out")
+                break
+        if seqs:
+            plan.append((station, seqs))
+    res.tips = {st: h for st, (_, h) in tips.items()}
+    return plan
+
+
+def _left_out(res: FetchResult, station: str, seq: int, why: str) -> None:
+    res.problems.append(f"station {printable(station)} seq {seq}: {printable(why)}; it and later segments left out")
+
+
+def _store(cache: Cache, res: FetchResult, rows: SegmentRows) -> None:
+    cache.add_rows(rows)
+    res.new_segments += 1
+    res.new_clips += rows.segment[4]
+    if res.new_segments % BATCH == 0:
+        cache.commit()
+
+
+def _fetch_threads(backend: Backend, prefix: str, state: TrustState, cache: Cache,
+                   plan: list[tuple[str, list[int]]], res: FetchResult, concurrency: int) -> None:
+    prev: dict[str, str | None] = dict(res.tips)
+    broken: set[str] = set()
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for station in sorted(wanted):
-            last, prev = tips.get(station, (0, None))
-            seqs = sorted(s for s in wanted[station] if s > last)
-            for n, seq in enumerate(seqs):
-                if seq != last + 1 + n:
-                    seqs = seqs[:n]
-                    res.problems.append(f"station {printable(station)} seq {last + 1 + n}: missing from storage "
-                                        f"(gap before seq {seq}); it and later segments left out")
-                    break
-            for i in range(0, len(seqs), BATCH):
-                prev, ok = _batch(backend, prefix, state, cache, pool, station, seqs[i:i + BATCH], prev, res)
-                if not ok:
-                    break
-    return res
-
-
-def _batch(backend, prefix, state, cache, pool, station, seqs, prev, res) -> tuple[str | None, bool]:
-    heads = list(pool.map(lambda s: _try(lambda: _read(backend, fmt.head_key(prefix, station, s), fmt.MAX_HEAD)),
-                          seqs))
-    res.requests += len(seqs)
-    parsed: list[Any] = []
-    for raw in heads:
+        ahead: deque[tuple[str, Future[Got]]] = deque()
+        todo = ((st, s) for st, seqs in plan for s in seqs)
         try:
-            parsed.append(fmt.parse_head(raw) if isinstance(raw, bytes) else raw)
-        except fmt.SegmentInvalid as e:
-            parsed.append(e)
-
-    def bodies(h: Any) -> Any:
-        # only objects in the layout are read (a forged head naming some other, huge object gets nothing)
-        date = h.get("date") if isinstance(h, dict) else None
-        if not isinstance(date, str) or not fmt.DATE.match(date):
-            return None, None
-        seq = h.get("seq")
-        if type(seq) is not int:
-            return None, None
-        return tuple(_try(lambda w=w: _read(backend, fmt.body_key(prefix, w, station, date, seq), fmt.MAX_BODY))
-                     for w in ("clips", "docks"))
-
-    for seq, raw_head, h, (craw, draw) in zip(seqs, heads, parsed, pool.map(bodies, parsed), strict=True):
-        res.requests += 2
-        try:
-            if isinstance(h, Exception):
-                raise h if isinstance(h, fmt.SegmentInvalid) else fmt.SegmentInvalid(str(h))
-            if h is None:
-                raise fmt.SegmentInvalid("head vanished while fetching")
-            for raw in (craw, draw):
-                if isinstance(raw, Exception):
-                    raise raw
-            clips, docks = fmt.check_segment(state, prefix, station, seq, raw_head, prev, craw, draw)
-        except fmt.SegmentInvalid as e:
-            res.problems.append(f"station {printable(station)} seq {seq}: {printable(e)}; it and later segments "
-                                "left out")
-            return prev, False
-        cache.add(station, h, clips, docks)
-        prev = fmt.head_digest(h)
-        res.new_segments += 1
-        res.new_clips += len(clips)
-    return prev, True
+            while True:
+                for station, seq in todo:
+                    if station not in broken:
+                        ahead.append((station, pool.submit(get_segment, backend, prefix, station, seq)))
+                    if len(ahead) >= WINDOW:
+                        break
+                if not ahead:
+                    break
+                station, fut = ahead.popleft()
+                got = fut.result()
+                if station in broken:
+                    continue
+                res.requests += 3 if got.error is None else 1
+                try:
+                    if got.error is not None or got.head_raw is None:
+                        raise got.error or fmt.SegmentInvalid("head not read")
+                    clips, docks, digest = fmt.check_segment(state, prefix, station, got.seq, got.head_raw,
+                                                             prev.get(station), got.clips, got.docks)
+                except fmt.SegmentInvalid as e:
+                    _left_out(res, station, got.seq, str(e))
+                    broken.add(station)
+                    continue
+                _store(cache, res, segment_rows(station, got.head, digest, clips, docks))
+                prev[station] = digest
+        finally:
+            for _, f in ahead:
+                f.cancel()
 
 
-def _try(fn) -> Any:
+def _fetch_procs(prefix: str, state: TrustState, cache: Cache, plan: list[tuple[str, list[int]]],
+                 res: FetchResult, concurrency: int, procs: int, storage: Any, job_segments: int) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from dockd.agency.review import fetchproc
+    from dockd.core.errors import StorageError
+    from dockd.trust import log as trust
+
+    jobs = [(st, seqs[i:i + job_segments]) for st, seqs in plan for i in range(0, len(seqs), job_segments)]
+    prev: dict[str, str | None] = dict(res.tips)
+    broken: set[str] = set()
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold threads
+    args = (storage, prefix, trust.to_portable(state), max(1, concurrency // procs))
     try:
-        return fn()
-    except fmt.SegmentInvalid as e:
-        return e
+        with ProcessPoolExecutor(max_workers=procs, mp_context=ctx, initializer=fetchproc.init_worker,
+                                 initargs=args) as pool:
+            ahead: deque[Future[fetchproc.JobResult]] = deque()
+            todo = iter(jobs)
+            try:
+                while True:
+                    for station, seqs in todo:
+                        if station not in broken:
+                            ahead.append(pool.submit(fetchproc.run_job, station, seqs))
+                        if len(ahead) >= 2 * procs:
+                            break
+                    if not ahead:
+                        break
+                    job = ahead.popleft().result()
+                    st = job.station
+                    if st in broken:
+                        continue
+                    res.requests += 3 * len(job.segments) + (1 if job.problem else 0)
+                    # the link between jobs: this job's first head must name the last head stored before it
+                    if job.first_seq > 1 and job.first_prev != prev.get(st):
+                        _left_out(res, st, job.first_seq, "prev does not match the previous head (chain "
+                                  "reordered or a head replaced)")
+                        broken.add(st)
+                        continue
+                    for rows in job.segments:
+                        _store(cache, res, rows)
+                        prev[st] = rows.segment[3]
+                    if job.problem is not None:
+                        _left_out(res, st, *job.problem)
+                        broken.add(st)
+            finally:
+                for f in ahead:
+                    f.cancel()
+    except BrokenProcessPool as e:
+        raise StorageError(f"review fetch: a worker process died ({e}); the segments verified before it are "
+                           "kept, run the fetch again") from None

@@ -71,11 +71,12 @@ def parse_head(raw: bytes) -> Any:
 
 def check_segment(state: TrustState, prefix: str, station: str, seq: int, head_raw: bytes, prev: str | None,
                   clips_raw: bytes | None, docks_raw: bytes | None) -> tuple[list[dict[str, Any]],
-                                                                           list[dict[str, Any]]]:
+                                                                           list[dict[str, Any]], str]:
     """The one verification of a segment, the stations' own (:func:`dockd.evidence.clipindex.verify_chain`):
     the head (strict form, signature by a key enrolled as ``station`` for this station at the head's ``at``,
     ``prev`` = ``prev``, the digest of the verified head before it) and both bodies (keys, size, sha256, lines,
-    each line a strict clip or dock line); returns (clip lines, dock lines) or raises SegmentInvalid."""
+    each line a strict clip or dock line); returns (clip lines, dock lines, the head's digest as
+    :func:`head_digest` computes it) or raises SegmentInvalid."""
     from dockd.evidence.clipindex import StoredSegment, verify_chain
 
     after = (seq - 1, prev) if seq > 1 and prev is not None else None
@@ -84,4 +85,4 @@ def check_segment(state: TrustState, prefix: str, station: str, seq: int, head_r
     got = list(check)
     if check.problems or not got:
         raise SegmentInvalid(check.problems[0].reason if check.problems else "not verified")
-    return got[0].clip_lines(), got[0].dock_lines()
+    return got[0].clip_lines(), got[0].dock_lines(), got[0].head_hash

@@ -16,6 +16,7 @@ def test_cache_places_sorts_and_maps_device_ids(tmp_path):
     docks = [gen.dock_line("s", "CAM1", "2026-03-01T18:00:00Z", [{"kind": "seq_gap"}])]
     head = {"seq": 1, "date": "2026-03-01", "station": "s", "x": 1}
     cache.add("s", head, clips, docks)
+    cache.commit()
     got = cache.clips_between(match.time_ns("2026-03-01T00:00:00Z") or 0, match.time_ns("2026-03-02T00:00:00Z") or 0)
     assert [(run.fmt(s), run.fmt(e)) for s, e, _ in got["CAM1"].placed] == [
         ("2026-03-01T08:30:00Z", "2026-03-01T08:30:30Z"), ("2026-03-01T09:00:00Z", "2026-03-01T09:01:00Z")]
