@@ -1,0 +1,122 @@
+"""The disclosure progress model (dockd.agency.disclosure.progress): events in, displayed counts out. Pure.
+
+What it must never do: show more clips or bytes than there are, count a clip done before every file it
+needs is verified (hashed, compared with its signed manifest, fsynced), count bytes of a file no resolved
+manifest names, or go backwards."""
+
+from __future__ import annotations
+
+import pytest
+
+from dockd.agency.disclosure import progress as pg
+from dockd.agency.disclosure.progress import Phase, Planned, Resolved, Verified, Wrote
+
+A = Resolved("k/a", (("data/clips/a.mp4", 100), ("data/clips/a.srt", 10)))
+B = Resolved("k/b", (("data/clips/b.mp4", 50),))
+C_SHARES = Resolved("k/c", (("data/clips/c.mp4", 30), ("data/clips/a.srt", 10)))  # a sidecar named twice
+
+# (case, events, expected (clips_done, clips_total, bytes_done, bytes_total, bytes_final, phase))
+CASES = [
+    ("nothing yet", [Planned(2)], (0, 2, 0, 0, False, pg.RESOLVING)),
+    ("nothing planned: no final total", [], (0, 0, 0, 0, False, pg.RESOLVING)),
+    ("one resolved: total grows, not final", [Planned(2), A], (0, 2, 0, 110, False, pg.RESOLVING)),
+    ("all resolved: total final", [Planned(2), A, B], (0, 2, 0, 160, True, pg.RESOLVING)),
+    ("bytes written are shown, no clip is done", [Planned(2), A, B, Phase(pg.DOWNLOADING),
+                                                   Wrote("data/clips/a.mp4", 60)], (0, 2, 60, 160, True,
+                                                                                    pg.DOWNLOADING)),
+    ("all bytes written but not verified: still not done", [Planned(2), A, B, Wrote("data/clips/a.mp4", 100),
+                                                             Wrote("data/clips/a.srt", 10)],
+     (0, 2, 110, 160, True, pg.RESOLVING)),
+    ("clip file verified, sidecar not: clip not done", [Planned(2), A, B, Verified("data/clips/a.mp4")],
+     (0, 2, 100, 160, True, pg.RESOLVING)),
+    ("clip and sidecar verified: done", [Planned(2), A, B, Verified("data/clips/a.mp4"),
+                                         Verified("data/clips/a.srt")], (1, 2, 110, 160, True, pg.RESOLVING)),
+    ("more bytes than signed are capped at the signed size", [Planned(1), B, Wrote("data/clips/b.mp4", 40),
+                                                               Wrote("data/clips/b.mp4", 40)],
+     (0, 1, 50, 50, True, pg.RESOLVING)),
+    ("bytes of an unknown file are not counted", [Planned(1), B, Wrote("data/clips/x.mp4", 999),
+                                                   Verified("data/clips/x.mp4")], (0, 1, 0, 50, True, pg.RESOLVING)),
+    ("verified before resolved (cannot happen) is not counted", [Planned(1), Verified("data/clips/b.mp4"), B],
+     (0, 1, 0, 50, True, pg.RESOLVING)),
+    ("a late Wrote after Verified adds nothing", [Planned(1), B, Verified("data/clips/b.mp4"),
+                                                   Wrote("data/clips/b.mp4", 50)], (1, 1, 50, 50, True,
+                                                                                    pg.RESOLVING)),
+    ("a file shared by two clips counts once in bytes", [Planned(2), A, C_SHARES], (0, 2, 0, 140, True,
+                                                                                      pg.RESOLVING)),
+    ("a shared file verified once serves both clips", [Planned(2), A, C_SHARES, Verified("data/clips/a.srt"),
+                                                        Verified("data/clips/c.mp4")],
+     (1, 2, 40, 140, True, pg.RESOLVING)),
+    ("a clip resolved twice counts once", [Planned(1), B, B, Verified("data/clips/b.mp4"),
+                                            Verified("data/clips/b.mp4")], (1, 1, 50, 50, True, pg.RESOLVING)),
+    ("a clip whose files were verified for an earlier clip is done at once",
+     [Planned(2), A, Verified("data/clips/a.srt"), Resolved("k/d", (("data/clips/a.srt", 10),))],
+     (1, 2, 10, 110, True, pg.RESOLVING)),
+    ("phases only move forward", [Planned(1), B, Phase(pg.SIGNING), Phase(pg.DOWNLOADING)],
+     (0, 1, 0, 50, True, pg.SIGNING)),
+    ("an unknown phase is ignored", [Planned(1), Phase("exploding")], (0, 1, 0, 0, False, pg.RESOLVING)),
+    ("resolved beyond planned raises the clip total", [Planned(1), A, B], (0, 2, 0, 160, True, pg.RESOLVING)),
+    ("the whole run", [Planned(2), Phase(pg.RESOLVING), A, Phase(pg.DOWNLOADING), B, Wrote("data/clips/a.mp4", 100),
+                       Verified("data/clips/a.mp4"), Wrote("data/clips/a.srt", 10), Verified("data/clips/a.srt"),
+                       Wrote("data/clips/b.mp4", 50), Verified("data/clips/b.mp4"), Phase(pg.TAGS),
+                       Phase(pg.SIGNING), Phase(pg.SEALING), Phase(pg.LEDGER), Phase(pg.DONE)],
+     (2, 2, 160, 160, True, pg.DONE)),
+]
+
+
+@pytest.mark.parametrize("case,events,want", CASES, ids=[c[0] for c in CASES])
+def test_events_to_view(case, events, want):
+    m = pg.Model()
+    prev = m.view()
+    for e in events:
+        m.apply(e)
+        v = m.view()
+        # at every step: within totals, never backwards
+        assert 0 <= v.clips_done <= v.clips_total and 0 <= v.bytes_done <= v.bytes_total, (case, e, v)
+        assert v.clips_done >= prev.clips_done and v.bytes_done >= prev.bytes_done, (case, e, v)
+        assert v.clips_total >= prev.clips_total and v.bytes_total >= prev.bytes_total, (case, e, v)
+        assert pg.PHASES.index(v.phase) >= pg.PHASES.index(prev.phase), (case, e, v)
+        prev = v
+    v = m.view()
+    assert (v.clips_done, v.clips_total, v.bytes_done, v.bytes_total, v.bytes_final, v.phase) == want
+
+
+@pytest.mark.parametrize("events,label", [
+    ([Planned(2), A], "resolving manifests"),
+    ([Planned(2), A, Wrote("data/clips/a.mp4", 1)], "resolving manifests, downloading"),
+    ([Planned(2), A, B, Phase(pg.DOWNLOADING), Wrote("data/clips/a.mp4", 1)], "downloading and hashing"),
+    ([Planned(1), B, Phase(pg.SEALING)], "sealing (fsync)"),
+])
+def test_label_says_what_is_going_on(events, label):
+    m = pg.Model()
+    for e in events:
+        m.apply(e)
+    assert m.view().label == label
+
+
+def test_onward_starts_with_the_parent_check():
+    m = pg.Model(pg.PARENT)
+    assert m.view().label == "verifying the parent bag"
+    m.apply(Phase(pg.DOWNLOADING))
+    assert m.view().phase == pg.DOWNLOADING
+
+
+@pytest.mark.parametrize("done,total,elapsed,want", [
+    (0, 100, 5.0, (None, None)),
+    (50, 100, 0.0, (None, None)),
+    (50, 100, 5.0, (10.0, 5.0)),
+    (100, 100, 5.0, (20.0, 0.0)),
+])
+def test_rate_and_eta(done, total, elapsed, want):
+    assert pg.rate_eta(done, total, elapsed) == want
+
+
+def test_plain_line_is_plain_and_honest():
+    m = pg.Model()
+    for e in [Planned(2), A, Wrote("data/clips/a.mp4", 100)]:
+        m.apply(e)
+    s = pg.line(m.view(), 10.0)
+    assert s.isprintable() and "\x1b" not in s
+    # total not final (one clip unresolved): the total says so, and no time left is promised
+    assert "0/2 clips verified" in s and "MB/s" in s and "0.0/0.0+ MB" in s and "left" not in s
+    m.apply(B)
+    assert "left" in pg.line(m.view(), 10.0)
