@@ -120,3 +120,48 @@ def test_plain_line_is_plain_and_honest():
     assert "0/2 clips verified" in s and "MB/s" in s and "0.0/0.0+ MB" in s and "left" not in s
     m.apply(B)
     assert "left" in pg.line(m.view(), 10.0)
+
+
+def test_download_reports_each_file_verified_as_it_completes(tmp_path):
+    """create._download reports ``Verified`` for a file as soon as it is checked and fsynced, while other
+    files still download (not all at the end): clip b's bytes are held back until clip a was reported
+    verified, which would time out if reports came only once every download had finished."""
+    import hashlib
+    import threading
+
+    from dockd.agency.disclosure import collect
+    from dockd.agency.disclosure import create as mk
+    from dockd.agency.disclosure.writer import BagWriter
+
+    data = {"st/c/2025/06/01/01/a.mp4": b"a" * 5000, "st/c/2025/06/01/01/b.mp4": b"b" * 7000}
+    a_verified = threading.Event()
+    events: list[pg.Event] = []
+    lock = threading.Lock()
+
+    def sink(e: pg.Event) -> None:
+        with lock:
+            events.append(e)
+        if e == Verified("data/clips/st/c/2025/06/01/01/a.mp4"):
+            a_verified.set()
+
+    def chunks(name: str):
+        if name.endswith("b.mp4"):
+            assert a_verified.wait(30), "a was not reported verified while b was still downloading"
+        yield data[name]
+
+    def clip(rel: str) -> collect.ClipSource:
+        m = {"clip": {"sha256": hashlib.sha256(data[rel]).hexdigest(), "size": len(data[rel])}}
+        return collect.ClipSource("ev/" + rel, rel, "st", "c", m, [], [])
+
+    src = mk.Source([clip(r) for r in data], [], [], chunks, "")
+    w = BagWriter(tmp_path / "bag")
+    got = mk._download(src, w, sink)
+    assert sorted(x.path for x in got) == ["data/clips/" + r for r in sorted(data)]
+    m = pg.Model()
+    for e in events:
+        m.apply(e)
+    v = m.view()
+    assert (v.clips_done, v.clips_total, v.bytes_done, v.bytes_total) == (2, 2, 12000, 12000)
+    # b's bytes were reported written only after a was verified
+    first_b = next(i for i, e in enumerate(events) if isinstance(e, Wrote) and e.path.endswith("b.mp4"))
+    assert events.index(Verified("data/clips/st/c/2025/06/01/01/a.mp4")) < first_b
