@@ -16,6 +16,7 @@ import os
 import shutil
 import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from dockd.core.errors import UsageError
 from dockd.evidence.copier import ALIGN, set_direct
 from dockd.evidence.durable import fsync_dir
 
+SYNC_THREADS = 8  # concurrent fsyncs of the small files at the seal
 DIRECT_BUF = 1 << 20  # per download thread, reused: the page-aligned staging buffer of direct writes
 _bufs = threading.local()
 
@@ -111,12 +113,11 @@ class BagWriter:
         """Make the finished bag durable under its temporary name: fsync every file and directory (``as_zip``:
         then write it as a fsynced hidden zip beside ``dest`` and remove the directory). Returns that name.
         After this a crash leaves a complete, valid bag there, which :meth:`publish` only renames."""
-        for rel in self._files:
-            fd = os.open(self.tmp / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        # In parallel: the files not synced when written are the small ones (manifests, audit segments, trust
+        # log, tag files; hundreds in a large bag), and concurrent fsyncs share the filesystem's journal
+        # commits where serial ones wait for one each (measured: the seal of the 200-clip bench bag).
+        with ThreadPoolExecutor(SYNC_THREADS) as pool:
+            list(pool.map(self._fsync_file, self._files))
         for d in sorted(self._dirs, key=lambda p: -len(p.parts)):
             fsync_dir(d)
         fsync_dir(self.tmp.parent)
@@ -128,6 +129,13 @@ class BagWriter:
         else:
             self.sealed = self.tmp
         return self.sealed
+
+    def _fsync_file(self, rel: str) -> None:
+        fd = os.open(self.tmp / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def publish(self) -> Path:
         """Rename the sealed bag to ``dest`` and fsync the parent directory."""
