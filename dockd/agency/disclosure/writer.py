@@ -2,6 +2,10 @@
 the whole bag built under a temporary name beside its destination, sealed (fsynced) there when complete
 (:meth:`BagWriter.seal`), and only then renamed into place (:meth:`BagWriter.publish`).
 
+Clip bytes (``write_stream(..., direct=True)``) go to disk with ``O_DIRECT`` where the filesystem allows it,
+through a page-aligned buffer each download thread reuses (:class:`_Direct`); everything else through the
+page cache. Either way a file is fsynced before the seal ends.
+
 A crash leaves either no bag or the complete one, plus perhaps a hidden ``.{name}.partial-{pid}``
 directory (or ``.{name}.zip-partial-{pid}`` file) that no one can take for a bag: incomplete if the crash
 came before the seal, complete and valid after it (see :func:`.create.build` for what the ledger says then).
