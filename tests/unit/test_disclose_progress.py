@@ -165,3 +165,25 @@ def test_download_reports_each_file_verified_as_it_completes(tmp_path):
     # b's bytes were reported written only after a was verified
     first_b = next(i for i, e in enumerate(events) if isinstance(e, Wrote) and e.path.endswith("b.mp4"))
     assert events.index(Verified("data/clips/st/c/2025/06/01/01/a.mp4")) < first_b
+
+
+def test_cli_display_off_a_terminal_is_plain_lines_at_most_every_period(monkeypatch, capsys):
+    """Off a terminal the CLI's display prints no bar and no escape code, never on stdout: a plain line when
+    the period has passed (here made 0: one per event), nothing for a run shorter than the period."""
+    from dockd.cli import disclose as cli
+
+    run = [Planned(1), B, Phase(pg.DOWNLOADING), Wrote("data/clips/b.mp4", 50), Verified("data/clips/b.mp4"),
+           Phase(pg.DONE)]
+    with cli._Display(onward=False) as show:  # the default period (10 s): this run is shorter
+        for e in run:
+            show(e)
+    assert capsys.readouterr() == ("", "")
+    monkeypatch.setattr(cli, "PLAIN_EVERY_S", 0.0)
+    with cli._Display(onward=False) as show:
+        for e in run:
+            show(e)
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert out == "" and len(lines) == len(run)
+    assert all(x.startswith("disclose: ") and x.isprintable() for x in lines), lines
+    assert lines[-1].startswith("disclose: done: 1/1 clips verified, 0.0/0.0 MB"), lines

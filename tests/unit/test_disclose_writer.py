@@ -44,3 +44,13 @@ def test_direct_write_holds_exactly_the_bytes(tmp_path, monkeypatch, size, mode)
     # the next file in the same thread reuses the buffer: nothing of this one leaks into it
     got2 = w.write_stream("data/y", [b"abc"], sync=True, direct=True)
     assert (w.tmp / "data" / "y").read_bytes() == b"abc" and got2.size == 3
+
+
+def test_a_writer_for_a_zip_writes_through_the_page_cache(tmp_path, monkeypatch):
+    """BagWriter(direct=False) (the --zip case, which reads the bag back) never turns O_DIRECT on."""
+    asked = []
+    monkeypatch.setattr(wr, "set_direct", lambda fd, on: asked.append(on) or True)
+    w = BagWriter(tmp_path / "bag", direct=False)
+    data = os.urandom(DIRECT_BUF + 5)
+    got = w.write_stream("data/x", [data], sync=True, direct=True)
+    assert asked == [] and (w.tmp / "data" / "x").read_bytes() == data and got.size == len(data)

@@ -291,7 +291,9 @@ def build(src: Source, state: TrustState, discloser: keys.StationKey, req: Reque
     def phase(name: str) -> None:
         emit(pg.Phase(name))
 
-    w = BagWriter(req.out)
+    # --zip reads every file back to zip it: there, clip bytes stay in the page cache (no O_DIRECT) so that a
+    # bag that fits in memory is not read from the disk again
+    w = BagWriter(req.out, direct=not req.as_zip)
     try:
         emit(pg.Planned(len(asked)))
         phase(pg.RESOLVING if src.lazy is not None else pg.DOWNLOADING)

@@ -45,8 +45,9 @@ class Written:
 class BagWriter:
     """Files under a temporary directory; :meth:`commit` renames it to ``dest``. Thread-safe per file."""
 
-    def __init__(self, dest: Path):
+    def __init__(self, dest: Path, direct: bool = True):
         self.dest = Path(dest)
+        self.direct = direct  # False: ``write_stream(direct=True)`` writes through the page cache too
         if self.dest.exists() or self.dest.is_symlink():
             raise UsageError(f"{self.dest} already exists; a bag is never overwritten")
         parent = self.dest.parent
@@ -82,7 +83,7 @@ class BagWriter:
         h256, h512, n = hashlib.sha256(), hashlib.sha512(), 0
         fd = self._open(rel)
         try:
-            out = _Direct(fd) if direct and set_direct(fd, True) else None
+            out = _Direct(fd) if direct and self.direct and set_direct(fd, True) else None
             for c in chunks:
                 h256.update(c)
                 h512.update(c)
