@@ -11,7 +11,10 @@ import contextlib
 import json
 import re
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -71,11 +74,14 @@ def _register_create(disclose: click.Group) -> None:
                                      "(with --report), with its rows and justifications.")
     @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
                   help="With --incident: the directory of a `dockd review report` (report.json, .csv, .html).")
+    @click.option("--quiet", "-q", is_flag=True, help="No progress display on stderr (a bar on a terminal, "
+                                                      "else a line every 10 s).")
     @pass_ctx
     def disclose_create(c, case: str, recipient: str, authority: str, clips: tuple[str, ...], key_file: Path,
                         out: Path, root_pem: Path | None, parent: Path | None, tdir: Path | None,
                         as_zip: bool, camera: str | None, t_from: str | None, t_to: str | None,
-                        index_cache: Path | None, incident: str | None, report_dir: Path | None) -> None:
+                        index_cache: Path | None, incident: str | None, report_dir: Path | None,
+                        quiet: bool) -> None:
         """Build a signed BagIt bag of the named clips from central storage (or, with --from-bag, from a bag
         received earlier, chained to it). The bag is recorded in the case ledger once complete, then put in place."""
         from dockd.agency.disclosure import create as mk
@@ -103,16 +109,16 @@ def _register_create(disclose: click.Group) -> None:
 
                 # unpacked as hostile input (as verify does), beside the new bag: a case may be tens of GB
                 parent = stack.enter_context(Unpacked(parent, out.resolve().parent))
-            t, led = _create(c, req, root, key, parent, tdir, by_time, index_cache, by_incident, out)
-        if sys.stderr.isatty():
-            click.echo("", err=True)
+            show = None if quiet else stack.enter_context(_Display(parent is not None))
+            t, led = _create(c, req, root, key, parent, tdir, by_time, index_cache, by_incident, out, show)
         click.echo(printable(f"bag {out}: case {case}, {len(t['clips'])} clip(s), {len(t['items'])} payload files, "
                              f"signed by {t['sender']['key_id']} ({t['sender']['name']}) for {recipient}"
                              + ("" if led is not None else "; recorded in no ledger (no [storage] configured)")))
 
 
-def _create(c, req, root, key, parent, tdir, by_time, index_cache, by_incident, out: Path):
-    """Build the bag and record it (see create.build for the order); returns (transfer, ledger or None)."""
+def _create(c, req, root, key, parent, tdir, by_time, index_cache, by_incident, out: Path, show=None):
+    """Build the bag and record it (see create.build for the order); returns (transfer, ledger or None).
+    ``show``: the progress display (None: --quiet)."""
     from dockd.agency.disclosure import create as mk
     from dockd.agency.disclosure import ledger
 
@@ -127,19 +133,69 @@ def _create(c, req, root, key, parent, tdir, by_time, index_cache, by_incident, 
         if led is not None:
             ledger.append(backend, prefix, led, ledger.transfer_entry(t, tbytes, tagmanifest, out.name), key)
 
-    t = mk.build(src, state, key, req, progress=_progress(), before_commit=record)
+    t = mk.build(src, state, key, req, progress=show, before_commit=record)
     return t, led
 
 
-def _progress():
-    done = [0]
+PLAIN_EVERY_S = 10.0  # stderr not a terminal (CI, a pipe, a log): one plain line at most this often
 
-    def progress(n: int) -> None:
-        done[0] += n
+
+class _Display:
+    """Renders :mod:`dockd.agency.disclosure.progress` events on stderr (stdout is never touched): on a
+    terminal a ``rich`` bar (phase, bytes, clips verified, rate, time left) with its final state left on
+    screen; otherwise no escape codes and no bar, only a plain line (``progress.line``) at most every
+    :data:`PLAIN_EVERY_S` seconds, none for a shorter run. Events come from several threads: one lock."""
+
+    def __init__(self, onward: bool):
+        from dockd.agency.disclosure import progress as pg
+
+        self._pg = pg
+        self.model = pg.Model(pg.PARENT if onward else pg.RESOLVING)
+        self._lock = threading.Lock()
+        self._t0 = self._last = time.monotonic()
+        self._bar: Any = None  # rich.progress.Progress, imported only for a terminal
+        self._task: Any = None
+
+    def __enter__(self) -> _Display:
         if sys.stderr.isatty():
-            click.echo(f"\r{done[0] >> 20} MiB copied and checked", err=True, nl=False)
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
 
-    return progress
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[clips]}"),
+                                 DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                                 console=Console(stderr=True), refresh_per_second=4, redirect_stdout=False)
+            self._bar.start()
+            self._task = self._bar.add_task("", total=None, clips="")
+            self._draw()
+        return self
+
+    def __call__(self, e) -> None:
+        with self._lock:
+            self.model.apply(e)
+            if self._bar is not None:
+                self._draw()
+            elif time.monotonic() - self._last >= PLAIN_EVERY_S:
+                self._last = time.monotonic()
+                click.echo(self._pg.line(self.model.view(), self._last - self._t0), err=True)
+
+    def _draw(self) -> None:
+        v = self.model.view()
+        self._bar.update(self._task, description=v.label, completed=v.bytes_done,
+                         total=v.bytes_total if v.bytes_final else None,
+                         clips=f"{v.clips_done}/{v.clips_total} clips")
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            with self._lock:
+                self._draw()
+                self._bar.stop()  # the last state stays on screen, above the result line (or the error)
 
 
 def _time_range(camera: str | None, t_from: str | None, t_to: str | None, parent: Path | None):

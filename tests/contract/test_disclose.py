@@ -545,3 +545,75 @@ def test_select_by_incident_from_a_verified_completeness_report(world, tmp_path)
     (rdir / "report.csv").write_bytes(csv_bytes.replace(b"I-8", b"I-7"))
     r = world.create(tmp_path / "n", "--incident", "I-7", "--report", rdir, clips=[])
     assert r.returncode == 1 and "does not match the signed report" in r.stderr and not (tmp_path / "n").exists()
+
+
+def _under_a_terminal(argv: list[str]) -> tuple[int, str, str]:
+    """Run ``dockd ARGV`` with stderr on a pseudo-terminal and stdout on a pipe: (exit, stdout, the terminal's
+    text with escape sequences removed)."""
+    import pty
+    import re
+    import select
+
+    from tests.support.cli import dockd_argv, dockd_env
+
+    master, slave = pty.openpty()
+    env = dockd_env({"COLUMNS": "160", "LINES": "40", "TERM": "xterm"})
+    proc = subprocess.Popen([*dockd_argv(), *argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=slave, env=env, start_new_session=True)
+    os.close(slave)
+    seen = bytearray()
+    try:
+        while True:  # read until the child closes the terminal (EIO), so a full terminal never blocks it
+            if select.select([master], [], [], 1.0)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen.extend(chunk)
+            elif proc.poll() is not None:
+                break
+        out = proc.stdout.read().decode()
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        proc.stdout.close()
+        os.close(master)
+    return rc, out, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", seen.decode(errors="replace"))
+
+
+def test_progress_bar_on_a_terminal_and_none_in_a_pipe(world, bag, tmp_path):
+    """On a terminal stderr: a bar whose final state shows every clip verified and every byte, stdout the same one
+    line as in a pipe; onward disclosure (--from-bag) shows the same bar. In a pipe: no bar, no escape codes."""
+    out = tmp_path / "tty-bag"
+    rc, stdout, screen = _under_a_terminal(
+        ["--config", str(world.config), "disclose", "create", "--case", "2026-CR-0042", "--recipient", "R",
+         "--authority", "A", "--key", str(world.discloser), "--out", str(out),
+         *[a for k in world.object_keys for a in ("--clip", k)]])
+    assert rc == 0, screen
+    assert stdout.count("\n") == 1 and stdout.startswith(f"bag {out}: case 2026-CR-0042, 3 clip(s)"), stdout
+    final = [x for x in screen.splitlines() if "clips" in x][-1]
+    total = sum(c["size"] for c in json.loads((out / "transfer.json").read_text())["clips"])
+    assert "done" in final and "3/3 clips" in final, screen
+    assert f"{total / 1000:.1f}/{total / 1000:.1f} kB" in final, final  # rich's decimal units, kB here
+    child = tmp_path / "tty-onward"
+    rc, stdout, screen = _under_a_terminal(
+        ["disclose", "create", "--from-bag", str(bag), "--case", "2026-CR-0042", "--recipient", "D",
+         "--authority", "Rule 16", "--key", str(world.prosecutor), "--out", str(child), "--root",
+         str(world.root_pub), "--clip", world.object_keys[0]])
+    assert rc == 0, screen
+    assert stdout.startswith(f"bag {child}: case 2026-CR-0042, 1 clip(s)") and stdout.count("\n") == 1, stdout
+    assert "1/1 clips" in [x for x in screen.splitlines() if "clips" in x][-1], screen
+    # --quiet: no bar at all on the terminal
+    rc, stdout, screen = _under_a_terminal(
+        ["disclose", "create", "--from-bag", str(bag), "--case", "2026-CR-0042", "--recipient", "D",
+         "--authority", "Rule 16", "--key", str(world.prosecutor), "--out", str(tmp_path / "quiet"), "--root",
+         str(world.root_pub), "--clip", world.object_keys[0], "--quiet"])
+    assert rc == 0 and "clips" not in screen and stdout.startswith("bag "), screen
+    # Not a terminal (captured, as in CI): stdout the one line, stderr without any escape code or bar.
+    r = ok(world.create(tmp_path / "piped"))
+    assert r.stdout.count("\n") == 1 and r.stdout.startswith(f"bag {tmp_path / 'piped'}: "), r.stdout
+    assert "\x1b" not in r.stderr and "\r" not in r.stderr and "clips" not in r.stderr, r.stderr

@@ -2,6 +2,10 @@
 the whole bag built under a temporary name beside its destination, sealed (fsynced) there when complete
 (:meth:`BagWriter.seal`), and only then renamed into place (:meth:`BagWriter.publish`).
 
+Clip bytes (``write_stream(..., direct=True)``) go to disk with ``O_DIRECT`` where the filesystem allows it,
+through a page-aligned buffer each download thread reuses (:class:`_Direct`); everything else through the
+page cache. Either way a file is fsynced before the seal ends.
+
 A crash leaves either no bag or the complete one, plus perhaps a hidden ``.{name}.partial-{pid}``
 directory (or ``.{name}.zip-partial-{pid}`` file) that no one can take for a bag: incomplete if the crash
 came before the seal, complete and valid after it (see :func:`.create.build` for what the ledger says then).
@@ -9,17 +13,25 @@ came before the seal, complete and valid after it (see :func:`.create.build` for
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import mmap
 import os
 import shutil
 import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from dockd.agency.disclosure import bagfmt
 from dockd.core.errors import UsageError
+from dockd.evidence.copier import ALIGN, set_direct
 from dockd.evidence.durable import fsync_dir
+
+SYNC_THREADS = 8  # concurrent fsyncs of the small files at the seal
+DIRECT_BUF = 1 << 20  # per download thread, reused: the page-aligned staging buffer of direct writes
+_bufs = threading.local()
 
 
 @dataclass(frozen=True)
@@ -33,8 +45,9 @@ class Written:
 class BagWriter:
     """Files under a temporary directory; :meth:`commit` renames it to ``dest``. Thread-safe per file."""
 
-    def __init__(self, dest: Path):
+    def __init__(self, dest: Path, direct: bool = True):
         self.dest = Path(dest)
+        self.direct = direct  # False: ``write_stream(direct=True)`` writes through the page cache too
         if self.dest.exists() or self.dest.is_symlink():
             raise UsageError(f"{self.dest} already exists; a bag is never overwritten")
         parent = self.dest.parent
@@ -62,20 +75,25 @@ class BagWriter:
             d = d.parent
         return os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
 
-    def write_stream(self, rel: str, chunks: Iterable[bytes], sync: bool = False) -> Written:
+    def write_stream(self, rel: str, chunks: Iterable[bytes], sync: bool = False, direct: bool = False) -> Written:
         """Write ``chunks`` to ``rel`` (never held whole), return size and both digests. ``sync``: fsync it
         now, in the calling (download) thread, so the disk works while other downloads run; otherwise it is
-        fsynced by :meth:`seal`. Either way nothing is in place before the seal."""
+        fsynced by :meth:`seal`. Either way nothing is in place before the seal. ``direct``: write with
+        ``O_DIRECT`` where the filesystem allows it (see :class:`_Direct`); the fsync is the same."""
         h256, h512, n = hashlib.sha256(), hashlib.sha512(), 0
         fd = self._open(rel)
         try:
+            out = _Direct(fd) if direct and self.direct and set_direct(fd, True) else None
             for c in chunks:
                 h256.update(c)
                 h512.update(c)
                 n += len(c)
-                view = memoryview(c)
-                while view:
-                    view = view[os.write(fd, view):]
+                if out is not None:
+                    out.write(c)
+                else:
+                    _write_all(fd, memoryview(c))
+            if out is not None:
+                out.finish()
             if sync:
                 os.fsync(fd)
         finally:
@@ -100,12 +118,11 @@ class BagWriter:
         """Make the finished bag durable under its temporary name: fsync every file and directory (``as_zip``:
         then write it as a fsynced hidden zip beside ``dest`` and remove the directory). Returns that name.
         After this a crash leaves a complete, valid bag there, which :meth:`publish` only renames."""
-        for rel in self._files:
-            fd = os.open(self.tmp / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        # In parallel: the files not synced when written are the small ones (manifests, audit segments, trust
+        # log, tag files; hundreds in a large bag), and concurrent fsyncs share the filesystem's journal
+        # commits where serial ones wait for one each (measured: the seal of the 200-clip bench bag).
+        with ThreadPoolExecutor(SYNC_THREADS) as pool:
+            list(pool.map(self._fsync_file, self._files))
         for d in sorted(self._dirs, key=lambda p: -len(p.parts)):
             fsync_dir(d)
         fsync_dir(self.tmp.parent)
@@ -117,6 +134,13 @@ class BagWriter:
         else:
             self.sealed = self.tmp
         return self.sealed
+
+    def _fsync_file(self, rel: str) -> None:
+        fd = os.open(self.tmp / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def publish(self) -> Path:
         """Rename the sealed bag to ``dest`` and fsync the parent directory."""
@@ -132,3 +156,61 @@ class BagWriter:
         """:meth:`seal` then :meth:`publish`."""
         self.seal(as_zip)
         return self.publish()
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class _Direct:
+    """Writes to an ``O_DIRECT`` descriptor through this thread's page-aligned buffer, in whole buffers; the
+    unaligned tail (and everything, if the filesystem refuses a direct write) goes through the page cache.
+
+    Why: measured on the 1 GB bench bag, the kernel's copy of every byte into freshly allocated page cache
+    was a quarter of the process's CPU (``copy_folio_from_iter_atomic``); a direct write moves the bytes from
+    one reused buffer to the disk (0.2 s of CPU per GB against 0.5-1.6 s buffered, fsync included in both)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        buf = getattr(_bufs, "buf", None)
+        if buf is None:
+            buf = _bufs.buf = mmap.mmap(-1, DIRECT_BUF)
+        self.buf: mmap.mmap = buf
+        self.pos = 0
+        self.direct = True
+
+    def write(self, c: bytes) -> None:
+        view = memoryview(c)
+        while view:
+            k = min(len(view), DIRECT_BUF - self.pos)
+            self.buf[self.pos:self.pos + k] = view[:k]
+            self.pos += k
+            view = view[k:]
+            if self.pos == DIRECT_BUF:
+                self._flush(DIRECT_BUF)
+
+    def _flush(self, n: int) -> None:
+        view = memoryview(self.buf)[:n]
+        while view:
+            try:
+                view = view[os.write(self.fd, view):]
+            except OSError as e:
+                # refused for alignment: a failed write(2) writes nothing, so go on the ordinary way from there
+                if not self.direct or e.errno != errno.EINVAL:
+                    raise
+                set_direct(self.fd, False)
+                self.direct = False
+        self.pos = 0
+
+    def finish(self) -> None:
+        aligned = self.pos - self.pos % ALIGN
+        tail = bytes(self.buf[aligned:self.pos])
+        if aligned:
+            self._flush(aligned)
+        if tail:
+            if self.direct:
+                set_direct(self.fd, False)
+                self.direct = False
+            _write_all(self.fd, memoryview(tail))
+        self.pos = 0
