@@ -62,7 +62,7 @@ class Verdict:
     step: Step
     state: CameraState | None = None  # WAIT, FINISH: the camera state to show
     reason: str | None = None
-    pending: bool = False  # WIPE: clips were still pending when the pass was decided
+    pending: bool = False  # WIPE, WAIT: clips were still pending (copying, uploading) when it was decided
     only_proven: bool = False  # WIPE: pass only the clips whose source was verified ahead (shift_verdict)
 
 
@@ -102,7 +102,7 @@ def camera_verdict(counts: Mapping[str, int], *, serial: str, aborted: int, refu
                   f"to retry (see `dockd queue --camera {serial} --state discovered`)")
     if state in _FINAL and not pending:
         return Verdict(Step.FINISH, state, reason)
-    return Verdict(Step.WAIT, state, reason)
+    return Verdict(Step.WAIT, state, reason, pending=pending)
 
 
 def after_wipe(wipe: Verdict, refusals: list[str]) -> Verdict | None:
@@ -141,7 +141,9 @@ def shift_verdict(base: Verdict, *, to_verify: int, proven: int, refused: bool, 
     wipe pass takes every uploaded clip (the gate re-reads any whose proof went stale).
     """
     if proven and ((since_wipe >= WIPE_EARLY_S and not refused) or since_wipe > WIPE_BATCH_S):
-        return Verdict(Step.WIPE, pending=True, only_proven=True)
+        # pending as the base saw it: with uploads still running a refusal here waits for more; with
+        # nothing else pending it finishes the camera `attention` (after_wipe), never a retry loop
+        return Verdict(Step.WIPE, pending=base.pending, only_proven=True)
     if to_verify:
         return Verdict(Step.VERIFY, base.state, base.reason)
     return base

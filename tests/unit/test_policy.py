@@ -64,6 +64,9 @@ def test_wipe_verdict_carries_whether_clips_were_pending():
     kw = {"serial": "CAM1", "aborted": 0, "refused": False, "storage_configured": True, "wipe_mode": AFTER}
     assert camera_verdict({S.UPLOADED: 1}, since_wipe=0.0, **kw).pending is False
     assert camera_verdict({S.UPLOADED: 1, S.STAGED: 1}, since_wipe=WIPE_BATCH_S * 2, **kw).pending is True
+    # and so does a wait (shift_verdict's early passes take it from there)
+    assert camera_verdict({S.UPLOADED: 1, S.STAGED: 1}, since_wipe=0.0, **kw).pending is True
+    assert camera_verdict({S.UPLOADED: 1}, since_wipe=0.0, **{**kw, "refused": True}).pending is False
 
 
 @pytest.mark.parametrize(("pending", "refusals", "want"), [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dockd.core.lifecycle import CameraState as C
-from dockd.core.policy import WIPE_BATCH_S, WIPE_EARLY_S, Step, Verdict, shift_verdict
+from dockd.core.policy import WIPE_BATCH_S, WIPE_EARLY_S, Step, Verdict, after_wipe, shift_verdict
 from dockd.core.sourceproof import Identity, Proof, judge
 from dockd.core.sourceproof import Verdict as V
 
@@ -40,7 +40,8 @@ def test_judge(name, proof, now, want):
     assert judge(proof, now, size=100, mtime_ns=5_000, sha256=SHA, since=0.5) is want, name
 
 
-WAIT = Verdict(Step.WAIT, C.UPLOADING)
+WAIT = Verdict(Step.WAIT, C.UPLOADING, pending=True)  # uploads still running
+IDLE = Verdict(Step.WAIT, C.WIPING, pending=False)  # all uploaded, the last pass refused: nothing else to come
 WIPE_ALL = Verdict(Step.WIPE, pending=False)
 FINISH = Verdict(Step.FINISH, C.READY)
 EARLY = (Step.WIPE, None, True)
@@ -55,6 +56,7 @@ EARLY = (Step.WIPE, None, True)
     ("refused-waits-for-batch", WAIT, 0, 1, True, WIPE_EARLY_S + 1, (Step.WAIT, C.UPLOADING, False)),
     ("refused-batch-due", WAIT, 0, 1, True, WIPE_BATCH_S + 1, EARLY),
     ("refused-verifies-meanwhile", WAIT, 2, 1, True, WIPE_EARLY_S + 1, (Step.VERIFY, C.UPLOADING, False)),
+    ("refused-nothing-else-pending", IDLE, 0, 3, True, WIPE_BATCH_S + 1, EARLY),
     # the camera is idle while uploads run: verify
     ("nothing-proven-verifies", WAIT, 1, 0, False, 100.0, (Step.VERIFY, C.UPLOADING, False)),
     ("verify-before-base-wipe", WIPE_ALL, 1, 0, False, 0.0, (Step.VERIFY, None, False)),
@@ -67,4 +69,9 @@ def test_shift_verdict(name, base, to_verify, proven, refused, since, want):
     v = shift_verdict(base, to_verify=to_verify, proven=proven, refused=refused, since_wipe=since)
     assert (v.step, v.state, v.only_proven) == want, name
     if v.step is Step.WIPE and v.only_proven:
-        assert v.pending  # a refusal in an early pass never finishes the camera: more is on its way
+        # a refusal in an early pass finishes the camera only if nothing else is pending
+        assert v.pending is base.pending
+        after = after_wipe(v, ["source changed"])
+        assert (after is None) is base.pending, name
+        if after is not None:
+            assert (after.step, after.state) == (Step.FINISH, C.ATTENTION)
