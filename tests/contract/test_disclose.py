@@ -16,21 +16,15 @@ from pathlib import Path
 import pytest
 
 from dockd.agency.disclosure.create import PROFILE_ID
-from tests.conftest import unique_name
 from tests.support.cli import run_dockd
-from tests.support.disclosure import World, ok
+from tests.support.disclosure import ok, world_in
 
 PROFILE = Path(__file__).resolve().parents[2] / "dockd" / "agency" / "disclosure" / "dockd-bagit-profile.json"
 
 
 @pytest.fixture(scope="module")
 def world(seaweed, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in seaweed.env().items():
-            mp.setenv(k, v)
-        mp.delenv("AWS_PROFILE", raising=False)
-        bucket = seaweed.create_bucket(unique_name("disc"))
-        yield World(tmp_path_factory.mktemp("disclose"), seaweed, bucket, [200_000, 150_000, 1_000])
+    yield from world_in(seaweed, tmp_path_factory, "disclose", [200_000, 150_000, 1_000])
 
 
 @pytest.fixture(scope="module")

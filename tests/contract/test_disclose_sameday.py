@@ -14,18 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import unique_name
-from tests.support.disclosure import World, ok
+from tests.support.disclosure import ok, world_in
 
 
 @pytest.fixture(scope="module")
 def world(seaweed, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in seaweed.env().items():
-            mp.setenv(k, v)
-        mp.delenv("AWS_PROFILE", raising=False)
-        bucket = seaweed.create_bucket(unique_name("same"))
-        yield World(tmp_path_factory.mktemp("sameday"), seaweed, bucket, [20_000], parts=True)
+    yield from world_in(seaweed, tmp_path_factory, "sameday", [20_000], parts=True)
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +96,22 @@ def test_a_missing_middle_part_is_refused_naming_the_parts(world, tmp_path):
     finally:
         for k, v in saved.items():
             world.seaweed_client().put_object(Bucket=world.bucket, Key=k, Body=v)
+
+
+def test_onward_disclosure_of_a_same_day_bag_keeps_its_parts(world, bag, tmp_path):
+    """The prosecutor passes the same-day bag on to defence: the child carries the parent's part segments
+    as they are, and ``verify`` and the child's VERIFY.txt check them back to the station's signed heads."""
+    from tests.support.cli import run_dockd
+
+    child = tmp_path / "to-defence"
+    ok(run_dockd("disclose", "create", "--from-bag", str(bag), "--case", "2026-CR-0042", "--recipient",
+                 "Defence Counsel", "--authority", "Rule 16 disclosure", "--key", str(world.prosecutor),
+                 "--out", str(child), "--root", str(world.root_pub)))
+    parts = sorted(p.relative_to(bag) for p in (bag / "data" / "audit").rglob("*.part-*"))
+    assert parts and all((child / p).read_bytes() == (bag / p).read_bytes() for p in parts), parts
+    r = world.verify(child)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 segment(s) chained to their signed heads" in r.stdout, r.stdout
+    env = {"PATH": os.environ["PATH"], "ROOT": str(world.root_pub)}
+    r = subprocess.run(["bash", "-euo", "pipefail", "VERIFY.txt"], cwd=child, env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "bag verified" in r.stdout, r.stdout + r.stderr

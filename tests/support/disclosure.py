@@ -89,6 +89,21 @@ class World:
         return run_dockd(*args, config=self.config)
 
 
+def world_in(seaweed, tmp_path_factory, name: str, sizes: list[int], **kw):
+    """A module-scoped :class:`World` in a fresh bucket, with the SeaweedFS credentials in the environment
+    (for the ``dockd`` subprocesses) while it lives: ``yield from world_in(...)`` in a fixture."""
+    import pytest
+
+    from tests.conftest import unique_name
+
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in seaweed.env().items():
+            mp.setenv(k, v)
+        mp.delenv("AWS_PROFILE", raising=False)
+        bucket = seaweed.create_bucket(unique_name(name[:4]))
+        yield World(tmp_path_factory.mktemp(name), seaweed, bucket, sizes, **kw)
+
+
 def ok(r):
     assert r.returncode == 0, r.stdout + r.stderr
     return r
