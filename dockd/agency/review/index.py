@@ -227,7 +227,7 @@ def fetch(backend: Backend, prefix: str, state: TrustState, cache: Cache, concur
         if procs > 1 and storage is not None and n >= job_segments:
             _fetch_procs(prefix, state, cache, plan, res, concurrency, procs, storage, job_segments)
         else:
-            _fetch_threads(backend, prefix, state, cache, plan, res, concurrency)
+            _fetch_threads(backend, prefix, state, cache, plan, res, concurrency, job_segments)
     finally:
         cache.commit()
     return res
@@ -267,49 +267,93 @@ def _left_out(res: FetchResult, station: str, seq: int, why: str) -> None:
     res.problems.append(f"station {printable(station)} seq {seq}: {printable(why)}; it and later segments left out")
 
 
-def _store(cache: Cache, res: FetchResult, rows: SegmentRows) -> None:
-    cache.add_rows(rows)
-    res.new_segments += 1
-    res.new_clips += rows.segment[4]
-    if res.new_segments % BATCH == 0:
-        cache.commit()
+@dataclass
+class RunResult:
+    """A run of consecutive segments of one station, read and checked by :func:`check_run`."""
+
+    station: str
+    first_seq: int
+    first_prev: str | None  # the first head's own ``prev`` (None if it has none or was not read)
+    segments: list[SegmentRows]  # verified, in seq order
+    problem: tuple[int, str] | None = None  # (seq, why) of the first segment that failed: the run stops there
+
+
+def check_run(backend: Backend, prefix: str, state: TrustState, pool: ThreadPoolExecutor, station: str,
+              seqs: list[int]) -> RunResult:
+    """Read ``seqs`` (consecutive) of ``station`` with ``pool``, up to ``WINDOW`` ahead, and check each exactly as
+    :func:`indexfmt.check_segment` does, each head's ``prev`` against the digest of the head before it in the
+    run. The first head has no predecessor in the run: its own ``prev`` is taken and reported (``first_prev``)
+    for :func:`_accept` to check against the last head stored. Stops at the first failure."""
+    res = RunResult(station, seqs[0], None, [])
+    ahead: deque[Future[Got]] = deque()
+    todo = iter(seqs)
+    prev: str | None = None
+    try:
+        while True:
+            for seq in todo:
+                ahead.append(pool.submit(get_segment, backend, prefix, station, seq))
+                if len(ahead) >= WINDOW:
+                    break
+            if not ahead:
+                return res
+            got = ahead.popleft().result()
+            if got.seq == res.first_seq:
+                p = got.head.get("prev") if isinstance(got.head, dict) else None
+                res.first_prev = p if isinstance(p, str) else None
+                # seq 1 has no predecessor: check_segment requires its prev to be null
+                prev = res.first_prev if got.seq > 1 else None
+            try:
+                if got.error is not None or got.head_raw is None:
+                    raise got.error or fmt.SegmentInvalid("head not read")
+                clips, docks, digest = fmt.check_segment(state, prefix, station, got.seq, got.head_raw, prev,
+                                                         got.clips, got.docks)
+            except fmt.SegmentInvalid as e:
+                res.problem = (got.seq, str(e))
+                return res
+            res.segments.append(segment_rows(station, got.head, digest, clips, docks))
+            prev = digest
+    finally:
+        for f in ahead:
+            f.cancel()
+
+
+def _accept(cache: Cache, res: FetchResult, prev: dict[str, str | None], broken: set[str], run: RunResult) -> None:
+    """Store a checked run if it links to what is stored for its station (see :func:`check_run`); the first
+    failure of a station is reported and ends it (``broken``)."""
+    st = run.station
+    if st in broken:
+        return
+    res.requests += 3 * len(run.segments) + (1 if run.problem else 0)
+    # the link between runs: this run's first head must name the last head stored before it
+    if run.first_seq > 1 and run.first_prev != prev.get(st):
+        _left_out(res, st, run.first_seq, "prev does not match the previous head (chain reordered or a head "
+                  "replaced)")
+        broken.add(st)
+        return
+    for rows in run.segments:
+        cache.add_rows(rows)
+        prev[st] = rows.segment[3]
+        res.new_segments += 1
+        res.new_clips += rows.segment[4]
+        if res.new_segments % BATCH == 0:
+            cache.commit()
+    if run.problem is not None:
+        _left_out(res, st, *run.problem)
+        broken.add(st)
+
+
+def _runs(plan: list[tuple[str, list[int]]], size: int) -> list[tuple[str, list[int]]]:
+    return [(st, seqs[i:i + size]) for st, seqs in plan for i in range(0, len(seqs), size)]
 
 
 def _fetch_threads(backend: Backend, prefix: str, state: TrustState, cache: Cache,
-                   plan: list[tuple[str, list[int]]], res: FetchResult, concurrency: int) -> None:
+                   plan: list[tuple[str, list[int]]], res: FetchResult, concurrency: int, job_segments: int) -> None:
     prev: dict[str, str | None] = dict(res.tips)
     broken: set[str] = set()
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        ahead: deque[tuple[str, Future[Got]]] = deque()
-        todo = ((st, s) for st, seqs in plan for s in seqs)
-        try:
-            while True:
-                for station, seq in todo:
-                    if station not in broken:
-                        ahead.append((station, pool.submit(get_segment, backend, prefix, station, seq)))
-                    if len(ahead) >= WINDOW:
-                        break
-                if not ahead:
-                    break
-                station, fut = ahead.popleft()
-                got = fut.result()
-                if station in broken:
-                    continue
-                res.requests += 3 if got.error is None else 1
-                try:
-                    if got.error is not None or got.head_raw is None:
-                        raise got.error or fmt.SegmentInvalid("head not read")
-                    clips, docks, digest = fmt.check_segment(state, prefix, station, got.seq, got.head_raw,
-                                                             prev.get(station), got.clips, got.docks)
-                except fmt.SegmentInvalid as e:
-                    _left_out(res, station, got.seq, str(e))
-                    broken.add(station)
-                    continue
-                _store(cache, res, segment_rows(station, got.head, digest, clips, docks))
-                prev[station] = digest
-        finally:
-            for _, f in ahead:
-                f.cancel()
+        for st, seqs in _runs(plan, job_segments):
+            if st not in broken:
+                _accept(cache, res, prev, broken, check_run(backend, prefix, state, pool, st, seqs))
 
 
 def _fetch_procs(prefix: str, state: TrustState, cache: Cache, plan: list[tuple[str, list[int]]],
@@ -322,7 +366,7 @@ def _fetch_procs(prefix: str, state: TrustState, cache: Cache, plan: list[tuple[
     from dockd.core.errors import StorageError
     from dockd.trust import log as trust
 
-    jobs = [(st, seqs[i:i + job_segments]) for st, seqs in plan for i in range(0, len(seqs), job_segments)]
+    jobs = _runs(plan, job_segments)
     prev: dict[str, str | None] = dict(res.tips)
     broken: set[str] = set()
     ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold threads
@@ -330,7 +374,7 @@ def _fetch_procs(prefix: str, state: TrustState, cache: Cache, plan: list[tuple[
     try:
         with ProcessPoolExecutor(max_workers=procs, mp_context=ctx, initializer=fetchproc.init_worker,
                                  initargs=args) as pool:
-            ahead: deque[Future[fetchproc.JobResult]] = deque()
+            ahead: deque[Future[RunResult]] = deque()
             todo = iter(jobs)
             try:
                 while True:
@@ -341,23 +385,7 @@ def _fetch_procs(prefix: str, state: TrustState, cache: Cache, plan: list[tuple[
                             break
                     if not ahead:
                         break
-                    job = ahead.popleft().result()
-                    st = job.station
-                    if st in broken:
-                        continue
-                    res.requests += 3 * len(job.segments) + (1 if job.problem else 0)
-                    # the link between jobs: this job's first head must name the last head stored before it
-                    if job.first_seq > 1 and job.first_prev != prev.get(st):
-                        _left_out(res, st, job.first_seq, "prev does not match the previous head (chain "
-                                  "reordered or a head replaced)")
-                        broken.add(st)
-                        continue
-                    for rows in job.segments:
-                        _store(cache, res, rows)
-                        prev[st] = rows.segment[3]
-                    if job.problem is not None:
-                        _left_out(res, st, *job.problem)
-                        broken.add(st)
+                    _accept(cache, res, prev, broken, ahead.popleft().result())
             finally:
                 for f in ahead:
                     f.cancel()
