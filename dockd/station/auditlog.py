@@ -53,6 +53,20 @@ def segment_body(rows: list[dict]) -> bytes:
     return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows).encode()
 
 
+def signed_segment(rows: list[dict], station: str, day: str, key: StationKey, *, part: bool = False
+                   ) -> tuple[bytes, bytes]:
+    """A segment's body and signed head bytes (``dockd.audit-segment/1``; ``part``: a part of a day not
+    finished yet, :mod:`dockd.station.auditparts`). The same rows always give the same bytes."""
+    body = segment_body(rows)
+    head = {"type": "dockd.audit-segment/1", "station": station, "day": day,
+            "first_seq": rows[0]["seq"], "last_seq": rows[-1]["seq"],
+            "prev_hash_of_first": rows[0]["prev_hash"], "last_hash": rows[-1]["hash"],
+            "sha256": hashlib.sha256(body).hexdigest(), "rows": len(rows)}
+    if part:
+        head["part"] = True
+    return body, mf.dumps(mf.sign(head, key))
+
+
 def export_days(queue: Queue, backend: Backend, key: StationKey, station: str, prefix: str,
                 now: float | None = None) -> list[str]:
     """Upload every finished day's audit segment that has not been exported yet."""
@@ -71,13 +85,8 @@ def export_days(queue: Queue, backend: Backend, key: StationKey, station: str, p
         if day >= today or day in done:
             continue
         seg = by_day[day]
-        body = segment_body(seg)
+        body, hb = signed_segment(seg, station, day, key)
         base = "/".join(p for p in (prefix, station, "_audit", day) if p)
-        head = mf.sign({"type": "dockd.audit-segment/1", "station": station, "day": day,
-                        "first_seq": seg[0]["seq"], "last_seq": seg[-1]["seq"],
-                        "prev_hash_of_first": seg[0]["prev_hash"], "last_hash": seg[-1]["hash"],
-                        "sha256": hashlib.sha256(body).hexdigest(), "rows": len(seg)}, key)
-        hb = mf.dumps(head)
         backend.put_bytes(base + ".jsonl", body, hashlib.sha256(body).hexdigest())
         backend.put_bytes(base + ".head.json", hb, hashlib.sha256(hb).hexdigest())
         queue.mark_audit_exported(day, seg[0]["seq"], seg[-1]["seq"], base + ".jsonl", now=t)

@@ -47,12 +47,11 @@ from dockd.core import ijson
 from dockd.evidence import manifest as mf
 from dockd.evidence.keys import StationKey
 from dockd.queue.store import Queue
-from dockd.station.auditlog import segment_body
+from dockd.station.auditlog import signed_segment
 from dockd.storage.base import Backend, ErrorClass, StoreFailure
 
 log = structlog.get_logger("dockd.audit")
 
-SEGMENT_TYPE = "dockd.audit-segment/1"
 PART_ROWS = 20_000  # rows of one part at most: body and head in memory are bounded
 MAX_PARTS = 50  # parts per call at most (a station that was offline catches up over a few calls)
 MAX_BODY = 64 << 20  # a stored body read back after a crash (the collector's bound for a segment too)
@@ -61,16 +60,6 @@ MAX_BODY = 64 << 20  # a stored body read back after a crash (the collector's bo
 def part_base(prefix: str, station: str, day: str, first_seq: int) -> str:
     """The part's object key without ``.jsonl`` / ``.head.json``."""
     return "/".join(p for p in (prefix, station, "_audit", f"{day}.part-{first_seq:012d}") if p)
-
-
-def build(rows: list[dict], station: str, day: str, key: StationKey) -> tuple[bytes, bytes]:
-    """The part's body and signed head bytes: the same rows always give the same bytes."""
-    body = segment_body(rows)
-    head = mf.sign({"type": SEGMENT_TYPE, "part": True, "station": station, "day": day,
-                    "first_seq": rows[0]["seq"], "last_seq": rows[-1]["seq"],
-                    "prev_hash_of_first": rows[0]["prev_hash"], "last_hash": rows[-1]["hash"],
-                    "sha256": hashlib.sha256(body).hexdigest(), "rows": len(rows)}, key)
-    return body, mf.dumps(head)
 
 
 def _next_rows(queue: Queue, today: str, until: int) -> list[dict]:
@@ -126,7 +115,7 @@ def export_parts(queue: Queue, backend: Backend, key: StationKey, station: str, 
             break
         base = part_base(prefix, station, today, rows[0]["seq"])
         rows = _stored_extent(backend, base, rows)
-        body, head = build(rows, station, today, key)
+        body, head = signed_segment(rows, station, today, key, part=True)
         backend.put_bytes(base + ".jsonl", body, hashlib.sha256(body).hexdigest())
         backend.put_bytes(base + ".head.json", head, hashlib.sha256(head).hexdigest())
         queue.mark_audit_part(today, rows[0]["seq"], rows[-1]["seq"], rows[-1]["hash"], base + ".jsonl", now=now)
